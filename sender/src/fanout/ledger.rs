@@ -1,0 +1,293 @@
+//! The fire ledger: the durable record that a campaign was fired, written
+//! *before* anything is sent. Whoever inserts the row fires; everyone else,
+//! in any thread or process, now or after a restart, reads "already fired at
+//! T by X" and sends nothing.
+//!
+//! The embedded ledger is a SQLite file (WAL, `synchronous=FULL`): the insert
+//! and the read that follows run in one `BEGIN IMMEDIATE` transaction, so two
+//! processes racing on the same file serialize on SQLite's lock.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+/// A request to fire.
+#[derive(Debug, Clone)]
+pub struct FireClaim {
+    /// The campaign.
+    pub campaign_id: String,
+    /// Its content hash.
+    pub campaign_hash: String,
+    /// Who pressed fire.
+    pub operator: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Where a fired campaign stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FireStatus {
+    /// Claimed; sending started (or the process died while sending).
+    Fired,
+    /// Every batch was handled.
+    Completed,
+    /// Stopped by an abort.
+    Aborted,
+}
+
+impl FireStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Fired => "fired",
+            Self::Completed => "completed",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "completed" => Self::Completed,
+            "aborted" => Self::Aborted,
+            _ => Self::Fired,
+        }
+    }
+}
+
+/// A ledger row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FireRecord {
+    /// The campaign.
+    pub campaign_id: String,
+    /// Content hash at fire time.
+    pub campaign_hash: String,
+    /// Who fired.
+    pub operator: String,
+    /// When, ms since the UNIX epoch.
+    pub fired_at_ms: u64,
+    /// Host that fired.
+    pub host: String,
+    /// Process that fired.
+    pub pid: u32,
+    /// Status.
+    pub status: FireStatus,
+    /// When it finished, ms since the UNIX epoch.
+    pub finished_at_ms: Option<u64>,
+    /// The final report, JSON.
+    pub summary: Option<String>,
+}
+
+impl FireRecord {
+    /// The fire time.
+    pub fn fired_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.fired_at_ms)
+    }
+}
+
+impl fmt::Display for FireRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "campaign {} already fired at {} by {} ({})",
+            self.campaign_id,
+            humantime::format_rfc3339_millis(self.fired_at()),
+            self.operator,
+            self.status.as_str()
+        )
+    }
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller fires.
+    Won(FireRecord),
+    /// Somebody fired first; send nothing.
+    AlreadyFired(FireRecord),
+}
+
+/// A failure of the ledger's storage. When the ledger cannot answer, the
+/// fire does not happen: refusing is safe, sending twice is not.
+#[derive(Debug, thiserror::Error)]
+#[error("fire ledger {path}: {message}", path = path.display())]
+pub struct LedgerError {
+    /// The ledger file or location.
+    pub path: PathBuf,
+    /// What failed.
+    pub message: String,
+}
+
+/// A durable record of fires.
+pub trait FireLedger: Send + Sync + fmt::Debug {
+    /// Records the fire if the campaign was never fired.
+    fn claim(&self, claim: &FireClaim) -> Result<Claim, LedgerError>;
+    /// Records how a fire ended.
+    fn finish(&self, campaign_id: &str, status: FireStatus, summary_json: &str) -> Result<(), LedgerError>;
+    /// The record of a campaign, if fired.
+    fn get(&self, campaign_id: &str) -> Result<Option<FireRecord>, LedgerError>;
+}
+
+/// The embedded ledger: a SQLite file.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let err = |e: rusqlite::Error| LedgerError { path: path.to_owned(), message: e.to_string() };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError { path: path.to_owned(), message: e.to_string() })?;
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS fires (
+                campaign_id    TEXT PRIMARY KEY,
+                campaign_hash  TEXT NOT NULL,
+                operator       TEXT NOT NULL,
+                fired_at_ms    INTEGER NOT NULL,
+                host           TEXT NOT NULL,
+                pid            INTEGER NOT NULL,
+                status         TEXT NOT NULL,
+                finished_at_ms INTEGER,
+                summary        TEXT
+            );",
+        )
+        .map_err(err)?;
+        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> LedgerError {
+        LedgerError { path: self.path.clone(), message: e.to_string() }
+    }
+}
+
+fn read_record(conn: &Connection, campaign_id: &str) -> rusqlite::Result<Option<FireRecord>> {
+    conn.query_row(
+        "SELECT campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, finished_at_ms, summary
+         FROM fires WHERE campaign_id = ?1",
+        params![campaign_id],
+        |r| {
+            Ok(FireRecord {
+                campaign_id: r.get(0)?,
+                campaign_hash: r.get(1)?,
+                operator: r.get(2)?,
+                fired_at_ms: r.get::<_, i64>(3)? as u64,
+                host: r.get(4)?,
+                pid: r.get::<_, i64>(5)? as u32,
+                status: FireStatus::parse(&r.get::<_, String>(6)?),
+                finished_at_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                summary: r.get(8)?,
+            })
+        },
+    )
+    .optional()
+}
+
+impl FireLedger for SqliteLedger {
+    fn claim(&self, claim: &FireClaim) -> Result<Claim, LedgerError> {
+        let mut conn = self.conn.lock().expect("ledger lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO fires (campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'fired') ON CONFLICT(campaign_id) DO NOTHING",
+                params![claim.campaign_id, claim.campaign_hash, claim.operator, ms(claim.at) as i64, host_name(), std::process::id()],
+            )
+            .map_err(|e| self.err(e))?;
+        let record = read_record(&tx, &claim.campaign_id)
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| LedgerError { path: self.path.clone(), message: "the fire row vanished".into() })?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(if inserted == 1 { Claim::Won(record) } else { Claim::AlreadyFired(record) })
+    }
+
+    fn finish(&self, campaign_id: &str, status: FireStatus, summary_json: &str) -> Result<(), LedgerError> {
+        let conn = self.conn.lock().expect("ledger lock");
+        conn.execute(
+            "UPDATE fires SET status = ?2, finished_at_ms = ?3, summary = ?4 WHERE campaign_id = ?1",
+            params![campaign_id, status.as_str(), ms(SystemTime::now()) as i64, summary_json],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn get(&self, campaign_id: &str) -> Result<Option<FireRecord>, LedgerError> {
+        read_record(&self.conn.lock().expect("ledger lock"), campaign_id).map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    fn claim(op: &str) -> FireClaim {
+        FireClaim { campaign_id: "c1".into(), campaign_hash: "h".into(), operator: op.into(), at: SystemTime::now() }
+    }
+
+    #[test]
+    fn first_claim_wins_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let ledger = SqliteLedger::open(&path).unwrap();
+        assert!(matches!(ledger.claim(&claim("ana")).unwrap(), Claim::Won(_)));
+        drop(ledger);
+        let again = SqliteLedger::open(&path).unwrap();
+        match again.claim(&claim("bo")).unwrap() {
+            Claim::AlreadyFired(r) => {
+                assert_eq!(r.operator, "ana");
+                assert!(r.to_string().contains("already fired at") && r.to_string().contains("by ana"), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+        again.finish("c1", FireStatus::Completed, "{}").unwrap();
+        assert_eq!(again.get("c1").unwrap().unwrap().status, FireStatus::Completed);
+    }
+
+    #[test]
+    fn racing_threads_on_separate_connections_fire_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        SqliteLedger::open(&path).unwrap();
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let ledger = SqliteLedger::open(&path).unwrap();
+                    barrier.wait();
+                    usize::from(matches!(ledger.claim(&claim(&format!("op{i}"))).unwrap(), Claim::Won(_)))
+                })
+            })
+            .collect();
+        let winners: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(winners, 1);
+    }
+}

@@ -1,0 +1,292 @@
+//! The fan-out engine: fire ledger, dispatch tier, notifier tier, abort.
+//!
+//! ```text
+//! fire(campaign, operator)
+//!   -> ledger.claim            durable, once per campaign id, ever
+//!   -> fire queue -> dispatcher: shards x markets -> batch messages (ranges)
+//!   -> batch queue -> notifier workers (one thread each): device -> Session
+//!   -> FireRun counters + MetricsSink; the last batch completes the run,
+//!      writes the report to the ledger and wakes `FireHandle::wait`.
+//! ```
+//!
+//! Workers are started (and their provider sessions warmed) by
+//! [`Engine::start`], before any fire, so a fire pays for sending only.
+//!
+//! - [`ledger`]: the durable fire ledger.
+//! - [`warm`]: audience + campaign -> per-device payload routes.
+//! - [`run`]: one fire's shared counters, abort switch and report.
+//! - `dispatch` / `notifier`: the two tiers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use crate::metrics::MetricsSink;
+use crate::push::{ApnsHeaders, Provider, ProviderError, Session as _};
+use crate::queue::{BatchMsg, EmbeddedQueue, FireMsg};
+
+mod dispatch;
+pub mod ledger;
+mod notifier;
+pub mod run;
+pub mod warm;
+
+pub use ledger::{Claim, FireClaim, FireLedger, FireRecord, FireStatus, LedgerError, SqliteLedger};
+pub use run::{FireReport, FireRun, Progress, UnsentRange};
+pub use warm::{Warm, WarmError};
+
+/// Settings of the notifier tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Notifier workers (threads). Default: one per core.
+    pub workers: usize,
+    /// Sends a worker keeps outstanding. Default 4,000 (4 connections x
+    /// 1,000 streams).
+    pub in_flight_per_worker: usize,
+    /// After an abort, how long to wait for sends already in flight before
+    /// reporting them as in doubt.
+    pub drain_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            in_flight_per_worker: 4 * 1000,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The engine could not start or fire.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A provider session failed to warm up.
+    #[error("a notifier could not warm its provider session: {0}")]
+    Provider(#[from] ProviderError),
+    /// A worker thread could not be started.
+    #[error("could not start a worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The ledger could not be read or written; nothing was sent.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The engine is not accepting fires (shutting down).
+    #[error("the engine is shut down")]
+    Stopped,
+}
+
+/// What the tiers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) warm: Warm,
+    pub(crate) config: EngineConfig,
+    pub(crate) ledger: Arc<dyn FireLedger>,
+    pub(crate) metrics: Arc<dyn MetricsSink>,
+    pub(crate) fire_queue: EmbeddedQueue<FireMsg>,
+    pub(crate) batch_queue: EmbeddedQueue<BatchMsg>,
+    runs: Mutex<HashMap<String, Arc<FireRun>>>,
+}
+
+impl Shared {
+    pub(crate) fn run(&self, campaign_id: &str) -> Option<Arc<FireRun>> {
+        self.runs.lock().expect("runs lock").get(campaign_id).cloned()
+    }
+}
+
+/// The answer to a fire.
+#[derive(Debug)]
+pub enum FireOutcome {
+    /// This press fired; the handle follows the send.
+    Started(FireHandle),
+    /// The campaign was fired before; nothing was sent.
+    AlreadyFired(FireRecord),
+}
+
+/// A fire in progress.
+#[derive(Debug, Clone)]
+pub struct FireHandle {
+    run: Arc<FireRun>,
+}
+
+impl FireHandle {
+    /// The campaign.
+    pub fn campaign_id(&self) -> &str {
+        &self.run.campaign_id
+    }
+
+    /// A live view.
+    pub fn progress(&self) -> Progress {
+        self.run.progress()
+    }
+
+    /// Stops the fire: no device is handed off after this returns (beyond
+    /// the one being handed off at this instant). Returns false if it was
+    /// already aborted.
+    pub fn abort(&self, by: &str) -> bool {
+        self.run.abort(by)
+    }
+
+    /// Waits for the final report.
+    pub async fn wait(&self) -> Arc<FireReport> {
+        self.run.wait().await
+    }
+}
+
+/// The embedded sender: warm workers waiting for a fire.
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn spawn_worker(
+    name: String,
+    ready: oneshot::Sender<Result<(), ProviderError>>,
+    work: impl FnOnce(oneshot::Sender<Result<(), ProviderError>>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+    + Send
+    + 'static,
+) -> Result<JoinHandle<()>, EngineError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime");
+            rt.block_on(work(ready));
+        })
+        .map_err(EngineError::Thread)
+}
+
+impl Engine {
+    /// Starts the dispatcher and `config.workers` notifier workers, each
+    /// with its own session of `provider`, and returns once every session is
+    /// warm.
+    pub async fn start<P: Provider>(
+        warm: Warm,
+        provider: Arc<P>,
+        ledger: Arc<dyn FireLedger>,
+        metrics: Arc<dyn MetricsSink>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let workers = config.workers.max(1);
+        let shared = Arc::new(Shared {
+            warm,
+            config,
+            ledger,
+            metrics,
+            fire_queue: EmbeddedQueue::new(),
+            batch_queue: EmbeddedQueue::new(),
+            runs: Mutex::new(HashMap::new()),
+        });
+        let mut engine = Self { shared: shared.clone(), threads: Vec::new() };
+        let mut waits = Vec::new();
+        for id in 0..workers {
+            let (tx, rx) = oneshot::channel();
+            let (provider, shared) = (provider.clone(), shared.clone());
+            engine.threads.push(spawn_worker(format!("kickoff-notifier-{id}"), tx, move |ready| {
+                Box::pin(async move {
+                    let mut session = provider.session();
+                    match session.warm().await {
+                        Ok(()) => {
+                            let _ = ready.send(Ok(()));
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    }
+                    notifier::Notifier::new(session, shared).run().await;
+                })
+            })?);
+            waits.push(rx);
+        }
+        let (tx, rx) = oneshot::channel();
+        let dispatcher_shared = shared.clone();
+        engine.threads.push(spawn_worker("kickoff-dispatch".into(), tx, move |ready| {
+            Box::pin(async move {
+                let _ = ready.send(Ok(()));
+                dispatch::run(dispatcher_shared).await;
+            })
+        })?);
+        waits.push(rx);
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(EngineError::Stopped),
+            }
+        }
+        Ok(engine)
+    }
+
+    /// What the workers hold.
+    pub fn warm(&self) -> &Warm {
+        &self.shared.warm
+    }
+
+    /// Fires the warm campaign. Idempotent through the ledger: a campaign
+    /// fired before, by anyone, answers [`FireOutcome::AlreadyFired`] and
+    /// sends nothing. If the ledger cannot answer, nothing is sent.
+    pub fn fire(&self, operator: &str) -> Result<FireOutcome, EngineError> {
+        let pressed = Instant::now();
+        let at = SystemTime::now();
+        let campaign = &self.shared.warm.campaign;
+        let claim = FireClaim {
+            campaign_id: campaign.id.clone(),
+            campaign_hash: campaign.hash().to_owned(),
+            operator: operator.to_owned(),
+            at,
+        };
+        let record = match self.shared.ledger.claim(&claim)? {
+            Claim::AlreadyFired(record) => return Ok(FireOutcome::AlreadyFired(record)),
+            Claim::Won(record) => record,
+        };
+        let run = Arc::new(FireRun::new(
+            claim.campaign_id.clone(),
+            claim.campaign_hash,
+            claim.operator,
+            pressed,
+            at,
+            ApnsHeaders::for_fire(&campaign.apns, at),
+            self.shared.warm.targeted(),
+        ));
+        self.shared.runs.lock().expect("runs lock").insert(claim.campaign_id.clone(), run.clone());
+        self.shared.fire_queue.send_all([FireMsg {
+            campaign_id: claim.campaign_id,
+            campaign_hash: record.campaign_hash,
+            operator: record.operator,
+            fired_at_ms: record.fired_at_ms,
+        }]);
+        Ok(FireOutcome::Started(FireHandle { run }))
+    }
+
+    /// The handle of a fire started by this engine.
+    pub fn handle(&self, campaign_id: &str) -> Option<FireHandle> {
+        self.shared.run(campaign_id).map(|run| FireHandle { run })
+    }
+
+    /// Stops the workers after aborting any fire still running.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for run in self.shared.runs.lock().expect("runs lock").values() {
+            if !run.progress().done {
+                run.abort("shutdown");
+            }
+        }
+        self.shared.fire_queue.close();
+        self.shared.batch_queue.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,333 @@
+//! The notifier tier: a worker takes batch messages, walks each range of its
+//! shard, and hands every device to its provider session, keeping up to
+//! `in_flight_per_worker` sends outstanding.
+//!
+//! A worker owns one OS thread and a current-thread runtime: its session's
+//! connections, its in-flight futures and its counters never cross threads.
+//! Counts go into a private [`FanoutStats`] and reach the shared run and the
+//! metrics sink in one flush every ~100 ms, never per device.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::Shared;
+use super::run::{FireRun, RunDelta, UnsentRange};
+use crate::metrics::FanoutStats;
+use crate::push::{DeviceRef, Handoff, Outcome, PushRequest, Session};
+use crate::queue::BatchMsg;
+
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Synchronous deliveries are time-stamped once per this many devices: an
+/// `Instant::now()` per device would cost more than the send itself.
+const STAMP_EVERY: u32 = 256;
+
+/// A send in flight, tagged with the batch slot it belongs to.
+struct InFlight<F> {
+    fut: F,
+    slot: u32,
+}
+
+impl<F: Future<Output = Outcome> + Unpin> Future for InFlight<F> {
+    type Output = (u32, Outcome);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slot = self.slot;
+        Pin::new(&mut self.fut).poll(cx).map(|o| (slot, o))
+    }
+}
+
+/// A batch being handed off or waiting for its in-flight sends.
+struct OpenBatch {
+    msg: BatchMsg,
+    run: usize,
+    /// Next device to hand off.
+    next: u32,
+    outstanding: u32,
+}
+
+/// A run's counts local to this worker, flushed periodically.
+struct RunLocal {
+    run: Arc<FireRun>,
+    stats: FanoutStats,
+    delta: RunDelta,
+    open_batches: usize,
+}
+
+pub(crate) struct Notifier<S: Session> {
+    session: S,
+    shared: Arc<Shared>,
+    limit: usize,
+    inflight: FuturesUnordered<InFlight<S::Pending>>,
+    slots: Vec<Option<OpenBatch>>,
+    free_slots: Vec<u32>,
+    /// The batch being handed off.
+    current: Option<u32>,
+    runs: Vec<RunLocal>,
+    token: Vec<u8>,
+    last_flush: Instant,
+}
+
+impl<S: Session> Notifier<S> {
+    pub(crate) fn new(session: S, shared: Arc<Shared>) -> Self {
+        let limit = shared.config.in_flight_per_worker.max(1);
+        Self {
+            session,
+            shared,
+            limit,
+            inflight: FuturesUnordered::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            current: None,
+            runs: Vec::new(),
+            token: Vec::with_capacity(256),
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// Works until the batch queue is closed and everything in flight is done.
+    pub(crate) async fn run(mut self) {
+        let mut closed = false;
+        loop {
+            if self.current.is_some() && self.inflight.len() < self.limit {
+                self.hand_off();
+                if self.last_flush.elapsed() < FLUSH_EVERY {
+                    continue;
+                }
+            }
+            if self.current.is_none() && self.inflight.len() < self.limit && !closed {
+                if let Some(msg) = self.shared.batch_queue.try_recv() {
+                    self.open(msg);
+                    continue;
+                }
+            }
+            if self.last_flush.elapsed() >= FLUSH_EVERY {
+                self.flush();
+                self.drop_abandoned();
+            }
+            if self.inflight.is_empty() && self.current.is_none() {
+                // Idle: report everything before waiting.
+                self.flush();
+                if closed {
+                    return;
+                }
+                match self.shared.batch_queue.recv().await {
+                    Some(msg) => self.open(msg),
+                    None => closed = true,
+                }
+                continue;
+            }
+            let can_take = self.current.is_none() && self.inflight.len() < self.limit && !closed;
+            tokio::select! {
+                biased;
+                Some((slot, outcome)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    let now = Instant::now();
+                    self.complete(slot, outcome, now);
+                    // Take every other answer that is already in.
+                    while let Some(Some((slot, outcome))) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
+                        self.complete(slot, outcome, now);
+                    }
+                }
+                msg = self.shared.batch_queue.recv(), if can_take => match msg {
+                    Some(msg) => self.open(msg),
+                    None => closed = true,
+                },
+                () = tokio::time::sleep(FLUSH_EVERY) => {}
+            }
+        }
+    }
+
+    fn open(&mut self, msg: BatchMsg) {
+        let Some(run) = self.shared.run(&msg.campaign_id) else {
+            tracing::warn!(campaign = %msg.campaign_id, "batch for an unknown run; dropped");
+            return;
+        };
+        let run_index = match self.runs.iter().position(|r| Arc::ptr_eq(&r.run, &run)) {
+            Some(i) => i,
+            None => {
+                self.runs.push(RunLocal { run, stats: FanoutStats::default(), delta: RunDelta::default(), open_batches: 0 });
+                self.runs.len() - 1
+            }
+        };
+        self.runs[run_index].open_batches += 1;
+        let batch = OpenBatch { next: msg.start, msg, run: run_index, outstanding: 0 };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(batch);
+                s
+            }
+            None => {
+                self.slots.push(Some(batch));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.current = Some(slot);
+    }
+
+    /// Hands devices of the current batch to the session until the batch
+    /// ends, the in-flight window is full, or the run is aborted.
+    fn hand_off(&mut self) {
+        let Some(slot) = self.current else { return };
+        let Self { session, shared, inflight, slots, runs, token, limit, .. } = self;
+        let batch = slots[slot as usize].as_mut().expect("current batch is open");
+        let local = &mut runs[batch.run];
+        let run = &*local.run;
+        let warm = &shared.warm;
+        let shard = &warm.audience.shards()[batch.msg.shard as usize];
+        let routes = &warm.routes[batch.msg.shard as usize];
+        let platform = batch.msg.platform;
+        let end = batch.msg.end;
+        let first = batch.next;
+        let mut sync_ok = 0u64;
+        let mut answered = false;
+        let mut i = first;
+        // The window only limits sends that are actually pending: a session
+        // that answers synchronously runs through the whole batch.
+        while i < end && inflight.len() < *limit {
+            if run.is_aborted() {
+                break;
+            }
+            let locale = shard.locale(platform, i as usize);
+            let payload = warm.payloads.get(platform, usize::from(routes.payload_of_locale[usize::from(locale)]));
+            let req = PushRequest {
+                device: DeviceRef { shard: batch.msg.shard, platform, index: i },
+                token: shard.token_text(platform, i as usize, token),
+                payload,
+                apns: &run.apns,
+            };
+            match session.send(&req) {
+                Handoff::Done(Outcome::Delivered) => sync_ok += 1,
+                Handoff::Done(Outcome::Failed(reason)) => {
+                    local.stats.failed(reason);
+                    local.delta.failed[reason.index()] += 1;
+                    answered = true;
+                }
+                Handoff::Pending(fut) => {
+                    inflight.push(InFlight { fut, slot });
+                    batch.outstanding += 1;
+                }
+            }
+            i += 1;
+            if sync_ok == u64::from(STAMP_EVERY) {
+                local.stats.delivered(platform, run.fired_at.elapsed(), sync_ok);
+                local.delta.delivered += sync_ok;
+                sync_ok = 0;
+                answered = true;
+            }
+        }
+        let now = Instant::now();
+        if sync_ok > 0 {
+            local.stats.delivered(platform, now - run.fired_at, sync_ok);
+            local.delta.delivered += sync_ok;
+            answered = true;
+        }
+        if answered {
+            local.delta.last_outcome = Some(now);
+        }
+        if i > first {
+            local.delta.handed_off += u64::from(i - first);
+            local.delta.last_handoff = Some(now);
+        }
+        batch.next = i;
+        if i == batch.msg.end || run.is_aborted() {
+            if i < batch.msg.end {
+                run.unsent(UnsentRange { shard: batch.msg.shard, platform, start: i, end: batch.msg.end });
+            }
+            self.current = None;
+            if batch.outstanding == 0 {
+                self.close_batch(slot);
+            }
+        }
+    }
+
+    fn complete(&mut self, slot: u32, outcome: Outcome, now: Instant) {
+        let batch = self.slots[slot as usize].as_mut().expect("in-flight send of an open batch");
+        batch.outstanding -= 1;
+        let local = &mut self.runs[batch.run];
+        match outcome {
+            Outcome::Delivered => {
+                local.stats.delivered(batch.msg.platform, now - local.run.fired_at, 1);
+                local.delta.delivered += 1;
+            }
+            Outcome::Failed(reason) => {
+                local.stats.failed(reason);
+                local.delta.failed[reason.index()] += 1;
+            }
+        }
+        local.delta.last_outcome = Some(now);
+        if batch.outstanding == 0 && self.current != Some(slot) {
+            self.close_batch(slot);
+        }
+    }
+
+    fn close_batch(&mut self, slot: u32) {
+        let batch = self.slots[slot as usize].take().expect("open batch");
+        self.free_slots.push(slot);
+        let local = &mut self.runs[batch.run];
+        local.delta.batches_done += 1;
+        local.open_batches -= 1;
+    }
+
+    /// Reports every run's counts: first the metrics sink, then the run's
+    /// counters, the batch count last (it may complete the run).
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        for local in &mut self.runs {
+            if !local.stats.is_empty() {
+                self.shared.metrics.record(&local.run.campaign_id, &local.stats);
+                local.stats.clear();
+            }
+            if !local.delta.is_empty() {
+                let delta = std::mem::take(&mut local.delta);
+                local.run.apply(&delta);
+                if delta.batches_done > 0 {
+                    local.run.try_complete(self.shared.ledger.as_ref());
+                }
+            }
+        }
+        // Forget runs with nothing open; batch slots refer to runs by index,
+        // so only trailing entries can go.
+        while self.runs.last().is_some_and(|r| r.open_batches == 0) {
+            self.runs.pop();
+        }
+    }
+
+    /// After an abort, sends still unanswered past the drain timeout are
+    /// abandoned and reported as in doubt, so an unresponsive provider cannot
+    /// hold the abort open.
+    fn drop_abandoned(&mut self) {
+        let timeout = self.shared.config.drain_timeout;
+        let expired: Vec<usize> = self
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.run.abort_instant().is_some_and(|t| t.elapsed() >= timeout))
+            .map(|(i, _)| i)
+            .collect();
+        if expired.is_empty() || self.inflight.is_empty() {
+            return;
+        }
+        let old = std::mem::take(&mut self.inflight);
+        let mut closed = Vec::new();
+        for f in old {
+            let batch = self.slots[f.slot as usize].as_mut().expect("open batch");
+            if expired.contains(&batch.run) {
+                batch.outstanding -= 1;
+                self.runs[batch.run].delta.in_doubt += 1;
+                if batch.outstanding == 0 && self.current != Some(f.slot) {
+                    closed.push(f.slot);
+                }
+            } else {
+                self.inflight.push(f);
+            }
+        }
+        for slot in closed {
+            self.close_batch(slot);
+        }
+        self.flush();
+    }
+}

@@ -1,0 +1,328 @@
+//! One fire of one campaign while it runs: the counters every tier updates,
+//! the abort switch, and the final report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, watch};
+
+use super::ledger::{FireLedger, FireStatus};
+use crate::audience::Platform;
+use crate::push::{ApnsHeaders, FailReason};
+
+/// At most this many unsent ranges are listed in a report; the total is
+/// always given.
+const MAX_LISTED_RANGES: usize = 1000;
+const NOT_YET: u64 = u64::MAX;
+
+/// Devices that were never handed to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UnsentRange {
+    /// Shard index.
+    pub shard: u32,
+    /// Platform section.
+    pub platform: Platform,
+    /// First device not sent.
+    pub start: u32,
+    /// One past the last.
+    pub end: u32,
+}
+
+/// A live view of a fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    /// Devices the campaign sends to.
+    pub targeted: u64,
+    /// Devices handed to a provider.
+    pub handed_off: u64,
+    /// Acknowledged by the provider.
+    pub delivered: u64,
+    /// Refused or failed.
+    pub failed: u64,
+    /// Time since the fire.
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+    /// Finished (completed or aborted).
+    pub done: bool,
+    /// An abort was requested.
+    pub aborted: bool,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// How a fire ended, from the sender's side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FireReport {
+    /// The campaign.
+    pub campaign_id: String,
+    /// Its content hash.
+    pub campaign_hash: String,
+    /// Who fired.
+    pub operator: String,
+    /// When (RFC 3339).
+    pub fired_at: String,
+    /// Devices the campaign sends to.
+    pub targeted: u64,
+    /// Handed to a provider (`delivered + failed + in_doubt`).
+    pub handed_off: u64,
+    /// Acknowledged by the provider.
+    pub delivered: u64,
+    /// Refused or failed, total.
+    pub failed: u64,
+    /// Failures by reason.
+    pub failed_by_reason: BTreeMap<String, u64>,
+    /// Never handed to a provider (`targeted - handed_off`).
+    pub not_sent: u64,
+    /// Handed off, but abandoned before an answer (after an abort, past the
+    /// drain timeout): they may or may not have arrived.
+    pub in_doubt: u64,
+    /// An abort stopped the fire.
+    pub aborted: bool,
+    /// Who aborted.
+    pub aborted_by: Option<String>,
+    /// From the abort to the last hand-off, in seconds.
+    pub abort_to_last_handoff_s: Option<f64>,
+    /// From the fire to the last outcome, in seconds.
+    pub elapsed_s: f64,
+    /// From the fire to the last hand-off, in seconds.
+    pub last_handoff_s: f64,
+    /// Ranges never sent (the first 1000).
+    pub unsent_ranges: Vec<UnsentRange>,
+    /// Number of unsent ranges in all.
+    pub unsent_ranges_total: u64,
+}
+
+/// Shared state of one fire.
+#[derive(Debug)]
+pub struct FireRun {
+    pub(crate) campaign_id: String,
+    pub(crate) campaign_hash: String,
+    pub(crate) operator: String,
+    pub(crate) fired_at: Instant,
+    pub(crate) fired_at_wall: SystemTime,
+    pub(crate) apns: ApnsHeaders,
+    pub(crate) targeted: u64,
+    aborted: AtomicBool,
+    abort_at_ns: AtomicU64,
+    aborted_by: Mutex<Option<String>>,
+    pub(crate) abort_notify: Notify,
+    handed_off: AtomicU64,
+    delivered: AtomicU64,
+    failed: [AtomicU64; FailReason::COUNT],
+    in_doubt: AtomicU64,
+    last_handoff_ns: AtomicU64,
+    last_outcome_ns: AtomicU64,
+    batches_total: AtomicU64,
+    batches_done: AtomicU64,
+    unsent: Mutex<(Vec<UnsentRange>, u64)>,
+    completed: AtomicBool,
+    report: watch::Sender<Option<Arc<FireReport>>>,
+}
+
+/// What a worker adds to a run's counters in one flush.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RunDelta {
+    pub(crate) handed_off: u64,
+    pub(crate) delivered: u64,
+    pub(crate) failed: [u64; FailReason::COUNT],
+    pub(crate) in_doubt: u64,
+    pub(crate) batches_done: u64,
+    pub(crate) last_handoff: Option<Instant>,
+    pub(crate) last_outcome: Option<Instant>,
+}
+
+impl RunDelta {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.handed_off == 0 && self.batches_done == 0 && self.in_doubt == 0 && self.delivered == 0 && self.failed.iter().all(|f| *f == 0)
+    }
+}
+
+impl FireRun {
+    pub(crate) fn new(
+        campaign_id: String,
+        campaign_hash: String,
+        operator: String,
+        fired_at: Instant,
+        fired_at_wall: SystemTime,
+        apns: ApnsHeaders,
+        targeted: u64,
+    ) -> Self {
+        Self {
+            campaign_id,
+            campaign_hash,
+            operator,
+            fired_at,
+            fired_at_wall,
+            apns,
+            targeted,
+            aborted: AtomicBool::new(false),
+            abort_at_ns: AtomicU64::new(NOT_YET),
+            aborted_by: Mutex::new(None),
+            abort_notify: Notify::new(),
+            handed_off: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: std::array::from_fn(|_| AtomicU64::new(0)),
+            in_doubt: AtomicU64::new(0),
+            last_handoff_ns: AtomicU64::new(0),
+            last_outcome_ns: AtomicU64::new(0),
+            batches_total: AtomicU64::new(NOT_YET),
+            batches_done: AtomicU64::new(0),
+            unsent: Mutex::new((Vec::new(), 0)),
+            completed: AtomicBool::new(false),
+            report: watch::channel(None).0,
+        }
+    }
+
+    fn since_fire_ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.fired_at).as_nanos() as u64
+    }
+
+    /// True once an abort was requested. Checked before every hand-off.
+    #[inline]
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// When the abort was requested.
+    pub(crate) fn abort_instant(&self) -> Option<Instant> {
+        match self.abort_at_ns.load(Ordering::Acquire) {
+            NOT_YET => None,
+            ns => Some(self.fired_at + Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Requests an abort. Returns false if it was already aborted.
+    pub(crate) fn abort(&self, by: &str) -> bool {
+        let mut who = self.aborted_by.lock().expect("abort lock");
+        if self.aborted.load(Ordering::Acquire) {
+            return false;
+        }
+        *who = Some(by.to_owned());
+        self.abort_at_ns.store(self.since_fire_ns(Instant::now()), Ordering::Release);
+        self.aborted.store(true, Ordering::Release);
+        drop(who);
+        self.abort_notify.notify_waiters();
+        true
+    }
+
+    /// Records devices that will never be sent.
+    pub(crate) fn unsent(&self, range: UnsentRange) {
+        if range.start >= range.end {
+            return;
+        }
+        let mut u = self.unsent.lock().expect("unsent lock");
+        if u.0.len() < MAX_LISTED_RANGES {
+            u.0.push(range);
+        }
+        u.1 += 1;
+    }
+
+    /// Adds a worker's counts. Counters are added before the batch count,
+    /// so whoever sees the last batch done also sees every count.
+    pub(crate) fn apply(&self, d: &RunDelta) {
+        self.handed_off.fetch_add(d.handed_off, Ordering::Relaxed);
+        self.delivered.fetch_add(d.delivered, Ordering::Relaxed);
+        self.in_doubt.fetch_add(d.in_doubt, Ordering::Relaxed);
+        for (a, n) in self.failed.iter().zip(d.failed) {
+            if n > 0 {
+                a.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if let Some(t) = d.last_handoff {
+            self.last_handoff_ns.fetch_max(self.since_fire_ns(t), Ordering::Relaxed);
+        }
+        if let Some(t) = d.last_outcome {
+            self.last_outcome_ns.fetch_max(self.since_fire_ns(t), Ordering::Relaxed);
+        }
+        if d.batches_done > 0 {
+            // SeqCst pairs with `dispatched` and `try_complete`: of the
+            // dispatcher storing the total and a worker adding the last
+            // batch, at least one sees the other's write.
+            self.batches_done.fetch_add(d.batches_done, Ordering::SeqCst);
+        }
+    }
+
+    /// Called by the dispatcher once every batch is queued (or the abort
+    /// stopped it).
+    pub(crate) fn dispatched(&self, batches: u64) {
+        self.batches_total.store(batches, Ordering::SeqCst);
+    }
+
+    /// Finishes the run if every dispatched batch is done: builds the
+    /// report, records it in the ledger and wakes the waiters. Safe to call
+    /// from any thread, any number of times.
+    pub(crate) fn try_complete(&self, ledger: &dyn FireLedger) {
+        let total = self.batches_total.load(Ordering::SeqCst);
+        if total == NOT_YET || self.batches_done.load(Ordering::SeqCst) < total {
+            return;
+        }
+        if self.completed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let report = Arc::new(self.build_report());
+        let status = if report.aborted { FireStatus::Aborted } else { FireStatus::Completed };
+        let json = serde_json::to_string(&*report).expect("report serializes");
+        if let Err(e) = ledger.finish(&self.campaign_id, status, &json) {
+            tracing::error!(error = %e, campaign = %self.campaign_id, "could not record the end of the fire");
+        }
+        self.report.send_replace(Some(report));
+    }
+
+    fn build_report(&self) -> FireReport {
+        let failed_by_reason: BTreeMap<String, u64> = FailReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), self.failed[r.index()].load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let failed = failed_by_reason.values().sum();
+        let handed_off = self.handed_off.load(Ordering::Relaxed);
+        let last_handoff = Duration::from_nanos(self.last_handoff_ns.load(Ordering::Relaxed));
+        let last_outcome = Duration::from_nanos(self.last_outcome_ns.load(Ordering::Relaxed)).max(last_handoff);
+        let abort_at = self.abort_instant().map(|t| t - self.fired_at);
+        let (unsent_ranges, unsent_ranges_total) = self.unsent.lock().expect("unsent lock").clone();
+        FireReport {
+            campaign_id: self.campaign_id.clone(),
+            campaign_hash: self.campaign_hash.clone(),
+            operator: self.operator.clone(),
+            fired_at: humantime::format_rfc3339_millis(self.fired_at_wall).to_string(),
+            targeted: self.targeted,
+            handed_off,
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed,
+            failed_by_reason,
+            not_sent: self.targeted.saturating_sub(handed_off),
+            in_doubt: self.in_doubt.load(Ordering::Relaxed),
+            aborted: abort_at.is_some(),
+            aborted_by: self.aborted_by.lock().expect("abort lock").clone(),
+            abort_to_last_handoff_s: abort_at.map(|a| last_handoff.saturating_sub(a).as_secs_f64()),
+            elapsed_s: last_outcome.as_secs_f64(),
+            last_handoff_s: last_handoff.as_secs_f64(),
+            unsent_ranges,
+            unsent_ranges_total,
+        }
+    }
+
+    /// A live view.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            targeted: self.targeted,
+            handed_off: self.handed_off.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.iter().map(|f| f.load(Ordering::Relaxed)).sum(),
+            elapsed: self.fired_at.elapsed(),
+            done: self.completed.load(Ordering::Acquire),
+            aborted: self.is_aborted(),
+        }
+    }
+
+    /// Waits for the final report.
+    pub async fn wait(&self) -> Arc<FireReport> {
+        let mut rx = self.report.subscribe();
+        let report = rx.wait_for(Option::is_some).await.expect("the run owns the sender");
+        report.clone().expect("checked by wait_for")
+    }
+}

@@ -1,0 +1,34 @@
+//! Kickoff's sender: everything but the user interface.
+//!
+//! When a TV ad airs, one press of a square button must reach millions of
+//! phones within seconds, exactly once. This crate holds the audience store,
+//! the campaign, the fan-out engine and the drills. The desktop app
+//! (`src-tauri/`) and the `kickoff-sender` CLI are two thin faces of it: both
+//! call the same functions here, and this crate never depends on either.
+//!
+//! # Layout
+//!
+//! - [`audience`]: audience files (CSV, JSON Lines) validated line by line and
+//!   compiled into checksummed shard snapshots; loaded with one read per shard,
+//!   no heap object per device.
+//! - [`campaign`]: the campaign file (TOML), checked with file:line errors,
+//!   and the exact payload bytes per locale and platform.
+//! - [`push`]: the [`push::Provider`] trait the notifiers send through, the
+//!   null provider, the latency model, and the receiver-side delivery tally.
+//! - [`fanout`]: the fire ledger (idempotent fire), dispatch and notifier
+//!   tiers, abort, and the fire report.
+//! - [`queue`]: the messages between tiers and the in-process queue.
+//! - [`metrics`]: per-second counts, failures by reason, the delivery-time
+//!   histogram, and the [`metrics::MetricsSink`] trait.
+//! - [`drill`]: generate or load, warm, fire, measure. Shared by CLI and app.
+//! - [`rng`], [`sys`]: a seedable PRNG; process statistics and data paths.
+
+pub mod audience;
+pub mod campaign;
+pub mod drill;
+pub mod fanout;
+pub mod metrics;
+pub mod push;
+pub mod queue;
+pub mod rng;
+pub mod sys;

@@ -1,0 +1,236 @@
+//! Push providers: what a notifier hands each device to.
+//!
+//! A [`Provider`] is shared by the fleet; each notifier worker opens its own
+//! [`Session`] on its own thread (HTTP/2 connections are per worker, never
+//! shared across threads). [`Session::send`] answers either at once
+//! ([`Handoff::Done`], no allocation, no future polled: what keeps the null
+//! provider at tens of millions per second) or with a future the notifier
+//! keeps in its in-flight window ([`Handoff::Pending`]).
+//!
+//! - [`null`]: accepts everything immediately; measures the engine itself.
+//! - [`model`]: a latency and error model of a real provider, in process.
+//! - [`tally`]: the receiving end's per-device count, to measure duplicates
+//!   and missing devices instead of assuming them.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::audience::Platform;
+use crate::campaign::{ApnsOptions, RenderedPayload};
+
+pub mod model;
+pub mod null;
+pub mod tally;
+
+pub use model::{ModelConfig, ModelProvider};
+pub use null::NullProvider;
+pub use tally::DeliveryTally;
+
+/// A device by position: shard, platform section, index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceRef {
+    /// Shard index.
+    pub shard: u32,
+    /// Platform section of the shard.
+    pub platform: Platform,
+    /// Index within the section.
+    pub index: u32,
+}
+
+/// Why a notification was not delivered. Names are stable: they appear in
+/// metrics, reports and the flight recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// The token is no longer valid (APNs 410, FCM `UNREGISTERED`): prune it.
+    Unregistered,
+    /// The token is malformed for the provider (APNs `BadDeviceToken`, FCM
+    /// token `INVALID_ARGUMENT`): prune it.
+    BadDeviceToken,
+    /// The provider refused the payload size.
+    PayloadTooLarge,
+    /// Any other request the provider refused as malformed.
+    BadRequest,
+    /// Authentication or authorization failed (403, 401).
+    Auth,
+    /// The provider asked us to slow down (429).
+    TooManyRequests,
+    /// The provider failed (500).
+    ServerError,
+    /// The provider is unavailable (503).
+    Unavailable,
+    /// The connection failed or was reset.
+    Transport,
+    /// No answer in time.
+    Timeout,
+}
+
+impl FailReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 10;
+    /// Every reason, in index order.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Unregistered,
+        Self::BadDeviceToken,
+        Self::PayloadTooLarge,
+        Self::BadRequest,
+        Self::Auth,
+        Self::TooManyRequests,
+        Self::ServerError,
+        Self::Unavailable,
+        Self::Transport,
+        Self::Timeout,
+    ];
+
+    /// Position in [`ALL`](Self::ALL), for counting in arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unregistered => "unregistered",
+            Self::BadDeviceToken => "bad_device_token",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::BadRequest => "bad_request",
+            Self::Auth => "auth",
+            Self::TooManyRequests => "too_many_requests",
+            Self::ServerError => "server_error",
+            Self::Unavailable => "unavailable",
+            Self::Transport => "transport",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// Parses a name from [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider accepted the notification.
+    Delivered,
+    /// The provider refused it, or it could not be sent.
+    Failed(FailReason),
+}
+
+/// The APNs headers of a fire, computed once when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApnsHeaders {
+    /// `apns-topic`.
+    pub topic: String,
+    /// `apns-push-type`.
+    pub push_type: &'static str,
+    /// `apns-priority`.
+    pub priority: &'static str,
+    /// `apns-collapse-id`.
+    pub collapse_id: Option<String>,
+    /// `apns-expiration`, UNIX seconds.
+    pub expiration: Option<u64>,
+}
+
+impl ApnsHeaders {
+    /// Headers for a fire at `fired_at`: expiration becomes absolute.
+    pub fn for_fire(opts: &ApnsOptions, fired_at: SystemTime) -> Self {
+        let epoch = fired_at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        Self {
+            topic: opts.topic.clone(),
+            push_type: opts.push_type.as_str(),
+            priority: if opts.priority == 5 { "5" } else { "10" },
+            collapse_id: opts.collapse_id.clone(),
+            expiration: opts.expiration.map(|e| if e.is_zero() { 0 } else { (epoch + e).as_secs() }),
+        }
+    }
+}
+
+/// One notification to one device.
+#[derive(Debug, Clone, Copy)]
+pub struct PushRequest<'a> {
+    /// Which device (for the receiver's tally and the prune report).
+    pub device: DeviceRef,
+    /// The device token as text (64 hex characters for APNs).
+    pub token: &'a str,
+    /// The rendered payload for the device's locale and platform.
+    pub payload: &'a RenderedPayload,
+    /// APNs headers of this fire.
+    pub apns: &'a ApnsHeaders,
+}
+
+impl PushRequest<'_> {
+    /// The platform.
+    pub fn platform(&self) -> Platform {
+        self.device.platform
+    }
+}
+
+/// Writes what an HTTP/2 client puts on the wire for a request, minus the
+/// framing: the `:path` and, for FCM, the body with the token inside (the
+/// APNs body is the shared rendered payload). Providers that do not talk to
+/// a network call this so that what they cost includes building requests.
+#[inline]
+pub fn build_request(req: &PushRequest<'_>, path: &mut Vec<u8>, body: &mut Vec<u8>) {
+    path.clear();
+    match req.platform() {
+        Platform::Ios => {
+            path.extend_from_slice(b"/3/device/");
+            path.extend_from_slice(req.token.as_bytes());
+        }
+        Platform::Android => req.payload.write_body(req.token, body),
+    }
+}
+
+/// How a send was taken.
+#[derive(Debug)]
+pub enum Handoff<F> {
+    /// Finished synchronously.
+    Done(Outcome),
+    /// In flight; the future yields the outcome.
+    Pending(F),
+}
+
+/// A failure to open a provider session.
+#[derive(Debug, thiserror::Error)]
+#[error("{provider}: {message}")]
+pub struct ProviderError {
+    /// The provider's name.
+    pub provider: &'static str,
+    /// What went wrong (never a secret).
+    pub message: String,
+}
+
+/// A push provider shared by all notifier workers.
+pub trait Provider: Send + Sync + 'static {
+    /// A worker's handle, living on that worker's thread.
+    type Session: Session;
+
+    /// Short name for reports ("null", "model", "apns+fcm").
+    fn name(&self) -> &'static str;
+
+    /// Opens a session for one worker; called on the worker's thread.
+    fn session(&self) -> Self::Session;
+}
+
+/// One worker's connection to a provider.
+pub trait Session {
+    /// A send in flight.
+    type Pending: Future<Output = Outcome> + Unpin;
+
+    /// Prepares the session before the first send (connections, tokens).
+    fn warm(&mut self) -> impl Future<Output = Result<(), ProviderError>> {
+        std::future::ready(Ok(()))
+    }
+
+    /// Hands one notification over.
+    fn send(&mut self, req: &PushRequest<'_>) -> Handoff<Self::Pending>;
+}

@@ -1,0 +1,36 @@
+//! What the process can learn about itself and where it keeps its data.
+
+use std::path::PathBuf;
+
+/// Peak resident set size of this process in bytes (`VmHWM`), where the
+/// platform reports it (Linux); `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Kickoff's data directory, shared by the CLI and the desktop app:
+/// `$KICKOFF_DATA_DIR`, else `$XDG_DATA_HOME/kickoff`, else
+/// `~/.local/share/kickoff`.
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KICKOFF_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("kickoff");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/kickoff")
+}
+
+/// A short description of this machine for benchmark reports.
+pub fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
