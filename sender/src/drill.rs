@@ -210,7 +210,11 @@ fn prepare_audience(opts: &DrillOptions, work: &Path, on_event: &(dyn Fn(&DrillE
         Some(file) => {
             on_event(&DrillEvent::Compiling { path: file.display().to_string() });
             let out = work.join("audience");
-            let opts = CompileOptions { shards: opts.shards.unwrap_or(crate::audience::compile::DEFAULT_SHARDS), force: true, ..CompileOptions::default() };
+            let opts = CompileOptions {
+                shards: opts.shards.unwrap_or(crate::audience::compile::DEFAULT_SHARDS),
+                force: true,
+                ..CompileOptions::default()
+            };
             crate::audience::compile(std::slice::from_ref(file), &out, &opts, &mut |_| {})?;
             Ok(out)
         }

@@ -321,7 +321,9 @@ fn audience_cmd(cmd: AudienceCmd) -> anyhow::Result<ExitCode> {
             let r = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    if let (Some(path), audience::AudienceError::Strict { report: r } | audience::AudienceError::NoDevices { report: r }) = (&report, &e) {
+                    if let (Some(path), audience::AudienceError::Strict { report: r } | audience::AudienceError::NoDevices { report: r }) =
+                        (&report, &e)
+                    {
                         write_json(path, r)?;
                     }
                     return Err(e.into());
@@ -363,7 +365,14 @@ fn inspect(path: &Path, devices: usize) -> anyhow::Result<ExitCode> {
         let a = Audience::load(path)?;
         let m = a.manifest();
         println!("audience {}  checksum {}  created {}", path.display(), m.checksum, m.created_at);
-        println!("  devices {} (iOS {}, Android {}), {} shards, {} in memory", group(m.devices), group(m.ios), group(m.android), m.shards.len(), bytes(a.resident_bytes() as u64));
+        println!(
+            "  devices {} (iOS {}, Android {}), {} shards, {} in memory",
+            group(m.devices),
+            group(m.ios),
+            group(m.android),
+            m.shards.len(),
+            bytes(a.resident_bytes() as u64)
+        );
         for s in &m.sources {
             println!("  source {}: {} lines, {} kept, {} rejected", s.path, group(s.lines), group(s.accepted), group(s.rejected));
         }
@@ -479,7 +488,13 @@ fn drill_cmd(args: DrillArgs) -> anyhow::Result<ExitCode> {
 
 fn print_drill(s: &DrillSummary) {
     println!("drill {}: {} devices, provider {}, {} workers", s.campaign_id, group(s.devices), s.provider, s.workers);
-    println!("  delivered   {}   duplicates {}   missing {}   failed {}", group(s.delivered), group(s.duplicates), group(s.missing), group(s.failed));
+    println!(
+        "  delivered   {}   duplicates {}   missing {}   failed {}",
+        group(s.delivered),
+        group(s.duplicates),
+        group(s.missing),
+        group(s.failed)
+    );
     for (reason, n) in &s.failed_by_reason {
         println!("    {reason:<20} {}", group(*n));
     }
@@ -563,7 +578,7 @@ fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -89,15 +89,7 @@ impl ShardBuilder {
         let mut ios = Columns::default();
         ios.user_offsets.push(0);
         android.user_offsets.push(0);
-        Self {
-            index,
-            count,
-            locales: Interner::default(),
-            markets: Interner::default(),
-            ios,
-            android,
-            seen: HashMap::default(),
-        }
+        Self { index, count, locales: Interner::default(), markets: Interner::default(), ios, android, seen: HashMap::default() }
     }
 
     /// Number of devices accepted so far.
@@ -243,7 +235,12 @@ mod tests {
             shard.runs().iter().map(|r| (r.platform, shard.markets()[usize::from(r.market)].as_str(), r.start, r.end)).collect();
         assert_eq!(
             markets,
-            vec![(Platform::Ios, "BR", 0, 1), (Platform::Ios, "US", 1, 3), (Platform::Android, "BR", 0, 1), (Platform::Android, "US", 1, 2)]
+            vec![
+                (Platform::Ios, "BR", 0, 1),
+                (Platform::Ios, "US", 1, 3),
+                (Platform::Android, "BR", 0, 1),
+                (Platform::Android, "US", 1, 2)
+            ]
         );
         let users = shard.user_ids().unwrap();
         let mut buf = Vec::new();

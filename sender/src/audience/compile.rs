@@ -168,13 +168,25 @@ pub fn compile(
             report.lines += 1;
             let text = match line {
                 Line::TooLong => {
-                    report.reject(path, line_no, RejectReason::LineTooLong, format!("line is longer than {} bytes", super::input::MAX_LINE_BYTES), opts.max_listed);
+                    report.reject(
+                        path,
+                        line_no,
+                        RejectReason::LineTooLong,
+                        format!("line is longer than {} bytes", super::input::MAX_LINE_BYTES),
+                        opts.max_listed,
+                    );
                     continue;
                 }
                 Line::Text(bytes) => match std::str::from_utf8(bytes) {
                     Ok(t) => t,
                     Err(e) => {
-                        report.reject(path, line_no, RejectReason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()), opts.max_listed);
+                        report.reject(
+                            path,
+                            line_no,
+                            RejectReason::InvalidUtf8,
+                            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                            opts.max_listed,
+                        );
                         continue;
                     }
                 },
@@ -187,8 +199,11 @@ pub fn compile(
                 Format::Csv => match &header {
                     Some(h) => h.row(text),
                     None => {
-                        let parsed = CsvHeader::parse(text)
-                            .map_err(|message| AudienceError::Header { path: path.clone(), line: line_no, message })?;
+                        let parsed = CsvHeader::parse(text).map_err(|message| AudienceError::Header {
+                            path: path.clone(),
+                            line: line_no,
+                            message,
+                        })?;
                         header = Some(parsed);
                         continue;
                     }

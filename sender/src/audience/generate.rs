@@ -200,7 +200,8 @@ pub fn compile_generated(
     let next = AtomicU32::new(0);
     let done = AtomicU64::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(shards as usize);
-    let results: Vec<Result<Vec<(RejectReason, String, u64)>, AudienceError>> = std::thread::scope(|scope| {
+    type Rejections = Vec<(RejectReason, String, u64)>;
+    let results: Vec<Result<Rejections, AudienceError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {

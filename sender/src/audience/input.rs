@@ -167,10 +167,7 @@ pub fn validate<'a>(
     let market = required("market", market)?;
 
     let platform = Platform::parse(platform_text.trim()).ok_or_else(|| {
-        (
-            RejectReason::UnknownPlatform,
-            format!("unknown platform {:?} (expected ios or android)", truncate(&platform_text, 20)),
-        )
+        (RejectReason::UnknownPlatform, format!("unknown platform {:?} (expected ios or android)", truncate(&platform_text, 20)))
     })?;
     let token_check = match platform {
         Platform::Ios => token::parse_apns(&token).map(drop),
@@ -189,10 +186,7 @@ fn check_field(name: &str, value: &str, max: usize, ok: impl Fn(char) -> bool) -
         return Err((RejectReason::InvalidField, format!("`{name}` is longer than {max} bytes")));
     }
     if let Some(c) = value.chars().find(|c| !ok(*c)) {
-        return Err((
-            RejectReason::InvalidField,
-            format!("`{name}` {:?} has an invalid character {c:?}", truncate(value, 40)),
-        ));
+        return Err((RejectReason::InvalidField, format!("`{name}` {:?} has an invalid character {c:?}", truncate(value, 40))));
     }
     Ok(())
 }
@@ -306,14 +300,9 @@ impl CsvHeader {
                 positions[col] = i;
             }
         }
-        let missing: Vec<&str> =
-            COLUMNS.iter().zip(positions).filter(|(_, p)| *p == usize::MAX).map(|(c, _)| *c).collect();
+        let missing: Vec<&str> = COLUMNS.iter().zip(positions).filter(|(_, p)| *p == usize::MAX).map(|(c, _)| *c).collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "the CSV header must name the columns {}; missing: {}",
-                COLUMNS.join(", "),
-                missing.join(", ")
-            ));
+            return Err(format!("the CSV header must name the columns {}; missing: {}", COLUMNS.join(", "), missing.join(", ")));
         }
         Ok(Self { positions, width: fields.len() })
     }

@@ -546,12 +546,7 @@ fn parse_runs(path: &Path, bytes: &[u8]) -> Result<Vec<MarketRun>, SnapshotError
         .chunks_exact(12)
         .map(|r| {
             let platform = Platform::from_u8(r[0]).ok_or_else(bad)?;
-            Ok(MarketRun {
-                platform,
-                market: u16::from_le_bytes([r[2], r[3]]),
-                start: read_u32(r, 4),
-                end: read_u32(r, 8),
-            })
+            Ok(MarketRun { platform, market: u16::from_le_bytes([r[2], r[3]]), start: read_u32(r, 4), end: read_u32(r, 8) })
         })
         .collect()
 }

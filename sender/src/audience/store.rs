@@ -80,8 +80,8 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Self, AudienceError> {
         let path = dir.join(MANIFEST);
         let text = fs::read_to_string(&path).map_err(|source| AudienceError::Io { path: path.clone(), source })?;
-        let manifest: Self = serde_json::from_str(&text)
-            .map_err(|e| AudienceError::Manifest { path: path.clone(), message: e.to_string() })?;
+        let manifest: Self =
+            serde_json::from_str(&text).map_err(|e| AudienceError::Manifest { path: path.clone(), message: e.to_string() })?;
         if manifest.format != FORMAT || manifest.version != super::snapshot::VERSION {
             return Err(AudienceError::Manifest {
                 path,
@@ -252,7 +252,13 @@ impl Audience {
             if shard.index() as usize != i || shard.shard_count() as usize != shards.len() {
                 return Err(AudienceError::Manifest {
                     path: dir.join(MANIFEST),
-                    message: format!("{} is shard {}/{}, listed as {i}/{}", shard.path().display(), shard.index(), shard.shard_count(), shards.len()),
+                    message: format!(
+                        "{} is shard {}/{}, listed as {i}/{}",
+                        shard.path().display(),
+                        shard.index(),
+                        shard.shard_count(),
+                        shards.len()
+                    ),
                 });
             }
         }
@@ -296,10 +302,18 @@ fn load_checked(dir: &Path, info: &ShardInfo) -> Result<Shard, AudienceError> {
     let path = dir.join(&info.file);
     let shard = Shard::load(&path)?;
     let listed = u64::from_str_radix(&info.checksum, 16).ok();
-    if listed != Some(shard.checksum()) || shard.len(Platform::Ios) as u64 != info.ios || shard.len(Platform::Android) as u64 != info.android {
+    if listed != Some(shard.checksum())
+        || shard.len(Platform::Ios) as u64 != info.ios
+        || shard.len(Platform::Android) as u64 != info.android
+    {
         return Err(AudienceError::Manifest {
             path: dir.join(MANIFEST),
-            message: format!("{} does not match its manifest entry (checksum {:016x}, listed {})", info.file, shard.checksum(), info.checksum),
+            message: format!(
+                "{} does not match its manifest entry (checksum {:016x}, listed {})",
+                info.file,
+                shard.checksum(),
+                info.checksum
+            ),
         });
     }
     Ok(shard)

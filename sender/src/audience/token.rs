@@ -91,11 +91,7 @@ pub fn validate_fcm(text: &str) -> Result<(), TokenError> {
     if bytes.len() > FCM_MAX_TOKEN_LEN {
         return Err(TokenError::FcmTooLong);
     }
-    if bytes.iter().all(|&c| c == b':' || SIXBIT_OF[usize::from(c)] != INVALID) {
-        Ok(())
-    } else {
-        Err(TokenError::FcmAlphabet)
-    }
+    if bytes.iter().all(|&c| c == b':' || SIXBIT_OF[usize::from(c)] != INVALID) { Ok(()) } else { Err(TokenError::FcmAlphabet) }
 }
 
 /// The base64url alphabet in its standard order; index = 6-bit code.
@@ -139,15 +135,11 @@ pub fn encode_fcm(text: &str, arena: &mut Vec<u8>) {
     arena.extend_from_slice(&len.to_le_bytes());
     arena.push(colon.map_or(NO_COLON, |i| i as u8));
     let mut codes = bytes.iter().filter(|c| **c != b':').map(|c| SIXBIT_OF[usize::from(*c)]);
-    loop {
-        let Some(a) = codes.next() else { break };
+    while let Some(a) = codes.next() {
         let b = codes.next();
         let c = codes.next();
         let d = codes.next();
-        let word = (u32::from(a) << 18)
-            | (u32::from(b.unwrap_or(0)) << 12)
-            | (u32::from(c.unwrap_or(0)) << 6)
-            | u32::from(d.unwrap_or(0));
+        let word = (u32::from(a) << 18) | (u32::from(b.unwrap_or(0)) << 12) | (u32::from(c.unwrap_or(0)) << 6) | u32::from(d.unwrap_or(0));
         // Only the bytes that carry bits of real characters are stored.
         let used = match (b, c, d) {
             (None, _, _) => 1,

@@ -385,10 +385,7 @@ impl Campaign {
         let c = Checker { path, text };
 
         let id = raw.id.get_ref().trim().to_owned();
-        if id.is_empty()
-            || id.len() > MAX_ID_LEN
-            || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-        {
+        if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) {
             return Err(c.err(raw.id.span(), format!("`id` must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9._-]")));
         }
 
@@ -402,19 +399,19 @@ impl Campaign {
             let title = m.title.clone().unwrap_or_default();
             let body = m.body.clone().unwrap_or_default();
             if raw.mode == Mode::Alert && (title.trim().is_empty() || body.trim().is_empty()) {
-                return Err(c.err(span.clone(), format!("message {locale:?} needs a non-empty `title` and `body`")));
+                return Err(c.err(span, format!("message {locale:?} needs a non-empty `title` and `body`")));
             }
             if let Some(url) = &m.image_url
                 && !url.starts_with("https://")
             {
-                return Err(c.err(span.clone(), format!("message {locale:?}: `image_url` must be an https:// URL")));
+                return Err(c.err(span, format!("message {locale:?}: `image_url` must be an https:// URL")));
             }
             if m.deep_link.as_deref().is_some_and(|l| l.trim().is_empty()) {
-                return Err(c.err(span.clone(), format!("message {locale:?}: `deep_link` is empty")));
+                return Err(c.err(span, format!("message {locale:?}: `deep_link` is empty")));
             }
             for key in m.data.keys() {
                 if reserved_data_key(key) {
-                    return Err(c.err(span.clone(), format!("message {locale:?}: data key {key:?} is reserved by APNs or FCM")));
+                    return Err(c.err(span, format!("message {locale:?}: data key {key:?} is reserved by APNs or FCM")));
                 }
             }
             messages.insert(
@@ -436,7 +433,9 @@ impl Campaign {
         let mut fallback = BTreeMap::new();
         for (from, to) in &raw.fallback {
             if !messages.contains_key(to.get_ref()) && !raw.fallback.contains_key(to.get_ref()) {
-                return Err(c.err(to.span(), format!("fallback {from:?} -> {:?}: there is no message for {:?}", to.get_ref(), to.get_ref())));
+                return Err(
+                    c.err(to.span(), format!("fallback {from:?} -> {:?}: there is no message for {:?}", to.get_ref(), to.get_ref()))
+                );
             }
             fallback.insert(from.clone(), to.get_ref().clone());
         }
@@ -479,7 +478,7 @@ impl Campaign {
         let fcm = FcmOptions { priority: f.priority.unwrap_or(AndroidPriority::High), ttl, collapse_key: f.collapse_key.clone() };
 
         let target = match &raw.target {
-            Some(t) if t.get_ref().devices == 0 || !(t.get_ref().seconds > 0.0) => {
+            Some(t) if t.get_ref().devices == 0 || t.get_ref().seconds.is_nan() || t.get_ref().seconds <= 0.0 => {
                 return Err(c.err(t.span(), "`target.devices` and `target.seconds` must be positive"));
             }
             Some(t) => Some(Target { devices: t.get_ref().devices, seconds: t.get_ref().seconds }),
@@ -525,7 +524,7 @@ impl Campaign {
             for l in &m.locales {
                 if campaign.resolve_locale(l).is_none() {
                     return Err(c.err(
-                        span.clone(),
+                        span,
                         format!("market {:?}: locale {l:?} has no message, no [fallback] entry and there is no default_locale", m.code),
                     ));
                 }
@@ -552,9 +551,14 @@ impl Campaign {
             };
             check.map_err(|e| c.err(span.clone(), format!("test recipient {:?}: {e} ({})", r.name, input::token_preview(&r.token))))?;
             if campaign.resolve_locale(&r.locale).is_none() {
-                return Err(c.err(span.clone(), format!("test recipient {:?}: locale {:?} has no message", r.name, r.locale)));
+                return Err(c.err(span, format!("test recipient {:?}: locale {:?} has no message", r.name, r.locale)));
             }
-            campaign.test_recipients.push(TestRecipient { name: r.name.clone(), platform, token: r.token.clone(), locale: r.locale.clone() });
+            campaign.test_recipients.push(TestRecipient {
+                name: r.name.clone(),
+                platform,
+                token: r.token.clone(),
+                locale: r.locale.clone(),
+            });
         }
 
         // Render once now so an oversized payload fails at load time, with
@@ -644,4 +648,3 @@ pub const DEMO_CAMPAIGN: &str = include_str!("../../../runbooks/campaigns/demo.t
 pub fn demo() -> Campaign {
     Campaign::parse(DEMO_CAMPAIGN, Path::new("runbooks/campaigns/demo.toml")).expect("the built-in demo campaign is valid")
 }
-

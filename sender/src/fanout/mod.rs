@@ -145,9 +145,7 @@ pub struct Engine {
 fn spawn_worker(
     name: String,
     ready: oneshot::Sender<Result<(), ProviderError>>,
-    work: impl FnOnce(oneshot::Sender<Result<(), ProviderError>>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
-    + Send
-    + 'static,
+    work: impl FnOnce(oneshot::Sender<Result<(), ProviderError>>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + 'static,
 ) -> Result<JoinHandle<()>, EngineError> {
     std::thread::Builder::new()
         .name(name)
@@ -232,12 +230,8 @@ impl Engine {
         let pressed = Instant::now();
         let at = SystemTime::now();
         let campaign = &self.shared.warm.campaign;
-        let claim = FireClaim {
-            campaign_id: campaign.id.clone(),
-            campaign_hash: campaign.hash().to_owned(),
-            operator: operator.to_owned(),
-            at,
-        };
+        let claim =
+            FireClaim { campaign_id: campaign.id.clone(), campaign_hash: campaign.hash().to_owned(), operator: operator.to_owned(), at };
         let record = match self.shared.ledger.claim(&claim)? {
             Claim::AlreadyFired(record) => return Ok(FireOutcome::AlreadyFired(record)),
             Claim::Won(record) => record,

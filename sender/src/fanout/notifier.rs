@@ -99,11 +99,13 @@ impl<S: Session> Notifier<S> {
                     continue;
                 }
             }
-            if self.current.is_none() && self.inflight.len() < self.limit && !closed {
-                if let Some(msg) = self.shared.batch_queue.try_recv() {
-                    self.open(msg);
-                    continue;
-                }
+            if self.current.is_none()
+                && self.inflight.len() < self.limit
+                && !closed
+                && let Some(msg) = self.shared.batch_queue.try_recv()
+            {
+                self.open(msg);
+                continue;
             }
             if self.last_flush.elapsed() >= FLUSH_EVERY {
                 self.flush();

@@ -67,9 +67,7 @@ impl Warm {
             let payload_of_locale: Vec<u16> = shard
                 .locales()
                 .iter()
-                .map(|l| {
-                    campaign.resolve_locale(l).and_then(|m| payloads.index_of(m)).map_or(u16::MAX, |i| i as u16)
-                })
+                .map(|l| campaign.resolve_locale(l).and_then(|m| payloads.index_of(m)).map_or(u16::MAX, |i| i as u16))
                 .collect();
             let campaign_market: Vec<Option<usize>> =
                 shard.markets().iter().map(|m| campaign.markets.iter().position(|cm| &cm.code == m)).collect();
@@ -134,7 +132,9 @@ impl Warm {
             .shards()
             .iter()
             .zip(&self.routes)
-            .flat_map(|(s, r)| s.runs().iter().filter(move |run| run.platform == platform && r.campaign_market[usize::from(run.market)].is_some()))
+            .flat_map(|(s, r)| {
+                s.runs().iter().filter(move |run| run.platform == platform && r.campaign_market[usize::from(run.market)].is_some())
+            })
             .map(|run| u64::from(run.end - run.start))
             .sum()
     }

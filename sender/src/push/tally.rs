@@ -34,9 +34,7 @@ fn zeros(n: usize) -> Box<[AtomicU8]> {
 impl DeliveryTally {
     /// A tally with a zero for every device of `audience`.
     pub fn for_audience(audience: &Audience) -> Self {
-        Self {
-            counts: audience.shards().iter().map(|s| [zeros(s.len(Platform::Ios)), zeros(s.len(Platform::Android))]).collect(),
-        }
+        Self { counts: audience.shards().iter().map(|s| [zeros(s.len(Platform::Ios)), zeros(s.len(Platform::Android))]).collect() }
     }
 
     /// Counts one delivery.
