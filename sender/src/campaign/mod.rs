@@ -648,3 +648,173 @@ pub const DEMO_CAMPAIGN: &str = include_str!("../../../runbooks/campaigns/demo.t
 pub fn demo() -> Campaign {
     Campaign::parse(DEMO_CAMPAIGN, Path::new("runbooks/campaigns/demo.toml")).expect("the built-in demo campaign is valid")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+id = "c-1"
+default_locale = "en-US"
+
+[[markets]]
+code = "US"
+locales = ["en-US"]
+
+[messages."en-US"]
+title = "Hi"
+body = "There"
+
+[apns]
+topic = "com.example"
+"#;
+
+    fn parse(text: &str) -> Result<Campaign, CampaignError> {
+        Campaign::parse(text, Path::new("c.toml"))
+    }
+
+    /// The error for `BASE` with `replace` swapped for `with`.
+    fn error_of(replace: &str, with: &str) -> String {
+        assert!(BASE.contains(replace), "{replace}");
+        parse(&BASE.replacen(replace, with, 1)).expect_err(with).to_string()
+    }
+
+    #[test]
+    fn the_base_campaign_is_valid_and_the_demo_too() {
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.apns.priority, 10);
+        assert_eq!(c.fcm.priority, AndroidPriority::High);
+        demo();
+    }
+
+    #[test]
+    fn syntax_and_unknown_fields_name_the_line() {
+        let e = error_of("body = \"There\"", "body = \"There\"\ntitel = \"x\"");
+        assert!(e.starts_with("c.toml:12:") && e.contains("titel"), "{e}");
+        let e = error_of("id = \"c-1\"", "id = ");
+        assert!(e.starts_with("c.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn every_rule_has_a_precise_error() {
+        let cases = [
+            ("id = \"c-1\"", "id = \"has space\"", "c.toml:2:", "`id`"),
+            ("title = \"Hi\"", "title = \"\"", "c.toml:9:", "non-empty `title`"),
+            ("body = \"There\"", "body = \"There\"\nimage_url = \"http://x\"", "c.toml:9:", "https://"),
+            ("body = \"There\"", "body = \"There\"\ndata = { aps = \"x\" }", "c.toml:9:", "reserved"),
+            ("default_locale = \"en-US\"", "default_locale = \"de-DE\"", "c.toml:3:", "default_locale"),
+            ("topic = \"com.example\"", "topic = \"com.example\"\npriority = 7", "c.toml:13:", "apns.priority"),
+            ("topic = \"com.example\"", "topic = \"com.example\"\npush_type = \"background\"\npriority = 10", "c.toml:13:", "background"),
+            ("topic = \"com.example\"", "topic = \"com.example\"\nexpiration = \"soon\"", "c.toml:13:", "duration"),
+            ("topic = \"com.example\"", "topic = \"\"", "c.toml:13:", "apns.topic"),
+            ("[apns]", "[fcm]\nttl = \"30d\"\n[apns]", "c.toml:13:", "28 days"),
+            ("code = \"US\"", "code = \"US\"\nsend_offset = \"later\"", "c.toml:5:", "send_offset"),
+            ("[[markets]]", "[fallback]\n\"a-A\" = \"b-B\"\n\"b-B\" = \"a-A\"\n[[markets]]", "c.toml:6:", "a cycle"),
+            ("[[markets]]", "[fallback]\n\"pt-PT\" = \"pt-BR\"\n[[markets]]", "c.toml:6:", "no message for \"pt-BR\""),
+            ("[[markets]]", "[target]\ndevices = 0\nseconds = 5\n[[markets]]", "c.toml:5:", "positive"),
+            (
+                "[apns]",
+                "[[test_recipients]]\nname = \"me\"\nplatform = \"ios\"\ntoken = \"abc\"\nlocale = \"en-US\"\n[apns]",
+                "c.toml:13:",
+                "64 hexadecimal",
+            ),
+            (
+                "[apns]",
+                "[[test_recipients]]\nname = \"me\"\nplatform = \"pager\"\ntoken = \"abc\"\nlocale = \"en-US\"\n[apns]",
+                "c.toml:13:",
+                "unknown platform",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (replace, with, at, says) in cases {
+            let e = error_of(replace, with);
+            if !(e.starts_with(at) && e.contains(says)) {
+                wrong.push(format!("{with:?}: expected {at} .. {says}, got {e}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let no_default = BASE.replacen("default_locale = \"en-US\"\n", "", 1).replacen("[\"en-US\"]", "[\"en-US\", \"fr-FR\"]", 1);
+        let e = parse(&no_default).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:4:") && e.contains("locale \"fr-FR\" has no message"), "{e}");
+    }
+
+    #[test]
+    fn oversized_payload_names_locale_platform_and_size() {
+        let long = "x".repeat(4100);
+        let e = error_of("body = \"There\"", &format!("body = \"{long}\""));
+        assert!(e.starts_with("c.toml:9:"), "{e}");
+        assert!(e.contains("ios payload for locale en-US is 41") && e.contains("limit is 4096 bytes"), "{e}");
+        // Just under the limit on APNs: FCM carries more framing and fails first.
+        let apns_overhead = parse(BASE).unwrap();
+        let p = Payloads::render(&apns_overhead).unwrap();
+        let room = MAX_PAYLOAD_BYTES - p.get(Platform::Ios, 0).size;
+        let fits = format!("body = \"There{}\"", "y".repeat(room));
+        let c = parse(&BASE.replacen("body = \"There\"", &fits, 1));
+        match c {
+            Err(CampaignError::PayloadTooLarge { platform, size, .. }) => assert!(platform == Platform::Android && size > 4096),
+            Ok(c) => assert_eq!(Payloads::render(&c).unwrap().get(Platform::Ios, 0).size, MAX_PAYLOAD_BYTES),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn locale_fallback_is_explicit() {
+        let text = BASE.replacen("[[markets]]", "[fallback]\n\"es-US\" = \"es-MX\"\n\"es-MX\" = \"en-US\"\n[[markets]]", 1);
+        let c = parse(&text).unwrap();
+        assert_eq!(c.resolve_locale("es-US"), Some("en-US"));
+        // No guessing from the language: "en-GB" is not "en-US"...
+        let no_default = parse(&BASE.replacen("default_locale = \"en-US\"\n", "", 1)).unwrap();
+        assert_eq!(no_default.resolve_locale("en-GB"), None);
+        // ...unless the default says so.
+        assert_eq!(c.resolve_locale("en-GB"), Some("en-US"));
+    }
+
+    #[test]
+    fn rendered_payloads_carry_the_campaign_options() {
+        let text = BASE.replacen(
+            "topic = \"com.example\"",
+            "topic = \"com.example\"\ncollapse_id = \"sb\"\n[fcm]\npriority = \"normal\"\nttl = \"1h\"\ncollapse_key = \"sb\"",
+            1,
+        );
+        let c = parse(&text).unwrap();
+        let p = Payloads::render(&c).unwrap();
+        let apns: serde_json::Value = serde_json::from_str(&p.get(Platform::Ios, 0).body_for("")).unwrap();
+        assert_eq!(apns["aps"]["alert"]["title"], "Hi");
+        let fcm: serde_json::Value = serde_json::from_str(&p.get(Platform::Android, 0).body_for("tok:en")).unwrap();
+        assert_eq!(fcm["message"]["token"], "tok:en");
+        assert_eq!(fcm["message"]["notification"]["body"], "There");
+        assert_eq!(fcm["message"]["android"]["priority"], "NORMAL");
+        assert_eq!(fcm["message"]["android"]["ttl"], "3600s");
+        assert_eq!(fcm["message"]["android"]["collapse_key"], "sb");
+
+        let silent = c.clone().into_silent();
+        assert_ne!(silent.hash(), c.hash());
+        assert_eq!((silent.apns.push_type, silent.apns.priority), (PushType::Background, 5));
+        let p = Payloads::render(&silent).unwrap();
+        let apns: serde_json::Value = serde_json::from_str(&p.get(Platform::Ios, 0).body_for("")).unwrap();
+        assert_eq!(apns["aps"], serde_json::json!({ "content-available": 1 }));
+        let fcm: serde_json::Value = serde_json::from_str(&p.get(Platform::Android, 0).body_for("t")).unwrap();
+        assert!(fcm["message"].get("notification").is_none() && fcm["message"]["data"].is_object(), "{fcm}");
+    }
+
+    #[test]
+    fn the_hash_follows_content_not_formatting() {
+        let a = parse(BASE).unwrap();
+        let reformatted = parse(&format!("# a comment\n{}", BASE.replace(" = ", "="))).unwrap();
+        assert_eq!(a.hash(), reformatted.hash());
+        let changed = parse(&BASE.replacen("There", "There!", 1)).unwrap();
+        assert_ne!(a.hash(), changed.hash());
+    }
+
+    #[test]
+    fn the_demo_campaign_serves_every_synthetic_locale() {
+        let c = demo();
+        for m in crate::audience::generate::MARKETS {
+            let market = c.market(m.code).unwrap_or_else(|| panic!("demo lacks market {}", m.code));
+            for l in m.locales {
+                assert!(market.locales.iter().any(|x| x == l), "{} lacks {l}", m.code);
+                assert!(c.resolve_locale(l).is_some(), "{l}");
+            }
+        }
+    }
+}

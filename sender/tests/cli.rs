@@ -1,0 +1,133 @@
+//! The CLI as users run it: several processes, one ledger.
+
+use std::process::{Command, Stdio};
+
+use crate::util::{bin, cli, stderr, stdout};
+
+fn compiled_audience(dir: &std::path::Path, devices: u32) -> (String, String) {
+    let file = dir.join("a.csv");
+    let out = dir.join("aud");
+    let o = cli(&["audience", "generate", "--devices", &devices.to_string(), "--seed", "4", "--out", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(&["audience", "compile", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--shards", "3", "--strict"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with(&format!("wrote {}", out.display())), "{}", stdout(&o));
+    let campaign = dir.join("campaign.toml");
+    std::fs::write(&campaign, kickoff_sender::campaign::DEMO_CAMPAIGN).unwrap();
+    (out.to_str().unwrap().to_owned(), campaign.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn two_processes_pressing_fire_send_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = compiled_audience(dir.path(), 4_000);
+    let ledger = dir.path().join("ledger.sqlite");
+    let presses: Vec<_> = ["ana", "bo"]
+        .iter()
+        .map(|op| {
+            Command::new(bin())
+                .args([
+                    "fire",
+                    "--audience",
+                    &aud,
+                    "--campaign",
+                    &campaign,
+                    "--operator",
+                    op,
+                    "--json",
+                    "--ledger",
+                    ledger.to_str().unwrap(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = presses.into_iter().map(|p| p.wait_with_output().unwrap()).collect();
+    let mut codes: Vec<i32> = outputs.iter().map(|o| o.status.code().unwrap()).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, vec![0, 3], "{}\n{}", stderr(&outputs[0]), stderr(&outputs[1]));
+    let json: Vec<serde_json::Value> = outputs.iter().map(|o| serde_json::from_str(stdout(o).trim()).unwrap()).collect();
+    let fired = json.iter().find(|j| j["status"] == "fired").unwrap();
+    let refused = json.iter().find(|j| j["status"] == "already_fired").unwrap();
+    assert_eq!(fired["report"]["delivered"], 4_000);
+    assert_eq!(fired["report"]["not_sent"], 0);
+    assert_eq!(refused["record"]["operator"], fired["report"]["operator"]);
+
+    // After both processes are gone ("a restart"), a third press is refused too.
+    let o = cli(&["fire", "--audience", &aud, "--campaign", &campaign, "--operator", "carol", "--ledger", ledger.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let text = stdout(&o);
+    let winner = fired["report"]["operator"].as_str().unwrap();
+    assert!(text.contains("already fired at") && text.contains(&format!("by {winner}")) && text.contains("nothing was sent"), "{text}");
+}
+
+#[test]
+fn drill_json_carries_the_documented_fields_and_measures_zero_loss() {
+    let o = cli(&["drill", "--devices", "3000", "--json", "--shards", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    for key in [
+        "devices",
+        "delivered",
+        "duplicates",
+        "missing",
+        "failed",
+        "elapsed_s",
+        "rate_per_s",
+        "p50_s",
+        "p95_s",
+        "p99_s",
+        "max_s",
+        "peak_rss_bytes",
+    ] {
+        assert!(j.get(key).is_some(), "missing {key} in {j}");
+    }
+    assert_eq!((j["devices"].as_u64(), j["delivered"].as_u64()), (Some(3000), Some(3000)));
+    assert_eq!((j["duplicates"].as_u64(), j["missing"].as_u64()), (Some(0), Some(0)));
+    assert!(j["peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(j.get("in_flight_limit").is_none());
+
+    let o = cli(&[
+        "drill",
+        "--devices",
+        "2000",
+        "--json",
+        "--provider",
+        "model",
+        "--rtt-ms",
+        "1-3",
+        "--workers",
+        "2",
+        "--connections",
+        "2",
+        "--streams",
+        "50",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(j["in_flight_limit"], 200);
+    assert_eq!(j["mean_rtt_s"], 0.002);
+    assert_eq!((j["delivered"].as_u64(), j["missing"].as_u64()), (Some(2000), Some(0)));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = dir.path().join("big.toml");
+    let text = kickoff_sender::campaign::DEMO_CAMPAIGN.replacen("title = \"Anpfiff!\"", &format!("title = \"{}\"", "A".repeat(4200)), 1);
+    std::fs::write(&campaign, text).unwrap();
+    let o = cli(&["campaign", "check", campaign.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("big.toml:") && e.contains("payload for locale de-DE is") && e.contains("limit is 4096 bytes"), "{e}");
+
+    let o = cli(&["drill", "--devices", "100", "--provider", "model", "--errors", "gone=0.1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown reason \"gone\""), "{}", stderr(&o));
+
+    let o = cli(&["audience", "inspect", dir.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("manifest.json"), "{}", stderr(&o));
+}

@@ -1,0 +1,7 @@
+//! Kickoff sender integration tests: one binary, one module per area.
+
+mod util;
+
+mod audience_files;
+mod cli;
+mod fire;
