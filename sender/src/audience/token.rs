@@ -107,6 +107,18 @@ const SIXBIT_OF: [u8; 256] = {
     table
 };
 
+/// Two characters per 12-bit value: a 3-byte group decodes with two lookups
+/// into an 8 KB table that stays in L1, instead of four.
+const PAIRS: [[u8; 2]; 4096] = {
+    let mut table = [[0u8; 2]; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        table[i] = [BASE64URL[i >> 6], BASE64URL[i & 63]];
+        i += 1;
+    }
+    table
+};
+
 /// Bytes of header in front of every encoded FCM token: the character count
 /// (15 bits) with a raw flag in the top bit, then the position of the `:`
 /// (`NO_COLON` when there is none).
@@ -186,11 +198,9 @@ pub fn decode_fcm<'a>(entry: &[u8], out: &'a mut Vec<u8>) -> &'a str {
         let groups = chars / 4;
         for (g, quad) in dst[..groups * 4].chunks_exact_mut(4).enumerate() {
             let s = &body[g * 3..g * 3 + 3];
-            let word = (u32::from(s[0]) << 16) | (u32::from(s[1]) << 8) | u32::from(s[2]);
-            quad[0] = BASE64URL[(word >> 18) as usize & 63];
-            quad[1] = BASE64URL[(word >> 12) as usize & 63];
-            quad[2] = BASE64URL[(word >> 6) as usize & 63];
-            quad[3] = BASE64URL[word as usize & 63];
+            let word = (usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]);
+            quad[..2].copy_from_slice(&PAIRS[word >> 12]);
+            quad[2..].copy_from_slice(&PAIRS[word & 0xFFF]);
         }
         let rest = chars - groups * 4;
         if rest > 0 {
