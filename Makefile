@@ -1,0 +1,99 @@
+# Kickoff: one Makefile for a fresh Debian machine.
+#
+#   make run     install what is missing, build, start the desktop app (embedded mode)
+#   make test    install what tests need, run every test, lint and format check
+#   make drill   the headless drill: generate, warm, fire, measure
+#   make bench   benchmarks (figures go to BENCHMARKS.md by hand)
+#
+# Every install step checks first and only installs what is missing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Debian packages: Tauri's build and run-time libraries.
+APT_BUILD := build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libxdo-dev \
+             libayatana-appindicator3-dev librsvg2-dev
+NODE_MIN_MAJOR := 20
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO ?= cargo
+DEVICES ?= 4000000
+PROVIDER ?= null
+
+.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint drill bench clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: deps-apt deps-rust deps-node deps-ui ## Install every missing prerequisite.
+
+deps-apt: ## Debian packages the build needs (installs only the missing ones).
+	@missing=""; for p in $(APT_BUILD); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+deps-rust: ## Check the Rust toolchain (cargo, rustfmt, clippy).
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs (stable, 1.90 or newer)"; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+deps-node: ## Node.js 20.19+ and npm (Debian's nodejs if none is installed).
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "==> apt-get install nodejs npm"; $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; \
+	fi
+	@major=$$(node -p 'process.versions.node.split(".")[0]'); \
+	if [ "$$major" -lt $(NODE_MIN_MAJOR) ]; then \
+	  echo "Node.js $$(node --version) is too old: the UI build (Vite) needs $(NODE_MIN_MAJOR).19 or newer."; exit 1; \
+	fi
+
+deps-ui: ui/node_modules/.package-lock.json ## npm packages of the UI.
+
+ui/node_modules/.package-lock.json: ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund
+	@touch $@
+
+ui: deps-ui ## Build the UI into ui/dist (embedded into the app at compile time).
+	cd ui && npm run build
+
+build: deps ui ## Build the desktop app and the CLI.
+	$(CARGO) build -p kickoff -p kickoff-sender
+
+run: build ## Start the desktop app in embedded mode.
+	@if [ -z "$${DISPLAY:-}" ] && [ -z "$${WAYLAND_DISPLAY:-}" ]; then \
+	  echo; \
+	  echo "No display: DISPLAY and WAYLAND_DISPLAY are unset, so the desktop window cannot open here."; \
+	  echo "The app is built (target/debug/kickoff). For the same drill without a window, run:"; \
+	  echo "    make drill"; \
+	  echo "or start the app under a virtual display:  xvfb-run -a target/debug/kickoff"; \
+	  exit 1; \
+	fi
+	./target/debug/kickoff
+
+test: deps ui lint test-rust test-ui ## Every test of the workspace and the UI, plus lint and format.
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-ui: deps-ui
+	cd ui && npm test
+
+lint: deps ui ## cargo fmt --check, clippy -D warnings, the UI's tsc + ESLint.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd ui && npm run lint
+
+drill: deps-rust ## Headless drill (DEVICES=4000000 PROVIDER=null|model).
+	$(CARGO) run --release -q -p kickoff-sender -- drill --devices $(DEVICES) --provider $(PROVIDER)
+
+bench: deps-rust ## Benchmarks of the fan-out engine (see BENCHMARKS.md).
+	$(CARGO) bench -p kickoff-sender --bench fanout
+
+clean: ## Remove build outputs.
+	$(CARGO) clean
+	rm -rf ui/dist ui/node_modules bench-out
