@@ -23,6 +23,8 @@ use kickoff_sender::push::{FailReason, ModelConfig, ModelProvider, NullProvider,
 
 /// Exit code when a fire was refused because the campaign was already fired.
 const EXIT_ALREADY_FIRED: u8 = 3;
+/// Exit code when a fire was aborted before every device was sent.
+const EXIT_ABORTED: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(name = "kickoff-sender", version, about = "Kickoff's sender: audiences, campaigns, drills and fires", long_about = None)]
@@ -520,7 +522,8 @@ fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     let ledger_path = args.ledger.unwrap_or_else(|| kickoff_sender::sys::data_dir().join("ledger.sqlite"));
     let ledger = Arc::new(SqliteLedger::open(&ledger_path)?);
     let engine_config = args.provider.engine();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    // IO is enabled for the Ctrl-C handler.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let outcome = match args.provider.provider {
         ProviderKind::Null => rt.block_on(fire_with(warm, Arc::new(NullProvider::default()), ledger, engine_config, &args.operator)),
         ProviderKind::Model => {
@@ -543,8 +546,20 @@ fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
                     group(report.not_sent),
                     report.elapsed_s
                 );
+                for (reason, n) in &report.failed_by_reason {
+                    println!("  failed {reason}: {}", group(*n));
+                }
+                if report.aborted {
+                    println!(
+                        "  aborted by {}; {} devices in {} ranges were not sent; {} in doubt",
+                        report.aborted_by.as_deref().unwrap_or("?"),
+                        group(report.not_sent),
+                        report.unsent_ranges_total,
+                        group(report.in_doubt)
+                    );
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if report.aborted { ExitCode::from(EXIT_ABORTED) } else { ExitCode::SUCCESS })
         }
         Err(record) => {
             if args.json {
@@ -564,9 +579,36 @@ async fn fire_with<P: Provider>(
     config: EngineConfig,
     operator: &str,
 ) -> anyhow::Result<Result<Arc<FireReport>, kickoff_sender::fanout::FireRecord>> {
+    let excluded = warm.excluded().clone();
     let engine = Engine::start(warm, provider, ledger, Arc::new(MemoryMetrics::new()), config).await?;
     let result = match engine.fire(operator)? {
-        FireOutcome::Started(handle) => Ok(handle.wait().await),
+        FireOutcome::Started(handle) => {
+            if !excluded.is_empty() {
+                let list: Vec<String> = excluded.iter().map(|(m, n)| format!("{m} {}", group(*n))).collect();
+                eprintln!("not targeted (markets not in the campaign): {}", list.join(", "));
+            }
+            let progress = bar(handle.progress().targeted, "sending {bar:40} {pos}/{len} ({per_sec}) Ctrl-C aborts");
+            let wait = handle.wait();
+            let interrupt = tokio::signal::ctrl_c();
+            tokio::pin!(wait, interrupt);
+            let mut aborted = false;
+            let report = loop {
+                tokio::select! {
+                    report = &mut wait => break report,
+                    Ok(()) = &mut interrupt, if !aborted => {
+                        eprintln!("aborting: no more devices are handed off; waiting for answers in flight");
+                        handle.abort(operator);
+                        aborted = true;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {
+                        let p = handle.progress();
+                        progress.set_position(p.delivered + p.failed);
+                    }
+                }
+            };
+            progress.finish_and_clear();
+            Ok(report)
+        }
         FireOutcome::AlreadyFired(record) => Err(record),
     };
     engine.shutdown();

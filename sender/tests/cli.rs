@@ -131,3 +131,30 @@ fn bad_inputs_get_clear_errors() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("manifest.json"), "{}", stderr(&o));
 }
+
+#[test]
+fn ctrl_c_during_a_fire_aborts_it_and_reports_what_was_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = compiled_audience(dir.path(), 20_000);
+    let ledger = dir.path().join("ledger.sqlite");
+    // 20,000 devices at 50 ms with 50 in flight: twenty seconds unless interrupted.
+    let child = Command::new(bin())
+        .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
+        .args(["--provider", "model", "--rtt-ms", "50", "--workers", "1", "--connections", "1", "--streams", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let r = &j["report"];
+    assert_eq!(r["aborted"], true);
+    let (handed, not_sent) = (r["handed_off"].as_u64().unwrap(), r["not_sent"].as_u64().unwrap());
+    assert!(not_sent > 0 && handed > 0, "{r}");
+    assert_eq!(handed + not_sent, 20_000);
+    assert_eq!(r["delivered"].as_u64().unwrap() + r["in_doubt"].as_u64().unwrap(), handed);
+}
