@@ -186,6 +186,9 @@ pub enum DrillError {
         #[source]
         source: std::io::Error,
     },
+    /// The drill's own async runtime could not start.
+    #[error("could not start the drill's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// The drill's campaign id was fired before (only with a reused work dir).
     #[error("{0}")]
     AlreadyFired(Box<FireRecord>),
@@ -367,9 +370,6 @@ async fn fire<P: Provider>(
 
 /// Runs a drill on a runtime of its own, blocking the calling thread.
 pub fn run_blocking(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + Sync)) -> Result<DrillSummary, DrillError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|source| DrillError::WorkDir { path: PathBuf::from("<runtime>"), source })?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(DrillError::Runtime)?;
     rt.block_on(run(opts, on_event))
 }

@@ -38,7 +38,7 @@ impl From<DrillError> for CommandError {
             DrillError::Audience(_) => "audience",
             DrillError::Campaign(_) | DrillError::Warm(_) => "campaign",
             DrillError::Engine(_) | DrillError::Ledger(_) | DrillError::AlreadyFired(_) => "engine",
-            DrillError::WorkDir { .. } => "internal",
+            DrillError::WorkDir { .. } | DrillError::Runtime(_) => "internal",
         };
         Self { code, message: e.to_string() }
     }
