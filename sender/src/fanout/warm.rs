@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::audience::{Audience, Platform};
+use crate::audience::Audience;
 use crate::campaign::{Campaign, CampaignError, Payloads};
 
 /// A device whose locale the campaign cannot serve, or a campaign that
@@ -124,18 +124,5 @@ impl Warm {
     /// campaign hash.
     pub fn checksum(&self) -> &str {
         &self.checksum
-    }
-
-    /// Devices of one platform the campaign sends to.
-    pub fn targeted_on(&self, platform: Platform) -> u64 {
-        self.audience
-            .shards()
-            .iter()
-            .zip(&self.routes)
-            .flat_map(|(s, r)| {
-                s.runs().iter().filter(move |run| run.platform == platform && r.campaign_market[usize::from(run.market)].is_some())
-            })
-            .map(|run| u64::from(run.end - run.start))
-            .sum()
     }
 }
