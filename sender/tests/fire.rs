@@ -55,7 +55,11 @@ async fn every_device_is_accounted_for_when_the_provider_fails_some() {
     assert_eq!(received.delivered, report.delivered, "the receiver and the sender disagree");
     assert_eq!(report.delivered + report.failed, 10_000);
     assert!(report.failed_by_reason["unregistered"] > 300, "{:?}", report.failed_by_reason);
-    assert!(report.failed_by_reason["server_error"] > 100, "{:?}", report.failed_by_reason);
+    // Server errors are transient: retried (within the budget) and mostly
+    // delivered on the next attempt.
+    assert!(report.retries > 100, "{report:?}");
+    assert!(report.failed_by_reason.get("server_error").copied().unwrap_or(0) < 20, "{:?}", report.failed_by_reason);
+    assert_eq!(report.pruned, report.failed_by_reason["unregistered"]);
     assert_eq!(received.untouched, report.failed);
 }
 
@@ -184,7 +188,8 @@ async fn abort_mid_send_stops_and_the_report_matches_the_devices() {
 async fn abandoned_sends_after_an_abort_are_reported_in_doubt() {
     // A provider that never answers within the test.
     let model = ModelConfig { rtt_min: Duration::from_secs(3600), rtt_max: Duration::from_secs(3600), errors: vec![], seed: 1 };
-    let config = EngineConfig { workers: 1, in_flight_per_worker: 300, drain_timeout: Duration::from_millis(200) };
+    let config =
+        EngineConfig { workers: 1, in_flight_per_worker: 300, drain_timeout: Duration::from_millis(200), ..EngineConfig::default() };
     let r = rig(2_000, util::campaign(|t| t), |t| ModelProvider::new(model, Some(t)), config).await;
     let handle = started(r.engine.fire("ana").unwrap());
     while handle.progress().handed_off < 300 {

@@ -452,14 +452,20 @@ impl Campaign {
         if a.topic.trim().is_empty() {
             return Err(c.err(apns_span, "`apns.topic` (the app's bundle id) is empty"));
         }
+        if !a.topic.trim().chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_')) {
+            return Err(c.err(apns_span, "`apns.topic` must be a bundle id like \"com.example.app\""));
+        }
         let push_type = if raw.mode == Mode::Silent { PushType::Background } else { a.push_type.unwrap_or(PushType::Alert) };
         let default_priority = if push_type == PushType::Background { 5 } else { 10 };
         let priority = if raw.mode == Mode::Silent { 5 } else { a.priority.unwrap_or(default_priority) };
         if !matches!(priority, 5 | 10) || (push_type == PushType::Background && priority != 5) {
             return Err(c.err(apns_span, format!("`apns.priority` {priority} is invalid (10 or 5; background pushes must use 5)")));
         }
-        if a.collapse_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > MAX_COLLAPSE_ID) {
-            return Err(c.err(apns_span, format!("`apns.collapse_id` must be 1-{MAX_COLLAPSE_ID} bytes")));
+        if a.collapse_id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_COLLAPSE_ID || !id.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        {
+            return Err(c.err(apns_span, format!("`apns.collapse_id` must be 1-{MAX_COLLAPSE_ID} printable ASCII characters")));
         }
         let expiration = a.expiration.as_deref().map(|e| c.duration(apns_span.clone(), "apns.expiration", e)).transpose()?;
         let apns = ApnsOptions { topic: a.topic.trim().to_owned(), push_type, priority, collapse_id: a.collapse_id.clone(), expiration };

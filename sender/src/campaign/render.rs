@@ -6,6 +6,7 @@
 //! copies and the token, no JSON work per device. Tokens need no escaping:
 //! both alphabets are plain ASCII without quotes or backslashes.
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::{AndroidPriority, Campaign, CampaignError, MAX_PAYLOAD_BYTES, Mode};
@@ -21,10 +22,11 @@ pub struct RenderedPayload {
     pub locale: String,
     /// APNs or FCM.
     pub platform: Platform,
-    /// APNs: the whole body. FCM: the body up to the token.
-    pub head: Vec<u8>,
+    /// APNs: the whole body (shared by every request, never copied). FCM:
+    /// the body up to the token.
+    pub head: Bytes,
     /// FCM: the body after the token. APNs: empty.
-    pub tail: Vec<u8>,
+    pub tail: Bytes,
     /// Payload size as the provider counts it against its 4096-byte limit
     /// (for FCM, the message without the token).
     pub size: usize,
@@ -131,7 +133,7 @@ fn render_apns(c: &Campaign, locale: &str) -> RenderedPayload {
         root.insert(k.clone(), json!(v));
     }
     let head = serde_json::to_vec(&Value::Object(root)).expect("JSON");
-    RenderedPayload { locale: locale.to_owned(), platform: Platform::Ios, size: head.len(), head, tail: Vec::new() }
+    RenderedPayload { locale: locale.to_owned(), platform: Platform::Ios, size: head.len(), head: head.into(), tail: Bytes::new() }
 }
 
 fn fcm_message(c: &Campaign, locale: &str, token: Option<&str>) -> Value {
@@ -189,8 +191,8 @@ fn render_fcm(c: &Campaign, locale: &str) -> RenderedPayload {
     RenderedPayload {
         locale: locale.to_owned(),
         platform: Platform::Android,
-        head: text.as_bytes()[..at].to_vec(),
-        tail: text.as_bytes()[at + mark.len()..].to_vec(),
+        head: Bytes::copy_from_slice(&text.as_bytes()[..at]),
+        tail: Bytes::copy_from_slice(&text.as_bytes()[at + mark.len()..]),
         size,
     }
 }

@@ -82,5 +82,5 @@ async fn dispatch(shared: &Shared, fire: &FireMsg, run: &FireRun) {
         i = group_end;
     }
     run.dispatched(queued);
-    run.try_complete(shared.ledger.as_ref());
+    shared.try_complete(run);
 }

@@ -18,6 +18,7 @@
 //! - `dispatch` / `notifier`: the two tiers.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,15 +32,18 @@ use crate::queue::{BatchMsg, EmbeddedQueue, FireMsg};
 mod dispatch;
 pub mod ledger;
 mod notifier;
+pub mod reports;
+pub mod retry;
 pub mod run;
 pub mod warm;
 
 pub use ledger::{Claim, FireClaim, FireLedger, FireRecord, FireStatus, LedgerError, SqliteLedger};
-pub use run::{FireReport, FireRun, Progress, UnsentRange};
+pub use retry::{RetryBudget, RetryPolicy};
+pub use run::{DeviceNote, FireReport, FireRun, Progress, UnsentRange};
 pub use warm::{Warm, WarmError};
 
 /// Settings of the notifier tier.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
     /// Notifier workers (threads). Default: one per core.
     pub workers: usize,
@@ -49,6 +53,11 @@ pub struct EngineConfig {
     /// After an abort, how long to wait for sends already in flight before
     /// reporting them as in doubt.
     pub drain_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Where each fire's prune and undelivered reports go
+    /// (`<dir>/<campaign id>/*.csv`); none are written when unset.
+    pub reports_dir: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +66,8 @@ impl Default for EngineConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             in_flight_per_worker: 4 * 1000,
             drain_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            reports_dir: None,
         }
     }
 }
@@ -79,7 +90,6 @@ pub enum EngineError {
 }
 
 /// What the tiers share.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) warm: Warm,
     pub(crate) config: EngineConfig,
@@ -88,11 +98,30 @@ pub(crate) struct Shared {
     pub(crate) fire_queue: EmbeddedQueue<FireMsg>,
     pub(crate) batch_queue: EmbeddedQueue<BatchMsg>,
     runs: Mutex<HashMap<String, Arc<FireRun>>>,
+    /// The provider's alerts (a stopped provider), read at the end of a fire.
+    alerts: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     pub(crate) fn run(&self, campaign_id: &str) -> Option<Arc<FireRun>> {
         self.runs.lock().expect("runs lock").get(campaign_id).cloned()
+    }
+
+    /// Completes `run` if its last batch is done.
+    pub(crate) fn try_complete(&self, run: &FireRun) {
+        run.try_complete(run::Completion {
+            ledger: self.ledger.as_ref(),
+            audience: &self.warm.audience,
+            reports_dir: self.config.reports_dir.as_deref(),
+            alerts: (self.alerts)(),
+            budget: self.config.retry.budget,
+        });
     }
 }
 
@@ -168,6 +197,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let workers = config.workers.max(1);
+        let alerts_of = provider.clone();
         let shared = Arc::new(Shared {
             warm,
             config,
@@ -176,6 +206,7 @@ impl Engine {
             fire_queue: EmbeddedQueue::new(),
             batch_queue: EmbeddedQueue::new(),
             runs: Mutex::new(HashMap::new()),
+            alerts: Box::new(move || alerts_of.alerts()),
         });
         let mut engine = Self { shared: shared.clone(), threads: Vec::new() };
         let mut waits = Vec::new();
@@ -194,7 +225,7 @@ impl Engine {
                             return;
                         }
                     }
-                    notifier::Notifier::new(session, shared).run().await;
+                    notifier::Notifier::new(session, shared, id as u64).run().await;
                 })
             })?);
             waits.push(rx);

@@ -6,47 +6,68 @@
 //! connections, its in-flight futures and its counters never cross threads.
 //! Counts go into a private [`FanoutStats`] and reach the shared run and the
 //! metrics sink in one flush every ~100 ms, never per device.
+//!
+//! Transient failures are retried here, with jittered exponential backoff
+//! that honours the provider's `retry-after`, and only while the fire's
+//! retry budget allows: a provider outage cannot multiply the traffic.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::Shared;
-use super::run::{FireRun, RunDelta, UnsentRange};
+use super::run::{DeviceNote, FireRun, RunDelta, UnsentRange};
 use crate::metrics::FanoutStats;
-use crate::push::{DeviceRef, Handoff, Outcome, PushRequest, Session};
+use crate::push::{DeviceRef, FailReason, Handoff, Outcome, PushRequest, Session};
 use crate::queue::BatchMsg;
+use crate::rng::SplitMix64;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Synchronous deliveries are time-stamped once per this many devices: an
 /// `Instant::now()` per device would cost more than the send itself.
-const STAMP_EVERY: u32 = 256;
+const STAMP_EVERY: u64 = 256;
 
-/// A send in flight, tagged with the batch slot it belongs to.
+/// A send in flight, tagged with its device.
 struct InFlight<F> {
     fut: F,
     slot: u32,
+    index: u32,
+    attempt: u8,
 }
 
 impl<F: Future<Output = Outcome> + Unpin> Future for InFlight<F> {
-    type Output = (u32, Outcome);
+    type Output = (u32, u32, u8, Outcome);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let slot = self.slot;
-        Pin::new(&mut self.fut).poll(cx).map(|o| (slot, o))
+        let (slot, index, attempt) = (self.slot, self.index, self.attempt);
+        Pin::new(&mut self.fut).poll(cx).map(|o| (slot, index, attempt, o))
     }
 }
 
-/// A batch being handed off or waiting for its in-flight sends.
+/// A device waiting for its next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Instant,
+    slot: u32,
+    index: u32,
+    attempt: u8,
+    /// Why the last attempt failed.
+    reason: FailReason,
+}
+
+/// A batch being handed off or waiting for its in-flight sends and retries.
 struct OpenBatch {
     msg: BatchMsg,
     run: usize,
     /// Next device to hand off.
     next: u32,
+    /// Sends in flight plus retries scheduled.
     outstanding: u32,
 }
 
@@ -63,28 +84,32 @@ pub(crate) struct Notifier<S: Session> {
     shared: Arc<Shared>,
     limit: usize,
     inflight: FuturesUnordered<InFlight<S::Pending>>,
+    retries: BinaryHeap<Reverse<Due>>,
     slots: Vec<Option<OpenBatch>>,
     free_slots: Vec<u32>,
     /// The batch being handed off.
     current: Option<u32>,
     runs: Vec<RunLocal>,
     token: Vec<u8>,
+    rng: SplitMix64,
     last_flush: Instant,
 }
 
 impl<S: Session> Notifier<S> {
-    pub(crate) fn new(session: S, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(session: S, shared: Arc<Shared>, seed: u64) -> Self {
         let limit = shared.config.in_flight_per_worker.max(1);
         Self {
             session,
             shared,
             limit,
             inflight: FuturesUnordered::new(),
+            retries: BinaryHeap::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             current: None,
             runs: Vec::new(),
             token: Vec::with_capacity(256),
+            rng: SplitMix64::new(seed),
             last_flush: Instant::now(),
         }
     }
@@ -93,6 +118,9 @@ impl<S: Session> Notifier<S> {
     pub(crate) async fn run(mut self) {
         let mut closed = false;
         loop {
+            if self.send_due_retries(Instant::now()) {
+                continue;
+            }
             if self.current.is_some() && self.inflight.len() < self.limit {
                 self.hand_off();
                 if self.last_flush.elapsed() < FLUSH_EVERY {
@@ -108,10 +136,11 @@ impl<S: Session> Notifier<S> {
                 continue;
             }
             if self.last_flush.elapsed() >= FLUSH_EVERY {
-                self.flush();
+                self.resolve_aborted_retries();
                 self.drop_abandoned();
+                self.flush();
             }
-            if self.inflight.is_empty() && self.current.is_none() {
+            if self.inflight.is_empty() && self.current.is_none() && self.retries.is_empty() {
                 // Idle: report everything before waiting.
                 self.flush();
                 if closed {
@@ -124,21 +153,23 @@ impl<S: Session> Notifier<S> {
                 continue;
             }
             let can_take = self.current.is_none() && self.inflight.len() < self.limit && !closed;
+            let next_retry = self.retries.peek().map(|Reverse(d)| d.at);
+            let wake = next_retry.map_or(Instant::now() + FLUSH_EVERY, |at| at.min(Instant::now() + FLUSH_EVERY));
             tokio::select! {
                 biased;
-                Some((slot, outcome)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                Some((slot, index, attempt, outcome)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     let now = Instant::now();
-                    self.complete(slot, outcome, now);
+                    self.outcome(slot, index, attempt, outcome, now);
                     // Take every other answer that is already in.
-                    while let Some(Some((slot, outcome))) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
-                        self.complete(slot, outcome, now);
+                    while let Some(Some((slot, index, attempt, outcome))) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
+                        self.outcome(slot, index, attempt, outcome, now);
                     }
                 }
                 msg = self.shared.batch_queue.recv(), if can_take => match msg {
                     Some(msg) => self.open(msg),
                     None => closed = true,
                 },
-                () = tokio::time::sleep(FLUSH_EVERY) => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
     }
@@ -186,6 +217,9 @@ impl<S: Session> Notifier<S> {
         let first = batch.next;
         let mut sync_ok = 0u64;
         let mut answered = false;
+        // Synchronous answers other than "delivered" are rare; they are
+        // handled after the loop, through the same path as async answers.
+        let mut other: Vec<(u32, Outcome)> = Vec::new();
         let mut i = first;
         // The window only limits sends that are actually pending: a session
         // that answers synchronously runs through the whole batch.
@@ -203,18 +237,14 @@ impl<S: Session> Notifier<S> {
             };
             match session.send(&req) {
                 Handoff::Done(Outcome::Delivered) => sync_ok += 1,
-                Handoff::Done(Outcome::Failed(reason)) => {
-                    local.stats.failed(reason);
-                    local.delta.failed[reason.index()] += 1;
-                    answered = true;
-                }
+                Handoff::Done(o) => other.push((i, o)),
                 Handoff::Pending(fut) => {
-                    inflight.push(InFlight { fut, slot });
+                    inflight.push(InFlight { fut, slot, index: i, attempt: 0 });
                     batch.outstanding += 1;
                 }
             }
             i += 1;
-            if sync_ok == u64::from(STAMP_EVERY) {
+            if sync_ok == STAMP_EVERY {
                 local.stats.delivered(platform, run.fired_at.elapsed(), sync_ok);
                 local.delta.delivered += sync_ok;
                 sync_ok = 0;
@@ -233,37 +263,124 @@ impl<S: Session> Notifier<S> {
         if i > first {
             local.delta.handed_off += u64::from(i - first);
             local.delta.last_handoff = Some(now);
+            run.first_sends(u64::from(i - first));
         }
         batch.next = i;
-        if i == batch.msg.end || run.is_aborted() {
-            if i < batch.msg.end {
-                run.unsent(UnsentRange { shard: batch.msg.shard, platform, start: i, end: batch.msg.end });
-            }
+        let finished = i == batch.msg.end || run.is_aborted();
+        if finished && i < batch.msg.end {
+            run.unsent(UnsentRange { shard: batch.msg.shard, platform, start: i, end: batch.msg.end });
+        }
+        // Count the deferred answers as outstanding so the batch cannot close
+        // before they are handled.
+        batch.outstanding += other.len() as u32;
+        if finished {
             self.current = None;
-            if batch.outstanding == 0 {
-                self.close_batch(slot);
-            }
+        }
+        for (index, o) in other {
+            self.outcome(slot, index, 0, o, now);
+            // `outcome` took one off `outstanding` for a send in flight.
+        }
+        if finished && self.slots[slot as usize].as_ref().is_some_and(|b| b.outstanding == 0) {
+            self.close_batch(slot);
         }
     }
 
-    fn complete(&mut self, slot: u32, outcome: Outcome, now: Instant) {
-        let batch = self.slots[slot as usize].as_mut().expect("in-flight send of an open batch");
+    /// Handles one answer: counts it, prunes dead tokens, schedules retries.
+    fn outcome(&mut self, slot: u32, index: u32, attempt: u8, outcome: Outcome, now: Instant) {
+        let retry = &self.shared.config.retry;
+        let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
         batch.outstanding -= 1;
+        let platform = batch.msg.platform;
+        let device = DeviceRef { shard: batch.msg.shard, platform, index };
         let local = &mut self.runs[batch.run];
+        let run = &local.run;
+        local.delta.last_outcome = Some(now);
         match outcome {
             Outcome::Delivered => {
-                local.stats.delivered(batch.msg.platform, now - local.run.fired_at, 1);
+                local.stats.delivered(platform, now - run.fired_at, 1);
                 local.delta.delivered += 1;
             }
             Outcome::Failed(reason) => {
                 local.stats.failed(reason);
                 local.delta.failed[reason.index()] += 1;
+                if reason.prunes() {
+                    local.delta.pruned.push(DeviceNote { device, reason, at: SystemTime::now() });
+                }
+            }
+            Outcome::Retry { reason, after } => {
+                let last_attempt = attempt + 1 >= retry.max_attempts;
+                if !last_attempt && !run.is_aborted() && run.try_retry(&retry.budget) {
+                    let delay = retry.delay(attempt, after, &mut self.rng);
+                    batch.outstanding += 1;
+                    local.delta.retried += 1;
+                    self.retries.push(Reverse(Due { at: now + delay, slot, index, attempt: attempt + 1, reason }));
+                } else {
+                    local.stats.failed(reason);
+                    local.delta.failed[reason.index()] += 1;
+                    if !last_attempt && !run.is_aborted() {
+                        local.delta.budget_exhausted += 1;
+                    }
+                    local.delta.undelivered.push(DeviceNote { device, reason, at: SystemTime::now() });
+                }
             }
         }
-        local.delta.last_outcome = Some(now);
         if batch.outstanding == 0 && self.current != Some(slot) {
             self.close_batch(slot);
         }
+    }
+
+    /// Sends the retries that are due, within the in-flight window. Returns
+    /// true if it sent any.
+    fn send_due_retries(&mut self, now: Instant) -> bool {
+        let mut sent = false;
+        while self.inflight.len() < self.limit {
+            match self.retries.peek() {
+                Some(Reverse(d)) if d.at <= now => {}
+                _ => break,
+            }
+            let Reverse(due) = self.retries.pop().expect("peeked");
+            let Self { session, shared, inflight, slots, runs, token, .. } = self;
+            let batch = slots[due.slot as usize].as_mut().expect("retry of an open batch");
+            let local = &runs[batch.run];
+            let warm = &shared.warm;
+            let shard = &warm.audience.shards()[batch.msg.shard as usize];
+            let routes = &warm.routes[batch.msg.shard as usize];
+            let platform = batch.msg.platform;
+            let locale = shard.locale(platform, due.index as usize);
+            let req = PushRequest {
+                device: DeviceRef { shard: batch.msg.shard, platform, index: due.index },
+                token: shard.token_text(platform, due.index as usize, token),
+                payload: warm.payloads.get(platform, usize::from(routes.payload_of_locale[usize::from(locale)])),
+                apns: &local.run.apns,
+            };
+            match session.send(&req) {
+                // The retry stays counted as outstanding while in flight.
+                Handoff::Pending(fut) => inflight.push(InFlight { fut, slot: due.slot, index: due.index, attempt: due.attempt }),
+                Handoff::Done(o) => self.outcome(due.slot, due.index, due.attempt, o, now),
+            }
+            sent = true;
+        }
+        sent
+    }
+
+    /// Retries of an aborted fire are not sent: they end as failures now.
+    fn resolve_aborted_retries(&mut self) {
+        if !self.retries.iter().any(|Reverse(d)| self.is_aborted(d.slot)) {
+            return;
+        }
+        let now = Instant::now();
+        let (aborted, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.retries).into_iter().partition(|Reverse(d)| self.is_aborted(d.slot));
+        self.retries = keep.into_iter().collect();
+        for Reverse(d) in aborted {
+            // As if this were the last attempt: it fails with the reason of
+            // the attempt before.
+            self.outcome(d.slot, d.index, u8::MAX - 1, Outcome::Retry { reason: d.reason, after: None }, now);
+        }
+    }
+
+    fn is_aborted(&self, slot: u32) -> bool {
+        self.slots[slot as usize].as_ref().is_some_and(|b| self.runs[b.run].run.is_aborted())
     }
 
     fn close_batch(&mut self, slot: u32) {
@@ -285,10 +402,8 @@ impl<S: Session> Notifier<S> {
             }
             if !local.delta.is_empty() {
                 let delta = std::mem::take(&mut local.delta);
-                local.run.apply(&delta);
-                if delta.batches_done > 0 {
-                    local.run.try_complete(self.shared.ledger.as_ref());
-                }
+                local.run.apply(delta);
+                self.shared.try_complete(&local.run);
             }
         }
         // Forget runs with nothing open; batch slots refer to runs by index,
@@ -330,6 +445,5 @@ impl<S: Session> Notifier<S> {
         for slot in closed {
             self.close_batch(slot);
         }
-        self.flush();
     }
 }

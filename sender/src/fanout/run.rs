@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 
 use super::ledger::{FireLedger, FireStatus};
-use crate::audience::Platform;
-use crate::push::{ApnsHeaders, FailReason};
+use super::retry::RetryBudget;
+use crate::audience::{Audience, Platform};
+use crate::push::{ApnsHeaders, DeviceRef, FailReason};
 
 /// At most this many unsent ranges are listed in a report; the total is
 /// always given.
@@ -28,6 +29,17 @@ pub struct UnsentRange {
     pub start: u32,
     /// One past the last.
     pub end: u32,
+}
+
+/// A device and what became of it, for the prune and undelivered reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceNote {
+    /// The device.
+    pub device: DeviceRef,
+    /// Why it is listed.
+    pub reason: FailReason,
+    /// When the answer came.
+    pub at: SystemTime,
 }
 
 /// A live view of a fire.
@@ -80,6 +92,24 @@ pub struct FireReport {
     /// Handed off, but abandoned before an answer (after an abort, past the
     /// drain timeout): they may or may not have arrived.
     pub in_doubt: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// The retry budget at the end of the fire.
+    pub retry_budget: u64,
+    /// Devices refused a retry because the budget was spent.
+    pub budget_exhausted: u64,
+    /// Tokens the providers reported dead (unregistered or malformed).
+    pub pruned: u64,
+    /// The prune report (CSV: user_id, platform, token, reason, time).
+    pub prune_report: Option<String>,
+    /// Devices that failed after a transient error (budget spent, attempts
+    /// used up, or an abort): not delivered, worth sending again later.
+    pub undelivered: u64,
+    /// The undelivered report (same CSV columns).
+    pub undelivered_report: Option<String>,
+    /// Problems an operator must act on (a provider stopped, a report that
+    /// could not be written).
+    pub alerts: Vec<String>,
     /// An abort stopped the fire.
     pub aborted: bool,
     /// Who aborted.
@@ -118,27 +148,52 @@ pub struct FireRun {
     last_outcome_ns: AtomicU64,
     batches_total: AtomicU64,
     batches_done: AtomicU64,
+    /// First attempts handed off so far, counted at hand-off time (not at
+    /// the periodic flush) so the retry budget grows with the send.
+    first_sends: AtomicU64,
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
+    pruned: Mutex<Vec<DeviceNote>>,
+    undelivered: Mutex<Vec<DeviceNote>>,
     unsent: Mutex<(Vec<UnsentRange>, u64)>,
     completed: AtomicBool,
     report: watch::Sender<Option<Arc<FireReport>>>,
 }
 
 /// What a worker adds to a run's counters in one flush.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 pub(crate) struct RunDelta {
     pub(crate) handed_off: u64,
     pub(crate) delivered: u64,
     pub(crate) failed: [u64; FailReason::COUNT],
     pub(crate) in_doubt: u64,
     pub(crate) batches_done: u64,
+    pub(crate) retried: u64,
+    pub(crate) budget_exhausted: u64,
+    pub(crate) pruned: Vec<DeviceNote>,
+    pub(crate) undelivered: Vec<DeviceNote>,
     pub(crate) last_handoff: Option<Instant>,
     pub(crate) last_outcome: Option<Instant>,
 }
 
 impl RunDelta {
     pub(crate) fn is_empty(&self) -> bool {
-        self.handed_off == 0 && self.batches_done == 0 && self.in_doubt == 0 && self.delivered == 0 && self.failed.iter().all(|f| *f == 0)
+        self.handed_off == 0
+            && self.batches_done == 0
+            && self.in_doubt == 0
+            && self.delivered == 0
+            && self.retried == 0
+            && self.failed.iter().all(|f| *f == 0)
     }
+}
+
+/// What finishing a run needs besides the run itself.
+pub(crate) struct Completion<'a> {
+    pub(crate) ledger: &'a dyn FireLedger,
+    pub(crate) audience: &'a Audience,
+    pub(crate) reports_dir: Option<&'a std::path::Path>,
+    pub(crate) alerts: Vec<String>,
+    pub(crate) budget: RetryBudget,
 }
 
 impl FireRun {
@@ -171,6 +226,11 @@ impl FireRun {
             last_outcome_ns: AtomicU64::new(0),
             batches_total: AtomicU64::new(NOT_YET),
             batches_done: AtomicU64::new(0),
+            first_sends: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            budget_exhausted: AtomicU64::new(0),
+            pruned: Mutex::new(Vec::new()),
+            undelivered: Mutex::new(Vec::new()),
             unsent: Mutex::new((Vec::new(), 0)),
             completed: AtomicBool::new(false),
             report: watch::channel(None).0,
@@ -221,9 +281,28 @@ impl FireRun {
         u.1 += 1;
     }
 
+    /// Counts first attempts as they are handed off.
+    #[inline]
+    pub(crate) fn first_sends(&self, n: u64) {
+        self.first_sends.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes one retry from the budget, if any is left.
+    pub(crate) fn try_retry(&self, budget: &RetryBudget) -> bool {
+        let allowance = budget.allowance(self.first_sends.load(Ordering::Relaxed));
+        self.retries.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| (used < allowance).then_some(used + 1)).is_ok()
+    }
+
     /// Adds a worker's counts. Counters are added before the batch count,
     /// so whoever sees the last batch done also sees every count.
-    pub(crate) fn apply(&self, d: &RunDelta) {
+    pub(crate) fn apply(&self, d: RunDelta) {
+        if !d.pruned.is_empty() {
+            self.pruned.lock().expect("pruned lock").extend(d.pruned);
+        }
+        if !d.undelivered.is_empty() {
+            self.undelivered.lock().expect("undelivered lock").extend(d.undelivered);
+        }
+        self.budget_exhausted.fetch_add(d.budget_exhausted, Ordering::Relaxed);
         self.handed_off.fetch_add(d.handed_off, Ordering::Relaxed);
         self.delivered.fetch_add(d.delivered, Ordering::Relaxed);
         self.in_doubt.fetch_add(d.in_doubt, Ordering::Relaxed);
@@ -255,7 +334,7 @@ impl FireRun {
     /// Finishes the run if every dispatched batch is done: builds the
     /// report, records it in the ledger and wakes the waiters. Safe to call
     /// from any thread, any number of times.
-    pub(crate) fn try_complete(&self, ledger: &dyn FireLedger) {
+    pub(crate) fn try_complete(&self, ctx: Completion<'_>) {
         let total = self.batches_total.load(Ordering::SeqCst);
         if total == NOT_YET || self.batches_done.load(Ordering::SeqCst) < total {
             return;
@@ -263,16 +342,37 @@ impl FireRun {
         if self.completed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let report = Arc::new(self.build_report());
+        let mut report = self.build_report(ctx.alerts);
+        let pruned = std::mem::take(&mut *self.pruned.lock().expect("pruned lock"));
+        let undelivered = std::mem::take(&mut *self.undelivered.lock().expect("undelivered lock"));
+        report.retry_budget = ctx.budget.allowance(report.handed_off);
+        report.pruned = pruned.len() as u64;
+        report.undelivered = undelivered.len() as u64;
+        if let Some(dir) = ctx.reports_dir {
+            let dir = dir.join(&self.campaign_id);
+            for (notes, name, slot) in
+                [(&pruned, "pruned.csv", &mut report.prune_report), (&undelivered, "undelivered.csv", &mut report.undelivered_report)]
+            {
+                if notes.is_empty() {
+                    continue;
+                }
+                let path = dir.join(name);
+                match super::reports::write_device_csv(&path, notes, ctx.audience) {
+                    Ok(()) => *slot = Some(path.display().to_string()),
+                    Err(e) => report.alerts.push(format!("could not write {}: {e}", path.display())),
+                }
+            }
+        }
+        let report = Arc::new(report);
         let status = if report.aborted { FireStatus::Aborted } else { FireStatus::Completed };
         let json = serde_json::to_string(&*report).expect("report serializes");
-        if let Err(e) = ledger.finish(&self.campaign_id, status, &json) {
+        if let Err(e) = ctx.ledger.finish(&self.campaign_id, status, &json) {
             tracing::error!(error = %e, campaign = %self.campaign_id, "could not record the end of the fire");
         }
         self.report.send_replace(Some(report));
     }
 
-    fn build_report(&self) -> FireReport {
+    fn build_report(&self, alerts: Vec<String>) -> FireReport {
         let failed_by_reason: BTreeMap<String, u64> = FailReason::ALL
             .iter()
             .map(|r| (r.as_str().to_owned(), self.failed[r.index()].load(Ordering::Relaxed)))
@@ -296,6 +396,14 @@ impl FireRun {
             failed_by_reason,
             not_sent: self.targeted.saturating_sub(handed_off),
             in_doubt: self.in_doubt.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            retry_budget: 0,
+            budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
+            pruned: 0,
+            prune_report: None,
+            undelivered: 0,
+            undelivered_report: None,
+            alerts,
             aborted: abort_at.is_some(),
             aborted_by: self.aborted_by.lock().expect("abort lock").clone(),
             abort_to_last_handoff_s: abort_at.map(|a| last_handoff.saturating_sub(a).as_secs_f64()),

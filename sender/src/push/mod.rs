@@ -16,9 +16,13 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::HeaderValue;
+
 use crate::audience::Platform;
 use crate::campaign::{ApnsOptions, RenderedPayload};
 
+pub mod auth;
+pub mod h2client;
 pub mod model;
 pub mod null;
 pub mod tally;
@@ -64,11 +68,14 @@ pub enum FailReason {
     Transport,
     /// No answer in time.
     Timeout,
+    /// The provider was stopped earlier in this fire (after an
+    /// authentication failure) and this device was not sent.
+    ProviderStopped,
 }
 
 impl FailReason {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Every reason, in index order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Unregistered,
@@ -81,6 +88,7 @@ impl FailReason {
         Self::Unavailable,
         Self::Transport,
         Self::Timeout,
+        Self::ProviderStopped,
     ];
 
     /// Position in [`ALL`](Self::ALL), for counting in arrays.
@@ -101,7 +109,19 @@ impl FailReason {
             Self::Unavailable => "unavailable",
             Self::Transport => "transport",
             Self::Timeout => "timeout",
+            Self::ProviderStopped => "provider_stopped",
         }
+    }
+
+    /// True for failures that may pass on a later attempt (429, 5xx, a lost
+    /// connection, a timeout).
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::TooManyRequests | Self::ServerError | Self::Unavailable | Self::Transport | Self::Timeout)
+    }
+
+    /// True for reasons that mean the token is dead: prune it, never retry.
+    pub fn prunes(self) -> bool {
+        matches!(self, Self::Unregistered | Self::BadDeviceToken)
     }
 
     /// Parses a name from [`as_str`](Self::as_str).
@@ -121,35 +141,46 @@ impl fmt::Display for FailReason {
 pub enum Outcome {
     /// The provider accepted the notification.
     Delivered,
-    /// The provider refused it, or it could not be sent.
+    /// The provider refused it for good, or it could not be sent.
     Failed(FailReason),
+    /// A transient failure (429, 500, 503, a lost connection): worth another
+    /// try, no sooner than `after` when the provider said so. The engine
+    /// decides whether the fire's retry budget allows it.
+    Retry {
+        /// What happened.
+        reason: FailReason,
+        /// The provider's `retry-after`.
+        after: Option<Duration>,
+    },
 }
 
-/// The APNs headers of a fire, computed once when it starts.
+/// The APNs headers of a fire, validated once when it starts and cloned
+/// onto every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApnsHeaders {
     /// `apns-topic`.
-    pub topic: String,
+    pub topic: HeaderValue,
     /// `apns-push-type`.
-    pub push_type: &'static str,
+    pub push_type: HeaderValue,
     /// `apns-priority`.
-    pub priority: &'static str,
+    pub priority: HeaderValue,
     /// `apns-collapse-id`.
-    pub collapse_id: Option<String>,
+    pub collapse_id: Option<HeaderValue>,
     /// `apns-expiration`, UNIX seconds.
-    pub expiration: Option<u64>,
+    pub expiration: Option<HeaderValue>,
 }
 
 impl ApnsHeaders {
     /// Headers for a fire at `fired_at`: expiration becomes absolute.
     pub fn for_fire(opts: &ApnsOptions, fired_at: SystemTime) -> Self {
         let epoch = fired_at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let value = |s: &str| HeaderValue::from_str(s).expect("campaign values are checked to be header-safe");
         Self {
-            topic: opts.topic.clone(),
-            push_type: opts.push_type.as_str(),
-            priority: if opts.priority == 5 { "5" } else { "10" },
-            collapse_id: opts.collapse_id.clone(),
-            expiration: opts.expiration.map(|e| if e.is_zero() { 0 } else { (epoch + e).as_secs() }),
+            topic: value(&opts.topic),
+            push_type: HeaderValue::from_static(opts.push_type.as_str()),
+            priority: HeaderValue::from_static(if opts.priority == 5 { "5" } else { "10" }),
+            collapse_id: opts.collapse_id.as_deref().map(value),
+            expiration: opts.expiration.map(|e| HeaderValue::from(if e.is_zero() { 0 } else { (epoch + e).as_secs() })),
         }
     }
 }
@@ -219,6 +250,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Opens a session for one worker; called on the worker's thread.
     fn session(&self) -> Self::Session;
+
+    /// Problems an operator must act on, such as a provider stopped after
+    /// an authentication failure. Read at the end of each fire.
+    fn alerts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One worker's connection to a provider.

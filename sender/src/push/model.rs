@@ -108,7 +108,7 @@ impl Session for ModelSession {
         let mut outcome = Outcome::Delivered;
         for (reason, p) in &self.config.errors {
             if roll < *p {
-                outcome = Outcome::Failed(*reason);
+                outcome = if reason.is_transient() { Outcome::Retry { reason: *reason, after: None } } else { Outcome::Failed(*reason) };
                 break;
             }
             roll -= p;

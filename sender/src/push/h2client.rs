@@ -1,0 +1,421 @@
+//! HTTP/2 connections to a push provider, over TLS (rustls, ALPN `h2`) or
+//! cleartext with prior knowledge (h2c, for the loopback gateway).
+//!
+//! A worker's session owns a small [`Pool`] of connections on its own thread.
+//! Requests go to the live connection with the fewest calls in flight; h2
+//! itself keeps each connection within the server's
+//! SETTINGS_MAX_CONCURRENT_STREAMS (extra streams wait in its open queue),
+//! and the engine's in-flight window bounds the total. A dead connection is
+//! replaced in the background while the others carry on.
+//!
+//! [`Call`] is the response side of one request: it reads the response to
+//! the end of its stream (a client that drops response bodies gets its
+//! streams reset and, against a strict server, its connection closed) and
+//! keeps the body only when asked to.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request};
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject as _;
+use tokio::net::TcpStream;
+
+/// Largest response body kept (error bodies are a few hundred bytes).
+const MAX_KEPT_BODY: usize = 8 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection-level failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is not usable.
+    #[error("bad provider URL {url:?}: {message}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// TCP, TLS or the HTTP/2 handshake failed.
+    #[error("connecting to {authority}: {message}")]
+    Connect {
+        /// host:port.
+        authority: String,
+        /// What failed.
+        message: String,
+    },
+    /// The CA file could not be used.
+    #[error("{path}: {message}", path = path.display())]
+    CaFile {
+        /// The CA file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Builds the rustls client configuration: the system's roots plus an extra
+/// CA (the loopback gateway's), HTTP/2 by ALPN, the `ring` provider.
+pub fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A broken certificate in the system store must not block startup.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let bad = |message: String| ConnectError::CaFile { path: path.to_owned(), message };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate in the file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(format!("unusable certificate: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Where a provider listens.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The URL as given.
+    pub url: String,
+    /// `http` (h2c) or `https`.
+    pub scheme: Scheme,
+    /// host:port.
+    pub authority: Authority,
+    host: String,
+    port: u16,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// The path prefix of the URL (no trailing slash), e.g. for a gateway
+    /// mounted under a path.
+    pub base_path: String,
+}
+
+impl Endpoint {
+    /// Parses `https://host[:port][/base]` or `http://...` (h2c).
+    pub fn parse(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Self, ConnectError> {
+        let bad = |message: &str| ConnectError::Url { url: url.to_owned(), message: message.to_owned() };
+        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme (https:// or http://)"))?;
+        let secure = match scheme.as_str() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad("the scheme must be https or http")),
+        };
+        let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let authority: Authority = format!("{}:{port}", uri.host().unwrap_or_default()).parse().map_err(|_| bad("bad host"))?;
+        let tls = if secure {
+            let name = ServerName::try_from(host.clone()).map_err(|_| bad("the host is not a valid TLS server name"))?;
+            Some((tls.clone(), name))
+        } else {
+            None
+        };
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self { url: url.to_owned(), scheme, authority, host, port, tls, base_path })
+    }
+
+    /// Opens one HTTP/2 connection and spawns its driver task on the current
+    /// runtime.
+    pub async fn connect(&self) -> Result<(SendRequest<Bytes>, tokio::task::JoinHandle<()>), ConnectError> {
+        let fail = |message: String| ConnectError::Connect { authority: self.authority.to_string(), message };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        tcp.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+        let mut builder = h2::client::Builder::new();
+        builder
+            .enable_push(false)
+            // APNs allows one stream until it has seen a valid token; h2 learns
+            // the real limit from the server's SETTINGS.
+            .initial_max_send_streams(100)
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(8 << 20)
+            .max_concurrent_reset_streams(4096);
+        match &self.tls {
+            Some((config, name)) => {
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| fail(format!("TLS: {e}")))?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(fail("the server did not agree to HTTP/2 (ALPN h2)".into()));
+                }
+                let (send, conn) = builder.handshake(tls).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
+                Ok((send, tokio::spawn(drive(conn))))
+            }
+            None => {
+                let (send, conn) = builder.handshake(tcp).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
+                Ok((send, tokio::spawn(drive(conn))))
+            }
+        }
+    }
+}
+
+async fn drive<T>(conn: h2::client::Connection<T, Bytes>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "provider connection closed");
+    }
+}
+
+enum SlotState {
+    Live { send: SendRequest<Bytes>, task: tokio::task::JoinHandle<()> },
+    Reconnecting,
+}
+
+struct Slot {
+    /// Only the reconnect task contends for it, rarely.
+    state: Arc<Mutex<SlotState>>,
+    live: Arc<std::sync::atomic::AtomicBool>,
+    inflight: Arc<AtomicU32>,
+}
+
+/// A session's connections to one endpoint.
+pub struct Pool {
+    endpoint: Arc<Endpoint>,
+    slots: Vec<Slot>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("endpoint", &self.endpoint.url).field("connections", &self.slots.len()).finish()
+    }
+}
+
+impl Pool {
+    /// Opens `connections` connections (at least one).
+    pub async fn open(endpoint: Arc<Endpoint>, connections: usize) -> Result<Self, ConnectError> {
+        let mut slots = Vec::new();
+        for _ in 0..connections.max(1) {
+            let (send, task) = endpoint.connect().await?;
+            slots.push(Slot {
+                state: Arc::new(Mutex::new(SlotState::Live { send, task })),
+                live: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                inflight: Arc::new(AtomicU32::new(0)),
+            });
+        }
+        Ok(Self { endpoint, slots })
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Sends a request with `body` on the least busy live connection.
+    /// `None` when no connection is usable right now (reconnects are under
+    /// way); the caller retries later.
+    pub fn send(&mut self, request: Request<()>, body: Bytes, keep_body: bool) -> Option<Call> {
+        let mut best: Option<(usize, u32)> = None;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let load = slot.inflight.load(Ordering::Relaxed);
+            if slot.live.load(Ordering::Relaxed) && best.is_none_or(|(_, b)| load < b) {
+                best = Some((i, load));
+            }
+        }
+        let (i, _) = best?;
+        let slot = &self.slots[i];
+        let mut state = slot.state.lock().expect("slot lock");
+        let SlotState::Live { send, task } = &mut *state else { return None };
+        if task.is_finished() {
+            drop(state);
+            self.reconnect(i);
+            return None;
+        }
+        match send.send_request(request, body.is_empty()) {
+            Ok((response, mut stream)) => {
+                slot.inflight.fetch_add(1, Ordering::Relaxed);
+                // One DATA frame with END_STREAM: small non-final frames count
+                // against the server's abuse limits.
+                if !body.is_empty() && stream.send_data(body, true).is_err() {
+                    return Some(Call::failed(slot.inflight.clone()));
+                }
+                Some(Call::new(response, slot.inflight.clone(), keep_body))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "send_request failed; replacing the connection");
+                drop(state);
+                self.reconnect(i);
+                None
+            }
+        }
+    }
+
+    fn reconnect(&self, i: usize) {
+        let slot = &self.slots[i];
+        if !slot.live.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        *slot.state.lock().expect("slot lock") = SlotState::Reconnecting;
+        let endpoint = self.endpoint.clone();
+        let (state, live) = (slot.state.clone(), slot.live.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match endpoint.connect().await {
+                    Ok((send, task)) => {
+                        *state.lock().expect("slot lock") = SlotState::Live { send, task };
+                        live.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconnect failed; retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+    }
+
+    /// The smallest SETTINGS_MAX_CONCURRENT_STREAMS among live connections.
+    pub fn max_concurrent_streams(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .filter_map(|s| match &*s.state.lock().expect("slot lock") {
+                SlotState::Live { send, .. } => Some(send.current_max_send_streams()),
+                SlotState::Reconnecting => None,
+            })
+            .min()
+    }
+}
+
+/// A provider's answer, as far as the sender needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `retry-after`, in seconds form.
+    pub retry_after: Option<Duration>,
+    /// `apns-id`, if the provider sent one.
+    pub apns_id: Option<HeaderValue>,
+    /// The body: always for errors, for successes only when asked.
+    pub body: Vec<u8>,
+}
+
+/// Why a call produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(pub String);
+
+enum CallState {
+    Head(ResponseFuture),
+    Body(h2::RecvStream, RawResponse),
+    Failed,
+    Done,
+}
+
+/// The response side of one request.
+pub struct Call {
+    state: CallState,
+    inflight: Arc<AtomicU32>,
+    keep_body: bool,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call").finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    fn new(response: ResponseFuture, inflight: Arc<AtomicU32>, keep_body: bool) -> Self {
+        Self { state: CallState::Head(response), inflight, keep_body }
+    }
+
+    /// A call whose request could not be written; `inflight` was counted.
+    fn failed(inflight: Arc<AtomicU32>) -> Self {
+        Self { state: CallState::Failed, inflight, keep_body: false }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    v.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl Future for Call {
+    type Output = Result<RawResponse, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                CallState::Failed => {
+                    this.state = CallState::Done;
+                    return Poll::Ready(Err(CallError("the stream could not be opened".into())));
+                }
+                CallState::Done => panic!("Call polled after completion"),
+                CallState::Head(fut) => {
+                    let response = match Pin::new(fut).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            this.state = CallState::Done;
+                            return Poll::Ready(Err(CallError(e.to_string())));
+                        }
+                        Poll::Ready(Ok(r)) => r,
+                    };
+                    let (head, body) = response.into_parts();
+                    let raw = RawResponse {
+                        status: head.status.as_u16(),
+                        retry_after: head.headers.get(http::header::RETRY_AFTER).and_then(parse_retry_after),
+                        apns_id: head.headers.get("apns-id").cloned(),
+                        body: Vec::new(),
+                    };
+                    if body.is_end_stream() {
+                        this.state = CallState::Done;
+                        return Poll::Ready(Ok(raw));
+                    }
+                    this.state = CallState::Body(body, raw);
+                }
+                CallState::Body(body, raw) => match body.poll_data(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        if (this.keep_body || raw.status != 200) && raw.body.len() < MAX_KEPT_BODY {
+                            let room = MAX_KEPT_BODY - raw.body.len();
+                            raw.body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        this.state = CallState::Done;
+                        return Poll::Ready(Err(CallError(e.to_string())));
+                    }
+                    Poll::Ready(None) => {
+                        let CallState::Body(_, raw) = std::mem::replace(&mut this.state, CallState::Done) else { unreachable!() };
+                        return Poll::Ready(Ok(raw));
+                    }
+                },
+            }
+        }
+    }
+}
