@@ -15,16 +15,8 @@ use crate::audience::{Audience, AudienceError, CompileOptions, store};
 use crate::campaign::{self, Campaign, CampaignError};
 use crate::fanout::{Engine, EngineConfig, EngineError, FireOutcome, FireRecord, LedgerError, Progress, SqliteLedger, Warm, WarmError};
 use crate::metrics::MemoryMetrics;
-use crate::push::{DeliveryTally, ModelConfig, ModelProvider, NullProvider, Provider};
-
-/// Which provider the drill sends to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProviderChoice {
-    /// Accept at once: measures the engine.
-    Null,
-    /// Latency and error model.
-    Model(ModelConfig),
-}
+pub use crate::push::choice::ProviderChoice;
+use crate::push::choice::{Setup, SetupError};
 
 /// What to drill.
 #[derive(Debug, Clone)]
@@ -59,7 +51,7 @@ impl Default for DrillOptions {
             devices: 100_000,
             audience: None,
             campaign: None,
-            provider: ProviderChoice::Null,
+            provider: ProviderChoice::gateway(),
             engine: EngineConfig::default(),
             generate: GenerateSpec::default(),
             shards: None,
@@ -128,6 +120,18 @@ pub struct DrillSummary {
     pub campaign_id: String,
     /// What the workers held: audience checksum and campaign hash.
     pub warm_checksum: String,
+    /// Where `delivered`, `duplicates` and `missing` were counted:
+    /// `receiver` (per device or token, at the provider end) or `sender`
+    /// (what the providers acknowledged; a remote endpoint cannot be asked).
+    pub measured_at: &'static str,
+    /// Retries sent.
+    pub retries: u64,
+    /// Tokens reported dead.
+    pub pruned: u64,
+    /// The prune report, if any token was pruned.
+    pub prune_report: Option<String>,
+    /// Problems an operator must act on.
+    pub alerts: Vec<String>,
 }
 
 /// A step of a drill, for progress display.
@@ -186,6 +190,9 @@ pub enum DrillError {
         #[source]
         source: std::io::Error,
     },
+    /// The providers could not start.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// The drill's own async runtime could not start.
     #[error("could not start the drill's runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -287,37 +294,47 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
     let excluded = warm.excluded().values().sum();
     let warm_checksum = warm.checksum().to_owned();
 
-    let tally = Arc::new(DeliveryTally::for_audience(&audience));
     let metrics = Arc::new(MemoryMetrics::new());
     let ledger = Arc::new(SqliteLedger::open(&work.join("drill-ledger.sqlite"))?);
     let workers = opts.engine.workers.max(1);
-    let (report, provider_name) = match &opts.provider {
-        ProviderChoice::Null => {
-            let p = Arc::new(NullProvider::new(Some(tally.clone())));
-            (fire(warm, p, ledger, metrics.clone(), opts, on_event).await?, "null")
-        }
-        ProviderChoice::Model(cfg) => {
-            let p = Arc::new(ModelProvider::new(cfg.clone(), Some(tally.clone())));
-            (fire(warm, p, ledger, metrics.clone(), opts, on_event).await?, "model")
+    let mut config = opts.engine.clone();
+    config.reports_dir.get_or_insert_with(|| work.join("reports"));
+    let setup = Setup::start(&opts.provider, &audience, &campaign.apns.topic).await?;
+    let engine = Engine::start(warm, setup.provider.clone(), ledger, metrics.clone(), config).await?;
+    on_event(&DrillEvent::Warm { devices, workers });
+    setup.mark_fire();
+    let handle = match engine.fire(&opts.operator)? {
+        FireOutcome::Started(h) => h,
+        FireOutcome::AlreadyFired(record) => return Err(DrillError::AlreadyFired(Box::new(record))),
+    };
+    let wait = handle.wait();
+    tokio::pin!(wait);
+    let report = loop {
+        tokio::select! {
+            report = &mut wait => break report,
+            () = tokio::time::sleep(Duration::from_millis(100)) => on_event(&DrillEvent::Sending(handle.progress())),
         }
     };
-
-    let received = tally.summary();
+    on_event(&DrillEvent::Sending(handle.progress()));
+    engine.shutdown();
+    let received = setup.received(&audience, report.delivered);
+    let (delivered, duplicates, measured_at) = (received.delivered, received.duplicates, received.measured_at);
+    drop(setup);
     let stats = metrics.snapshot(&campaign.id);
     let elapsed = report.elapsed_s;
     let model = match &opts.provider {
         ProviderChoice::Model(cfg) => Some(cfg.mean_rtt()),
-        ProviderChoice::Null => None,
+        _ => None,
     };
     let in_flight_limit = model.map(|_| (workers * opts.engine.in_flight_per_worker.max(1)) as u64);
     Ok(DrillSummary {
         devices,
-        delivered: received.delivered,
-        duplicates: received.duplicates,
-        missing: devices.saturating_sub(received.delivered + report.failed),
+        delivered,
+        duplicates,
+        missing: devices.saturating_sub(delivered + report.failed),
         failed: report.failed,
         elapsed_s: elapsed,
-        rate_per_s: if elapsed > 0.0 { received.delivered as f64 / elapsed } else { 0.0 },
+        rate_per_s: if elapsed > 0.0 { delivered as f64 / elapsed } else { 0.0 },
         p50_s: secs(stats.latency.quantile(0.50)),
         p95_s: secs(stats.latency.quantile(0.95)),
         p99_s: secs(stats.latency.quantile(0.99)),
@@ -333,43 +350,21 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
         load_s: secs(load),
         audience_bytes: audience.resident_bytes() as u64,
         excluded,
-        provider: provider_name.to_owned(),
+        provider: opts.provider.name().to_owned(),
         workers,
         campaign_id: campaign.id.clone(),
         warm_checksum,
+        measured_at,
+        retries: report.retries,
+        pruned: report.pruned,
+        prune_report: report.prune_report.clone(),
+        alerts: report.alerts.clone(),
     })
-}
-
-async fn fire<P: Provider>(
-    warm: Warm,
-    provider: Arc<P>,
-    ledger: Arc<SqliteLedger>,
-    metrics: Arc<MemoryMetrics>,
-    opts: &DrillOptions,
-    on_event: &(dyn Fn(&DrillEvent) + Send + Sync),
-) -> Result<Arc<crate::fanout::FireReport>, DrillError> {
-    let devices = warm.targeted();
-    let engine = Engine::start(warm, provider, ledger, metrics, opts.engine.clone()).await?;
-    on_event(&DrillEvent::Warm { devices, workers: opts.engine.workers.max(1) });
-    let handle = match engine.fire(&opts.operator)? {
-        FireOutcome::Started(h) => h,
-        FireOutcome::AlreadyFired(record) => return Err(DrillError::AlreadyFired(Box::new(record))),
-    };
-    let wait = handle.wait();
-    tokio::pin!(wait);
-    let report = loop {
-        tokio::select! {
-            report = &mut wait => break report,
-            () = tokio::time::sleep(Duration::from_millis(100)) => on_event(&DrillEvent::Sending(handle.progress())),
-        }
-    };
-    on_event(&DrillEvent::Sending(handle.progress()));
-    engine.shutdown();
-    Ok(report)
 }
 
 /// Runs a drill on a runtime of its own, blocking the calling thread.
 pub fn run_blocking(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + Sync)) -> Result<DrillSummary, DrillError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(DrillError::Runtime)?;
+    // IO for the providers' token requests and the refreshers.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DrillError::Runtime)?;
     rt.block_on(run(opts, on_event))
 }

@@ -19,7 +19,10 @@ use kickoff_sender::campaign::{self, Campaign, Payloads};
 use kickoff_sender::drill::{self, DrillEvent, DrillOptions, DrillSummary, ProviderChoice};
 use kickoff_sender::fanout::{Engine, EngineConfig, FireOutcome, FireReport, SqliteLedger, Warm};
 use kickoff_sender::metrics::MemoryMetrics;
-use kickoff_sender::push::{FailReason, ModelConfig, ModelProvider, NullProvider, Provider};
+use kickoff_sender::push::choice::Setup;
+use kickoff_sender::push::config::{ApnsConfig, FcmConfig, PoolConfig, TlsConfig};
+use kickoff_sender::push::gateway::{self, Gateway, GatewayConfig, GatewayKeys};
+use kickoff_sender::push::{FailReason, ModelConfig, PushConfig};
 
 /// Exit code when a fire was refused because the campaign was already fired.
 const EXIT_ALREADY_FIRED: u8 = 3;
@@ -46,6 +49,53 @@ enum Command {
     /// Fire a campaign at a compiled audience (embedded mode). Idempotent:
     /// a campaign fired before answers "already fired" and sends nothing.
     Fire(FireArgs),
+    /// The loopback push gateway: APNs and FCM v1 over HTTP/2 on 127.0.0.1.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct GatewayArgs {
+    #[command(subcommand)]
+    command: Option<GatewayCmd>,
+    /// Credentials directory; created (keys generated for --listen) if missing.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port); ignored when --keys exists.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// APNs topic the gateway accepts (new keys only).
+    #[arg(long, default_value = "dev.kickoff.demo")]
+    topic: String,
+    /// Tokens answering 410 / UNREGISTERED, one per line.
+    #[arg(long)]
+    unregistered_file: Option<PathBuf>,
+    /// Print, on exit, which tokens of this audience were missed or duplicated.
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    #[command(flatten)]
+    faults: GatewayFlags,
+}
+
+#[derive(Debug, Subcommand)]
+enum GatewayCmd {
+    /// Write test credentials: APNs .p8 key, key id and team id; an FCM
+    /// service account whose token_uri is the gateway; the CA certificate;
+    /// and a kickoff.toml pointing the sender at the gateway.
+    Keys {
+        /// Output directory.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Address the gateway will listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Cleartext HTTP/2 (h2c) instead of TLS.
+        #[arg(long)]
+        h2c: bool,
+        /// APNs topic the gateway accepts.
+        #[arg(long, default_value = "dev.kickoff.demo")]
+        topic: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,19 +180,172 @@ enum CampaignCmd {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ProviderKind {
+    /// The loopback gateway, started in-process: real HTTP/2 in the APNs and
+    /// FCM protocols, deliveries counted per token.
+    Gateway,
+    /// APNs and FCM as configured by --config and the --apns-*/--fcm-* flags
+    /// (the real services or any compatible endpoint).
+    Http,
     /// Accept everything at once: measures the engine alone.
     Null,
     /// In-process latency and error model.
     Model,
 }
 
+/// Provider credentials and endpoints; override the config file key by key.
+#[derive(Debug, Args, Clone, Default)]
+struct PushFlags {
+    /// Config file with [apns], [fcm], [tls], [pool] (default:
+    /// kickoff.toml in Kickoff's data directory, if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// APNs token key (.p8).
+    #[arg(long)]
+    apns_key_file: Option<PathBuf>,
+    /// APNs key id.
+    #[arg(long)]
+    apns_key_id: Option<String>,
+    /// APNs team id.
+    #[arg(long)]
+    apns_team_id: Option<String>,
+    /// Overrides the campaign's apns-topic.
+    #[arg(long)]
+    apns_topic: Option<String>,
+    /// production, sandbox, or a URL.
+    #[arg(long)]
+    apns_url: Option<String>,
+    /// FCM service-account JSON key file.
+    #[arg(long)]
+    fcm_service_account: Option<PathBuf>,
+    /// Firebase project id (default: the service account's).
+    #[arg(long)]
+    fcm_project: Option<String>,
+    /// FCM base URL.
+    #[arg(long)]
+    fcm_url: Option<String>,
+    /// An extra CA certificate (PEM) to trust.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+impl PushFlags {
+    /// The config file merged with the flags.
+    fn config(&self, connections: Option<usize>) -> anyhow::Result<PushConfig> {
+        let default = kickoff_sender::sys::data_dir().join("kickoff.toml");
+        let file = match &self.config {
+            Some(path) => PushConfig::load(path)?,
+            None if default.is_file() => PushConfig::load(&default)?,
+            None => PushConfig::default(),
+        };
+        let flags = PushConfig {
+            apns: ApnsConfig {
+                key_file: self.apns_key_file.clone(),
+                key_id: self.apns_key_id.clone(),
+                team_id: self.apns_team_id.clone(),
+                topic: self.apns_topic.clone(),
+                url: self.apns_url.clone(),
+                refresh_minutes: None,
+            },
+            fcm: FcmConfig {
+                service_account: self.fcm_service_account.clone(),
+                project: self.fcm_project.clone(),
+                url: self.fcm_url.clone(),
+            },
+            tls: TlsConfig { ca_file: self.ca_file.clone() },
+            pool: PoolConfig { connections },
+        };
+        Ok(file.merged(flags))
+    }
+}
+
+/// What the in-process gateway injects.
+#[derive(Debug, Args, Clone)]
+struct GatewayFlags {
+    /// Cleartext HTTP/2 (h2c) instead of TLS.
+    #[arg(long)]
+    h2c: bool,
+    /// Gateway response latency in ms: "5" or "2-8".
+    #[arg(long, default_value = "0")]
+    gateway_latency_ms: String,
+    /// Share of tokens the gateway reports unregistered (410).
+    #[arg(long, default_value_t = 0.0)]
+    gateway_unregistered: f64,
+    /// Share of requests answered 429.
+    #[arg(long, default_value_t = 0.0)]
+    gateway_429: f64,
+    /// Share of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    gateway_500: f64,
+    /// Share of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    gateway_503: f64,
+    /// retry-after seconds on 429/503.
+    #[arg(long)]
+    gateway_retry_after: Option<u64>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of the gateway.
+    #[arg(long, default_value_t = 1000)]
+    gateway_streams: u32,
+    /// Gateway threads.
+    #[arg(long, default_value_t = 1)]
+    gateway_threads: usize,
+}
+
+impl GatewayFlags {
+    fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let (lo, hi) = ms_range("--gateway-latency-ms", &self.gateway_latency_ms)?;
+        for (name, rate) in [
+            ("--gateway-unregistered", self.gateway_unregistered),
+            ("--gateway-429", self.gateway_429),
+            ("--gateway-500", self.gateway_500),
+            ("--gateway-503", self.gateway_503),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!("{name} {rate} is not between 0 and 1");
+            }
+        }
+        Ok(GatewayConfig {
+            threads: self.gateway_threads.max(1),
+            max_concurrent_streams: self.gateway_streams.max(1),
+            latency: (lo, hi),
+            unregistered_rate: self.gateway_unregistered,
+            rate_429: self.gateway_429,
+            rate_500: self.gateway_500,
+            rate_503: self.gateway_503,
+            retry_after: self.gateway_retry_after,
+            ..GatewayConfig::default()
+        })
+    }
+}
+
+fn ms_range(flag: &str, text: &str) -> anyhow::Result<(Duration, Duration)> {
+    let ms = |s: &str| -> anyhow::Result<Duration> {
+        let v: f64 = s.trim().parse().with_context(|| format!("{flag}: {s:?} is not a number of milliseconds"))?;
+        if !(v >= 0.0 && v.is_finite()) {
+            bail!("{flag}: {s:?} is not a non-negative number");
+        }
+        Ok(Duration::from_secs_f64(v / 1000.0))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (ms(a)?, ms(b)?),
+        None => (ms(text)?, ms(text)?),
+    };
+    if hi < lo {
+        bail!("{flag}: the range {text:?} ends before it starts");
+    }
+    Ok((lo, hi))
+}
+
 #[derive(Debug, Args, Clone)]
 struct ProviderArgs {
     /// The push provider.
-    #[arg(long, value_enum, default_value = "null")]
+    #[arg(long, value_enum, default_value = "gateway")]
     provider: ProviderKind,
+    #[command(flatten)]
+    push: PushFlags,
+    #[command(flatten)]
+    gateway: GatewayFlags,
     /// Model round trip in milliseconds: "40" or a uniform range "20-60".
     #[arg(long, default_value = "20-60")]
     rtt_ms: String,
@@ -175,23 +378,32 @@ impl ProviderArgs {
 
     fn choice(&self) -> anyhow::Result<ProviderChoice> {
         Ok(match self.provider {
+            ProviderKind::Gateway => ProviderChoice::Gateway {
+                config: self.gateway.config()?,
+                tls: !self.gateway.h2c,
+                connections: self.pool_connections().unwrap_or(kickoff_sender::push::config::DEFAULT_CONNECTIONS),
+            },
+            ProviderKind::Http => {
+                let config = self.push.config(self.pool_connections())?;
+                if config.is_empty() {
+                    bail!(
+                        "--provider http needs credentials: --config FILE, or --apns-key-file/--apns-key-id/--apns-team-id and/or --fcm-service-account"
+                    );
+                }
+                ProviderChoice::Http(config)
+            }
             ProviderKind::Null => ProviderChoice::Null,
             ProviderKind::Model => ProviderChoice::Model(self.model()?),
         })
     }
 
+    /// Connections per worker for HTTP/2 providers, when set explicitly.
+    fn pool_connections(&self) -> Option<usize> {
+        (self.connections != 4).then_some(self.connections)
+    }
+
     fn model(&self) -> anyhow::Result<ModelConfig> {
-        let ms = |s: &str| -> anyhow::Result<Duration> {
-            let v: f64 = s.trim().parse().with_context(|| format!("--rtt-ms: {s:?} is not a number of milliseconds"))?;
-            if !(v >= 0.0 && v.is_finite()) {
-                bail!("--rtt-ms: {s:?} is not a non-negative number");
-            }
-            Ok(Duration::from_secs_f64(v / 1000.0))
-        };
-        let (rtt_min, rtt_max) = match self.rtt_ms.split_once('-') {
-            Some((a, b)) => (ms(a)?, ms(b)?),
-            None => (ms(&self.rtt_ms)?, ms(&self.rtt_ms)?),
-        };
+        let (rtt_min, rtt_max) = ms_range("--rtt-ms", &self.rtt_ms)?;
         let mut errors = Vec::new();
         for part in self.errors.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, rate) = part.split_once('=').with_context(|| format!("--errors: {part:?} is not reason=rate"))?;
@@ -258,6 +470,10 @@ struct FireArgs {
     /// The fire ledger (default: ledger.sqlite in Kickoff's data directory).
     #[arg(long)]
     ledger: Option<PathBuf>,
+    /// Where the prune and undelivered reports go (default: reports/ in
+    /// Kickoff's data directory).
+    #[arg(long)]
+    reports: Option<PathBuf>,
     #[command(flatten)]
     provider: ProviderArgs,
     /// Print the report as one JSON object.
@@ -298,7 +514,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Campaign(CampaignCmd::Check { file, show, silent }) => campaign_check(&file, show.as_deref(), silent),
         Command::Drill(args) => drill_cmd(args),
         Command::Fire(args) => fire_cmd(args),
+        Command::Gateway(args) => gateway_cmd(args),
     }
+}
+
+fn gateway_cmd(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    if let Some(GatewayCmd::Keys { out, listen, h2c, topic }) = args.command {
+        let keys = GatewayKeys::generate(listen, !h2c, &topic)?;
+        keys.write(&out)?;
+        println!(
+            "wrote test credentials for {} to {} (sender config: {})",
+            keys.url(),
+            out.display(),
+            out.join(gateway::keys::CONFIG_FILE).display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = args.faults.config()?;
+    if let Some(path) = &args.unregistered_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        config.unregistered = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    }
+    let tls = !args.faults.h2c;
+    let gw = match &args.keys {
+        Some(dir) if dir.join(gateway::keys::GATEWAY_FILE).is_file() => Gateway::start(GatewayKeys::load(dir)?, config)?,
+        Some(dir) => {
+            let gw = Gateway::start_at(args.listen, config, tls, &args.topic)?;
+            gw.keys().write(dir)?;
+            gw
+        }
+        None => bail!("--keys DIR is needed: clients read the CA, the .p8 key and the service account from it"),
+    };
+    let dir = args.keys.as_deref().expect("checked");
+    println!("gateway listening on {} (keys and sender config in {})", gw.url(), dir.display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    let stats = gw.records().stats();
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    if let Some(dir) = &args.expect {
+        let audience = Audience::load(dir)?;
+        let mut buf = Vec::new();
+        let mut expected = Vec::new();
+        for shard in audience.shards() {
+            for platform in Platform::ALL {
+                for i in 0..shard.len(platform) {
+                    expected.push((platform, shard.token_text(platform, i, &mut buf).to_owned()));
+                }
+            }
+        }
+        let check = gw.records().check(expected.iter().map(|(p, t)| (*p, t.as_str())));
+        println!("{}", serde_json::to_string_pretty(&check)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bar(len: u64, template: &str) -> ProgressBar {
@@ -518,23 +787,19 @@ fn print_drill(s: &DrillSummary) {
 fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     let audience = Arc::new(Audience::load(&args.audience)?);
     let campaign = Arc::new(Campaign::load(&args.campaign)?);
-    let warm = Warm::new(audience, campaign)?;
-    let ledger_path = args.ledger.unwrap_or_else(|| kickoff_sender::sys::data_dir().join("ledger.sqlite"));
-    let ledger = Arc::new(SqliteLedger::open(&ledger_path)?);
-    let engine_config = args.provider.engine();
-    // IO is enabled for the Ctrl-C handler.
+    let warm = Warm::new(audience.clone(), campaign.clone())?;
+    let data = kickoff_sender::sys::data_dir();
+    let ledger = Arc::new(SqliteLedger::open(&args.ledger.clone().unwrap_or_else(|| data.join("ledger.sqlite")))?);
+    let choice = args.provider.choice()?;
+    let mut config = args.provider.engine();
+    config.reports_dir = Some(args.reports.clone().unwrap_or_else(|| data.join("reports")));
+    // IO is enabled for the providers and the Ctrl-C handler.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = match args.provider.provider {
-        ProviderKind::Null => rt.block_on(fire_with(warm, Arc::new(NullProvider::default()), ledger, engine_config, &args.operator)),
-        ProviderKind::Model => {
-            let model = args.provider.model()?;
-            rt.block_on(fire_with(warm, Arc::new(ModelProvider::new(model, None)), ledger, engine_config, &args.operator))
-        }
-    }?;
+    let (outcome, received) = rt.block_on(fire_with(warm, &choice, ledger, config, &args.operator))?;
     match outcome {
         Ok(report) => {
             if args.json {
-                println!("{}", serde_json::to_string(&serde_json::json!({ "status": "fired", "report": &*report }))?);
+                println!("{}", serde_json::to_string(&serde_json::json!({ "status": "fired", "report": &*report, "received": received }))?);
             } else {
                 println!(
                     "fired {} at {} by {}: delivered {}, failed {}, not sent {}, elapsed {:.3} s",
@@ -546,8 +811,27 @@ fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
                     group(report.not_sent),
                     report.elapsed_s
                 );
+                if let Some((delivered, duplicates)) = received {
+                    println!("  counted at the gateway: {} delivered, {} duplicates", group(delivered), group(duplicates));
+                }
                 for (reason, n) in &report.failed_by_reason {
                     println!("  failed {reason}: {}", group(*n));
+                }
+                if report.retries > 0 {
+                    println!(
+                        "  retries {} of a budget of {}; {} refused for lack of budget",
+                        group(report.retries),
+                        group(report.retry_budget),
+                        group(report.budget_exhausted)
+                    );
+                }
+                for (label, path) in [("pruned tokens", &report.prune_report), ("undelivered devices", &report.undelivered_report)] {
+                    if let Some(path) = path {
+                        println!("  {label}: {path}");
+                    }
+                }
+                for alert in &report.alerts {
+                    println!("  ALERT: {alert}");
                 }
                 if report.aborted {
                     println!(
@@ -572,15 +856,20 @@ fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn fire_with<P: Provider>(
+type FireResult = (Result<Arc<FireReport>, kickoff_sender::fanout::FireRecord>, Option<(u64, u64)>);
+
+async fn fire_with(
     warm: Warm,
-    provider: Arc<P>,
+    choice: &ProviderChoice,
     ledger: Arc<SqliteLedger>,
     config: EngineConfig,
     operator: &str,
-) -> anyhow::Result<Result<Arc<FireReport>, kickoff_sender::fanout::FireRecord>> {
+) -> anyhow::Result<FireResult> {
+    let audience = warm.audience().clone();
     let excluded = warm.excluded().clone();
-    let engine = Engine::start(warm, provider, ledger, Arc::new(MemoryMetrics::new()), config).await?;
+    let setup = Setup::start(choice, &audience, &warm.campaign().apns.topic).await?;
+    let engine = Engine::start(warm, setup.provider.clone(), ledger, Arc::new(MemoryMetrics::new()), config).await?;
+    setup.mark_fire();
     let result = match engine.fire(operator)? {
         FireOutcome::Started(handle) => {
             if !excluded.is_empty() {
@@ -612,7 +901,14 @@ async fn fire_with<P: Provider>(
         FireOutcome::AlreadyFired(record) => Err(record),
     };
     engine.shutdown();
-    Ok(result)
+    let received = match (&result, &setup.gateway) {
+        (Ok(report), Some(_)) => {
+            let r = setup.received(&audience, report.delivered);
+            Some((r.delivered, r.duplicates))
+        }
+        _ => None,
+    };
+    Ok((result, received))
 }
 
 /// 1234567 -> "1,234,567".

@@ -84,9 +84,9 @@ pub enum EngineError {
     /// The ledger could not be read or written; nothing was sent.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The engine is not accepting fires (shutting down).
-    #[error("the engine is shut down")]
-    Stopped,
+    /// A worker thread died while warming up (a bug; see the log).
+    #[error("a worker thread stopped while warming up")]
+    WorkerDied,
 }
 
 /// What the tiers share.
@@ -179,7 +179,8 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime");
+            // IO for the providers' HTTP/2 connections.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime");
             rt.block_on(work(ready));
         })
         .map_err(EngineError::Thread)
@@ -243,7 +244,7 @@ impl Engine {
             match rx.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(EngineError::Stopped),
+                Err(_) => return Err(EngineError::WorkerDied),
             }
         }
         Ok(engine)

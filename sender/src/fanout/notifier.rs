@@ -97,7 +97,7 @@ pub(crate) struct Notifier<S: Session> {
 
 impl<S: Session> Notifier<S> {
     pub(crate) fn new(session: S, shared: Arc<Shared>, seed: u64) -> Self {
-        let limit = shared.config.in_flight_per_worker.max(1);
+        let limit = shared.config.in_flight_per_worker.min(session.capacity().unwrap_or(usize::MAX)).max(1);
         Self {
             session,
             shared,

@@ -246,7 +246,10 @@ impl Pool {
             self.reconnect(i);
             return None;
         }
-        match send.send_request(request, body.is_empty()) {
+        // A clone carries no "previous stream still waiting to open" state, so
+        // h2 queues the stream instead of refusing it; the engine's in-flight
+        // window (capped at the pool's capacity) bounds that queue.
+        match send.clone().send_request(request, body.is_empty()) {
             Ok((response, mut stream)) => {
                 slot.inflight.fetch_add(1, Ordering::Relaxed);
                 // One DATA frame with END_STREAM: small non-final frames count
@@ -257,9 +260,11 @@ impl Pool {
                 Some(Call::new(response, slot.inflight.clone(), keep_body))
             }
             Err(e) => {
-                tracing::debug!(error = %e, "send_request failed; replacing the connection");
-                drop(state);
-                self.reconnect(i);
+                if e.is_io() || e.is_go_away() || e.is_remote() {
+                    tracing::debug!(error = %e, "connection lost; replacing it");
+                    drop(state);
+                    self.reconnect(i);
+                }
                 None
             }
         }
@@ -290,6 +295,18 @@ impl Pool {
                 }
             }
         });
+    }
+
+    /// Streams the pool can carry at once: each live connection up to the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub fn capacity(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| match &*s.state.lock().expect("slot lock") {
+                SlotState::Live { send, .. } => Some(send.current_max_send_streams()),
+                SlotState::Reconnecting => None,
+            })
+            .sum()
     }
 
     /// The smallest SETTINGS_MAX_CONCURRENT_STREAMS among live connections.

@@ -21,14 +21,22 @@ use http::HeaderValue;
 use crate::audience::Platform;
 use crate::campaign::{ApnsOptions, RenderedPayload};
 
+pub mod apns;
 pub mod auth;
+pub mod choice;
+pub mod config;
+pub mod fcm;
+pub mod gateway;
 pub mod h2client;
 pub mod model;
 pub mod null;
+pub mod providers;
 pub mod tally;
 
+pub use config::{PushConfig, PushSetupError};
 pub use model::{ModelConfig, ModelProvider};
 pub use null::NullProvider;
+pub use providers::PushProviders;
 pub use tally::DeliveryTally;
 
 /// A device by position: shard, platform section, index.
@@ -221,6 +229,42 @@ pub fn build_request(req: &PushRequest<'_>, path: &mut Vec<u8>, body: &mut Vec<u
     }
 }
 
+/// Whether a provider may still be used in this fire, and what stopped it.
+/// An authentication failure stops the provider: it never retries in a loop
+/// against credentials that do not work.
+#[derive(Debug)]
+pub struct Health {
+    provider: &'static str,
+    stopped: std::sync::atomic::AtomicBool,
+    alerts: std::sync::Mutex<Vec<String>>,
+}
+
+impl Health {
+    /// A healthy provider called `provider`.
+    pub fn new(provider: &'static str) -> Self {
+        Self { provider, stopped: std::sync::atomic::AtomicBool::new(false), alerts: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// True once stopped.
+    #[inline]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the provider and raises an alert (once).
+    pub fn stop(&self, why: String) {
+        if !self.stopped.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::error!(provider = self.provider, "{why}");
+            self.alerts.lock().expect("alerts lock").push(why);
+        }
+    }
+
+    /// The alerts raised so far.
+    pub fn alerts(&self) -> Vec<String> {
+        self.alerts.lock().expect("alerts lock").clone()
+    }
+}
+
 /// How a send was taken.
 #[derive(Debug)]
 pub enum Handoff<F> {
@@ -228,6 +272,16 @@ pub enum Handoff<F> {
     Done(Outcome),
     /// In flight; the future yields the outcome.
     Pending(F),
+}
+
+impl<F> Handoff<F> {
+    /// Maps the pending future.
+    pub fn map<G>(self, f: impl FnOnce(F) -> G) -> Handoff<G> {
+        match self {
+            Self::Done(o) => Handoff::Done(o),
+            Self::Pending(p) => Handoff::Pending(f(p)),
+        }
+    }
 }
 
 /// A failure to open a provider session.
@@ -270,4 +324,11 @@ pub trait Session {
 
     /// Hands one notification over.
     fn send(&mut self, req: &PushRequest<'_>) -> Handoff<Self::Pending>;
+
+    /// Sends the session can keep in flight, once warm (for HTTP/2: its
+    /// connections times the server's stream limit). The engine never keeps
+    /// more in flight; `None` leaves the engine's own limit alone.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
 }

@@ -1,0 +1,276 @@
+//! Choosing and starting a provider: the one path the drill, `fire`,
+//! `test-send` and the desktop app take.
+//!
+//! [`AnyProvider`] puts the four kinds behind one type (one `match` per
+//! send, measured as noise), so the engine is started the same way whatever
+//! the choice, and [`Setup::received`] counts deliveries at the receiving
+//! end wherever there is one.
+
+use std::future::{Future, Ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::gateway::{Gateway, GatewayConfig, GatewayError};
+use super::model::{ModelConfig, ModelProvider, ModelSession};
+use super::null::{NullProvider, NullSession};
+use super::providers::{PushPending, PushProviders, PushSessions};
+use super::{DeliveryTally, Handoff, Outcome, Provider, ProviderError, PushConfig, PushRequest, PushSetupError, Session};
+use crate::audience::{Audience, Platform};
+
+/// Which provider to send to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderChoice {
+    /// The loopback gateway, started in-process: real HTTP/2, real APNs and
+    /// FCM protocols, deliveries counted per token at the gateway.
+    Gateway {
+        /// What it injects.
+        config: GatewayConfig,
+        /// TLS (default) or h2c.
+        tls: bool,
+        /// Connections per worker and provider.
+        connections: usize,
+    },
+    /// APNs and FCM as configured (real, or any compatible endpoint).
+    Http(PushConfig),
+    /// Accept at once: measures the engine.
+    Null,
+    /// Latency and error model.
+    Model(ModelConfig),
+}
+
+impl ProviderChoice {
+    /// The gateway with its defaults (TLS).
+    pub fn gateway() -> Self {
+        Self::Gateway { config: GatewayConfig::default(), tls: true, connections: super::config::DEFAULT_CONNECTIONS }
+    }
+
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gateway { .. } => "gateway",
+            Self::Http(_) => "http",
+            Self::Null => "null",
+            Self::Model(_) => "model",
+        }
+    }
+}
+
+/// Any provider.
+#[derive(Debug)]
+pub enum AnyProvider {
+    /// Null.
+    Null(NullProvider),
+    /// The latency model.
+    Model(ModelProvider),
+    /// APNs and FCM (real or the gateway).
+    Push(PushProviders),
+}
+
+/// A session of any provider.
+#[derive(Debug)]
+pub enum AnySession {
+    /// Null.
+    Null(NullSession),
+    /// The latency model.
+    Model(ModelSession),
+    /// APNs and FCM.
+    Push(PushSessions),
+}
+
+/// A send in flight to any provider.
+pub enum AnyPending {
+    /// Never pending in practice.
+    Null(Ready<Outcome>),
+    /// The model's timer.
+    Model(<ModelSession as Session>::Pending),
+    /// An HTTP/2 call.
+    Push(PushPending),
+}
+
+impl std::fmt::Debug for AnyPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnyPending")
+    }
+}
+
+impl Future for AnyPending {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match self.get_mut() {
+            Self::Null(p) => Pin::new(p).poll(cx),
+            Self::Model(p) => p.as_mut().poll(cx),
+            Self::Push(p) => Pin::new(p).poll(cx),
+        }
+    }
+}
+
+impl Provider for AnyProvider {
+    type Session = AnySession;
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Null(p) => p.name(),
+            Self::Model(p) => p.name(),
+            Self::Push(p) => p.name(),
+        }
+    }
+
+    fn session(&self) -> AnySession {
+        match self {
+            Self::Null(p) => AnySession::Null(p.session()),
+            Self::Model(p) => AnySession::Model(p.session()),
+            Self::Push(p) => AnySession::Push(p.session()),
+        }
+    }
+
+    fn alerts(&self) -> Vec<String> {
+        match self {
+            Self::Push(p) => p.alerts(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Session for AnySession {
+    type Pending = AnyPending;
+
+    async fn warm(&mut self) -> Result<(), ProviderError> {
+        match self {
+            Self::Push(s) => s.warm().await,
+            _ => Ok(()),
+        }
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        match self {
+            Self::Push(s) => s.capacity(),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn send(&mut self, req: &PushRequest<'_>) -> Handoff<AnyPending> {
+        match self {
+            Self::Null(s) => s.send(req).map(AnyPending::Null),
+            Self::Model(s) => s.send(req).map(AnyPending::Model),
+            Self::Push(s) => s.send(req).map(AnyPending::Push),
+        }
+    }
+}
+
+/// A started provider and, for the embedded ones, its receiving end.
+#[derive(Debug)]
+pub struct Setup {
+    /// The provider, to hand to the engine.
+    pub provider: Arc<AnyProvider>,
+    /// The in-process gateway, when chosen (stops when dropped).
+    pub gateway: Option<Gateway>,
+    /// The per-device tally of the null and model providers.
+    pub tally: Option<Arc<DeliveryTally>>,
+}
+
+/// Deliveries as counted at the receiving end, or as acknowledged to the
+/// sender when the receiver cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Devices (or tokens) that received the notification.
+    pub delivered: u64,
+    /// Deliveries beyond the first.
+    pub duplicates: u64,
+    /// Where it was counted: `receiver` or `sender`.
+    pub measured_at: &'static str,
+}
+
+/// The providers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Credentials or endpoints.
+    #[error(transparent)]
+    Push(#[from] PushSetupError),
+    /// The in-process gateway.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The audience has a platform no provider serves.
+    #[error("the audience has {devices} {platform} devices but no {what} are configured")]
+    Unserved {
+        /// The platform.
+        platform: Platform,
+        /// How many devices.
+        devices: usize,
+        /// What to configure.
+        what: &'static str,
+    },
+}
+
+impl Setup {
+    /// Starts the chosen provider on the current tokio runtime, for
+    /// `audience`, whose iOS pushes carry `topic`.
+    pub async fn start(choice: &ProviderChoice, audience: &Audience, topic: &str) -> Result<Self, SetupError> {
+        Ok(match choice {
+            ProviderChoice::Null => {
+                let tally = Arc::new(DeliveryTally::for_audience(audience));
+                Self { provider: Arc::new(AnyProvider::Null(NullProvider::new(Some(tally.clone())))), gateway: None, tally: Some(tally) }
+            }
+            ProviderChoice::Model(cfg) => {
+                let tally = Arc::new(DeliveryTally::for_audience(audience));
+                Self {
+                    provider: Arc::new(AnyProvider::Model(ModelProvider::new(cfg.clone(), Some(tally.clone())))),
+                    gateway: None,
+                    tally: Some(tally),
+                }
+            }
+            ProviderChoice::Gateway { config, tls, connections } => {
+                let gateway = Gateway::start_local(config.clone(), *tls, topic)?;
+                let providers = gateway.providers(*connections).await.map_err(PushSetupError::Fcm)?;
+                Self { provider: Arc::new(AnyProvider::Push(providers)), gateway: Some(gateway), tally: None }
+            }
+            ProviderChoice::Http(config) => {
+                let providers = config.providers().await?;
+                for platform in Platform::ALL {
+                    let devices: usize = audience.shards().iter().map(|s| s.len(platform)).sum();
+                    if devices > 0 && !providers.serves(platform) {
+                        let what = match platform {
+                            Platform::Ios => "APNs credentials (--apns-key-file, --apns-key-id, --apns-team-id)",
+                            Platform::Android => "FCM credentials (--fcm-service-account)",
+                        };
+                        return Err(SetupError::Unserved { platform, devices, what });
+                    }
+                }
+                Self { provider: Arc::new(AnyProvider::Push(providers)), gateway: None, tally: None }
+            }
+        })
+    }
+
+    /// Marks the fire instant at the receiving end (arrival times count
+    /// from it).
+    pub fn mark_fire(&self) {
+        if let Some(g) = &self.gateway {
+            g.records().mark(std::time::Instant::now());
+        }
+    }
+
+    /// What arrived, counted per device (null, model) or per token (the
+    /// gateway); otherwise what the providers acknowledged.
+    pub fn received(&self, audience: &Audience, sender_delivered: u64) -> Received {
+        if let Some(t) = &self.tally {
+            let s = t.summary();
+            return Received { delivered: s.delivered, duplicates: s.duplicates, measured_at: "receiver" };
+        }
+        if let Some(g) = &self.gateway {
+            let mut buf = Vec::new();
+            let mut expected = Vec::with_capacity(audience.devices() as usize);
+            for shard in audience.shards() {
+                for platform in Platform::ALL {
+                    for i in 0..shard.len(platform) {
+                        expected.push((platform, shard.token_text(platform, i, &mut buf).to_owned()));
+                    }
+                }
+            }
+            let check = g.records().check(expected.iter().map(|(p, t)| (*p, t.as_str())));
+            return Received { delivered: check.delivered, duplicates: check.duplicates, measured_at: "receiver" };
+        }
+        Received { delivered: sender_delivered, duplicates: 0, measured_at: "sender" }
+    }
+}
