@@ -94,13 +94,20 @@ fn main() {
         let _gateway = start_gateway(&keys, h2c);
         let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
         config.pool.connections = std::env::var("KICKOFF_BENCH_CONNECTIONS").ok().and_then(|c| c.parse().ok());
-        // A first, smaller fire warms the allocator and the connections' HPACK tables.
-        let m = measure(&rt, &audience, config, &format!("bench-{label}"));
-        assert_eq!(m.delivered, m.devices, "every device delivered");
-        let per = m.cpu.as_secs_f64() / m.delivered as f64 * 1e6;
+        // Three fires; the median, since two processes share two cores and
+        // their scheduling moves single runs by ±10%.
+        let mut runs: Vec<(f64, f64)> = (0..3)
+            .map(|i| {
+                let m = measure(&rt, &audience, config.clone(), &format!("bench-{label}-{i}"));
+                assert_eq!(m.delivered, m.devices, "every device delivered");
+                (m.cpu.as_secs_f64() / m.delivered as f64 * 1e6, m.delivered as f64 / m.elapsed)
+            })
+            .collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (per, rate) = runs[1];
         rows.push((
-            format!("sender → gateway process over {label}, {n} devices"),
-            format!("{:.0}/s; sender CPU {per:.1} µs per notification", m.delivered as f64 / m.elapsed),
+            format!("sender → gateway process over {label}, {n} devices (median of 3)"),
+            format!("{rate:.0}/s; sender CPU {per:.1} µs per notification (runs: {})", runs.iter().map(|r| format!("{:.1}", r.0)).collect::<Vec<_>>().join(", ")),
             if label == "TLS" { "≤ 6 µs CPU per notification (stretch 3 µs)" } else { "reference" }.to_owned(),
         ));
     }

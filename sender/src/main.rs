@@ -551,8 +551,10 @@ fn gateway_cmd(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
+    // Whoever started us may have stopped reading; the stats are a courtesy.
+    use std::io::Write as _;
     let stats = gw.records().stats();
-    println!("{}", serde_json::to_string_pretty(&stats)?);
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&stats)?);
     if let Some(dir) = &args.expect {
         let audience = Audience::load(dir)?;
         let mut buf = Vec::new();
@@ -565,7 +567,7 @@ fn gateway_cmd(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let check = gw.records().check(expected.iter().map(|(p, t)| (*p, t.as_str())));
-        println!("{}", serde_json::to_string_pretty(&check)?);
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&check)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -83,6 +83,10 @@ pub(crate) struct Notifier<S: Session> {
     session: S,
     shared: Arc<Shared>,
     limit: usize,
+    /// Once the window is full, hand-offs resume only below this mark, so
+    /// requests leave in groups (one write for many) rather than one per
+    /// answer.
+    low_water: usize,
     inflight: FuturesUnordered<InFlight<S::Pending>>,
     retries: BinaryHeap<Reverse<Due>>,
     slots: Vec<Option<OpenBatch>>,
@@ -102,6 +106,7 @@ impl<S: Session> Notifier<S> {
             session,
             shared,
             limit,
+            low_water: if limit > 1 { limit - (limit / 16).clamp(1, 64) } else { 1 },
             inflight: FuturesUnordered::new(),
             retries: BinaryHeap::new(),
             slots: Vec::new(),
@@ -121,7 +126,7 @@ impl<S: Session> Notifier<S> {
             if self.send_due_retries(Instant::now()) {
                 continue;
             }
-            if self.current.is_some() && self.inflight.len() < self.limit {
+            if self.current.is_some() && self.inflight.len() < self.low_water {
                 self.hand_off();
                 if self.last_flush.elapsed() < FLUSH_EVERY {
                     continue;

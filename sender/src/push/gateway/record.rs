@@ -14,23 +14,33 @@ use crate::metrics::LatencyHistogram;
 const SHARDS: usize = 16;
 
 /// Counts by token (a 64-bit hash of platform and token: 16 bytes per token,
-/// collisions negligible at millions), arrivals, and answers.
+/// collisions negligible at millions), arrivals, and answers. One lock per
+/// delivery: a shard of tokens; the arrival clock sits with it.
 #[derive(Debug)]
 pub struct Records {
-    tokens: [Mutex<HashMap<u64, u32>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
     deliveries: AtomicU64,
-    arrivals: Mutex<LatencyHistogram>,
     mark: Mutex<Option<Instant>>,
+    mark_version: AtomicU64,
     statuses: Mutex<HashMap<u16, u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    tokens: HashMap<u64, u32>,
+    arrivals: LatencyHistogram,
+    /// This shard's copy of the mark, refreshed when the mark moves.
+    mark: Option<Instant>,
+    mark_version: u64,
 }
 
 impl Default for Records {
     fn default() -> Self {
         Self {
-            tokens: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             deliveries: AtomicU64::new(0),
-            arrivals: Mutex::new(LatencyHistogram::new()),
             mark: Mutex::new(None),
+            mark_version: AtomicU64::new(0),
             statuses: Mutex::new(HashMap::new()),
         }
     }
@@ -80,6 +90,7 @@ impl Records {
     /// Sets the instant arrivals are measured from (the fire).
     pub fn mark(&self, at: Instant) {
         *self.mark.lock().expect("mark lock") = Some(at);
+        self.mark_version.fetch_add(1, Ordering::Release);
     }
 
     /// Counts an answer.
@@ -90,20 +101,23 @@ impl Records {
     /// Counts a delivery of `token`.
     pub fn delivered(&self, platform: Platform, token: &[u8], now: Instant) {
         let k = key(platform, token);
-        *self.tokens[(k as usize) % SHARDS].lock().expect("token lock").entry(k).or_default() += 1;
         self.deliveries.fetch_add(1, Ordering::Relaxed);
-        let since = {
+        let version = self.mark_version.load(Ordering::Acquire);
+        let mut shard = self.shards[(k as usize) % SHARDS].lock().expect("records lock");
+        *shard.tokens.entry(k).or_default() += 1;
+        if shard.mark.is_none() || shard.mark_version != version {
             let mut mark = self.mark.lock().expect("mark lock");
-            let start = *mark.get_or_insert(now);
-            now.saturating_duration_since(start)
-        };
-        self.arrivals.lock().expect("arrival lock").record(since);
+            shard.mark = Some(*mark.get_or_insert(now));
+            shard.mark_version = version;
+        }
+        let since = now.saturating_duration_since(shard.mark.expect("set above"));
+        shard.arrivals.record(since);
     }
 
     /// Deliveries of one token.
     pub fn count(&self, platform: Platform, token: &str) -> u32 {
         let k = key(platform, token.as_bytes());
-        self.tokens[(k as usize) % SHARDS].lock().expect("token lock").get(&k).copied().unwrap_or(0)
+        self.shards[(k as usize) % SHARDS].lock().expect("records lock").tokens.get(&k).copied().unwrap_or(0)
     }
 
     /// Compares what arrived with the tokens that were meant to.
@@ -132,13 +146,15 @@ impl Records {
     pub fn stats(&self) -> GatewayStats {
         let mut unique = 0u64;
         let mut dup = 0u64;
-        for shard in &self.tokens {
-            for n in shard.lock().expect("token lock").values() {
+        let mut h = LatencyHistogram::new();
+        for shard in &self.shards {
+            let shard = shard.lock().expect("records lock");
+            for n in shard.tokens.values() {
                 unique += 1;
                 dup += u64::from(n - 1);
             }
+            h.merge(&shard.arrivals);
         }
-        let h = self.arrivals.lock().expect("arrival lock");
         let secs = |d: Duration| d.as_secs_f64();
         GatewayStats {
             deliveries: self.deliveries.load(Ordering::Relaxed),
@@ -154,12 +170,12 @@ impl Records {
 
     /// Forgets everything.
     pub fn reset(&self) {
-        for shard in &self.tokens {
-            shard.lock().expect("token lock").clear();
+        for shard in &self.shards {
+            *shard.lock().expect("records lock") = Shard::default();
         }
         self.deliveries.store(0, Ordering::Relaxed);
-        self.arrivals.lock().expect("arrival lock").clear();
         *self.mark.lock().expect("mark lock") = None;
+        self.mark_version.fetch_add(1, Ordering::Release);
         self.statuses.lock().expect("status lock").clear();
     }
 }
