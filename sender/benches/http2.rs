@@ -107,7 +107,10 @@ fn main() {
         let (per, rate) = runs[1];
         rows.push((
             format!("sender → gateway process over {label}, {n} devices (median of 3)"),
-            format!("{rate:.0}/s; sender CPU {per:.1} µs per notification (runs: {})", runs.iter().map(|r| format!("{:.1}", r.0)).collect::<Vec<_>>().join(", ")),
+            format!(
+                "{rate:.0}/s; sender CPU {per:.1} µs per notification (runs: {})",
+                runs.iter().map(|r| format!("{:.1}", r.0)).collect::<Vec<_>>().join(", ")
+            ),
             if label == "TLS" { "≤ 6 µs CPU per notification (stretch 3 µs)" } else { "reference" }.to_owned(),
         ));
     }

@@ -13,14 +13,17 @@
 //!   no heap object per device.
 //! - [`campaign`]: the campaign file (TOML), checked with file:line errors,
 //!   and the exact payload bytes per locale and platform.
-//! - [`push`]: the [`push::Provider`] trait the notifiers send through, the
-//!   null provider, the latency model, and the receiver-side delivery tally.
+//! - [`push`]: the [`push::Provider`] trait the notifiers send through; APNs
+//!   and FCM v1 over HTTP/2 with their credentials; the loopback gateway; the
+//!   null provider, the latency model and the receiver-side delivery tally.
 //! - [`fanout`]: the fire ledger (idempotent fire), dispatch and notifier
 //!   tiers, abort, and the fire report.
 //! - [`queue`]: the messages between tiers and the in-process queue.
 //! - [`metrics`]: per-second counts, failures by reason, the delivery-time
 //!   histogram, and the [`metrics::MetricsSink`] trait.
 //! - [`drill`]: generate or load, warm, fire, measure. Shared by CLI and app.
+//! - [`testsend`]: test-send to self and its confirmation, tied to the
+//!   campaign's content hash.
 //! - [`rng`], [`sys`]: a seedable PRNG; process statistics and data paths.
 
 pub mod audience;
@@ -32,3 +35,4 @@ pub mod push;
 pub mod queue;
 pub mod rng;
 pub mod sys;
+pub mod testsend;

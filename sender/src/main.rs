@@ -23,6 +23,7 @@ use kickoff_sender::push::choice::Setup;
 use kickoff_sender::push::config::{ApnsConfig, FcmConfig, PoolConfig, TlsConfig};
 use kickoff_sender::push::gateway::{self, Gateway, GatewayConfig, GatewayKeys};
 use kickoff_sender::push::{FailReason, ModelConfig, PushConfig};
+use kickoff_sender::testsend::{self, TestSendStatus, TestSendStore};
 
 /// Exit code when a fire was refused because the campaign was already fired.
 const EXIT_ALREADY_FIRED: u8 = 3;
@@ -51,6 +52,40 @@ enum Command {
     Fire(FireArgs),
     /// The loopback push gateway: APNs and FCM v1 over HTTP/2 on 127.0.0.1.
     Gateway(GatewayArgs),
+    /// Send the campaign's exact payloads to its test recipients, confirm
+    /// they arrived, or show where the campaign stands.
+    TestSend(TestSendArgs),
+}
+
+#[derive(Debug, Args)]
+struct TestSendArgs {
+    /// The campaign file.
+    #[arg(long)]
+    campaign: PathBuf,
+    /// Record that the test notifications arrived (for the campaign's
+    /// current content) instead of sending.
+    #[arg(long, conflicts_with = "status")]
+    confirm: bool,
+    /// Show the test-send status of the campaign's current content.
+    #[arg(long)]
+    status: bool,
+    /// Send the silent (rehearsal) rendering.
+    #[arg(long)]
+    silent: bool,
+    /// Who is sending or confirming.
+    #[arg(long, default_value_t = default_operator())]
+    operator: String,
+    /// The state database (default: kickoff.sqlite in Kickoff's data directory).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// gateway (default) or http; null and model cannot test-send.
+    #[arg(long, value_enum, default_value = "gateway")]
+    provider: ProviderKind,
+    #[command(flatten)]
+    push: PushFlags,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -467,7 +502,7 @@ struct FireArgs {
     /// Who is firing (recorded in the ledger).
     #[arg(long, default_value_t = default_operator())]
     operator: String,
-    /// The fire ledger (default: ledger.sqlite in Kickoff's data directory).
+    /// The fire ledger (default: kickoff.sqlite in Kickoff's data directory).
     #[arg(long)]
     ledger: Option<PathBuf>,
     /// Where the prune and undelivered reports go (default: reports/ in
@@ -515,6 +550,86 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drill(args) => drill_cmd(args),
         Command::Fire(args) => fire_cmd(args),
         Command::Gateway(args) => gateway_cmd(args),
+        Command::TestSend(args) => test_send_cmd(args),
+    }
+}
+
+fn test_send_cmd(args: TestSendArgs) -> anyhow::Result<ExitCode> {
+    let mut campaign = Campaign::load(&args.campaign)?;
+    if args.silent {
+        campaign = campaign.into_silent();
+    }
+    let store = TestSendStore::open(&args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db))?;
+    if args.status || args.confirm {
+        let status = if args.confirm { store.confirm(&campaign, &args.operator)? } else { store.status(&campaign)? };
+        if args.json {
+            println!("{}", serde_json::to_string(&status)?);
+        } else {
+            println!("campaign {} (content {}): {}", campaign.id, &campaign.hash()[..16], describe_status(&status));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let choice = match args.provider {
+        ProviderKind::Gateway => ProviderChoice::gateway(),
+        ProviderKind::Http => {
+            let config = args.push.config(None)?;
+            if config.is_empty() {
+                bail!("--provider http needs credentials: --config FILE, or --apns-*/--fcm-* flags");
+            }
+            ProviderChoice::Http(config)
+        }
+        other => bail!("test-send goes through real providers or the gateway, not {other:?}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        let setup = match &choice {
+            ProviderChoice::Gateway { config, tls, connections } => {
+                let gw = Gateway::start_local(config.clone(), *tls, &campaign.apns.topic)?;
+                let providers = gw.providers(*connections).await.map_err(kickoff_sender::push::PushSetupError::Fcm)?;
+                (Some(gw), kickoff_sender::push::choice::AnyProvider::Push(providers))
+            }
+            ProviderChoice::Http(config) => (None, kickoff_sender::push::choice::AnyProvider::Push(config.providers().await?)),
+            _ => unreachable!("refused above"),
+        };
+        anyhow::Ok(testsend::send(&campaign, &setup.1, &args.operator).await?)
+    })?;
+    store.record(&report)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for r in &report.results {
+            let answer = match (&r.error, &r.response_id) {
+                (Some(e), _) => format!("ERROR {e}"),
+                (None, Some(id)) => format!("accepted, id {id}"),
+                (None, None) => format!("accepted ({})", r.status),
+            };
+            println!("{} ({}, {} -> message {}): {answer}", r.name, r.platform, r.locale, r.message_locale);
+            println!("  payload: {}", r.payload);
+        }
+        if report.all_accepted() {
+            println!(
+                "every test notification was accepted; check the devices, then: kickoff-sender test-send --campaign {} --confirm",
+                args.campaign.display()
+            );
+        } else {
+            println!("some test notifications failed: fix them and test-send again before confirming");
+        }
+    }
+    Ok(if report.all_accepted() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn describe_status(s: &TestSendStatus) -> String {
+    let at = |ms: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+    match s {
+        TestSendStatus::None => "never test-sent".into(),
+        TestSendStatus::Sent { sent_at_ms, operator, all_accepted: true } => {
+            format!("test-sent at {} by {operator}; waiting for confirmation", at(*sent_at_ms))
+        }
+        TestSendStatus::Sent { sent_at_ms, operator, all_accepted: false } => {
+            format!("test-sent at {} by {operator} WITH FAILURES; test-send again", at(*sent_at_ms))
+        }
+        TestSendStatus::Confirmed { confirmed_at_ms, confirmed_by } => format!("confirmed at {} by {confirmed_by}", at(*confirmed_at_ms)),
+        TestSendStatus::Voided { sent_at_ms, .. } => format!("the test-send of {} is VOID: the campaign changed since", at(*sent_at_ms)),
     }
 }
 
@@ -789,9 +904,9 @@ fn print_drill(s: &DrillSummary) {
 fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     let audience = Arc::new(Audience::load(&args.audience)?);
     let campaign = Arc::new(Campaign::load(&args.campaign)?);
-    let warm = Warm::new(audience.clone(), campaign.clone())?;
+    let warm = Warm::new(audience, campaign)?;
     let data = kickoff_sender::sys::data_dir();
-    let ledger = Arc::new(SqliteLedger::open(&args.ledger.clone().unwrap_or_else(|| data.join("ledger.sqlite")))?);
+    let ledger = Arc::new(SqliteLedger::open(&args.ledger.clone().unwrap_or_else(kickoff_sender::sys::state_db))?);
     let choice = args.provider.choice()?;
     let mut config = args.provider.engine();
     config.reports_dir = Some(args.reports.clone().unwrap_or_else(|| data.join("reports")));

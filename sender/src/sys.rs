@@ -25,6 +25,12 @@ pub fn data_dir() -> PathBuf {
     home.join(".local/share/kickoff")
 }
 
+/// The state database in the data directory: the fire ledger and the
+/// test-sends, shared by the CLI and the app.
+pub fn state_db() -> PathBuf {
+    data_dir().join("kickoff.sqlite")
+}
+
 /// A short description of this machine for benchmark reports.
 pub fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

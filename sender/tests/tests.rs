@@ -5,3 +5,4 @@ mod util;
 mod audience_files;
 mod cli;
 mod fire;
+mod push;

@@ -15,6 +15,8 @@ pub const MAX_APP_DRILL: u64 = 10_000_000;
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
+    /// The loopback gateway: real HTTP/2, APNs and FCM protocols.
+    Gateway,
     /// Accept at once.
     Null,
     /// 20-60 ms round trips.
@@ -39,6 +41,7 @@ impl DrillRequest {
             return Err(CommandError::invalid(format!("devices must be between 1 and {MAX_APP_DRILL}")));
         }
         let provider = match self.provider {
+            ProviderName::Gateway => ProviderChoice::gateway(),
             ProviderName::Null => ProviderChoice::Null,
             ProviderName::Model => ProviderChoice::Model(ModelConfig::default()),
         };

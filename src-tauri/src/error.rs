@@ -38,6 +38,7 @@ impl From<DrillError> for CommandError {
             DrillError::Audience(_) => "audience",
             DrillError::Campaign(_) | DrillError::Warm(_) => "campaign",
             DrillError::Engine(_) | DrillError::Ledger(_) | DrillError::AlreadyFired(_) => "engine",
+            DrillError::Setup(_) => "provider",
             DrillError::WorkDir { .. } | DrillError::Runtime(_) => "internal",
         };
         Self { code, message: e.to_string() }

@@ -77,12 +77,16 @@ mod tests {
     #[test]
     fn a_drill_from_the_app_delivers_every_device_once() {
         let (_app, window) = app();
-        let body = serde_json::json!({ "request": { "devices": 3000, "provider": "null", "silent": false }, "onEvent": "__CHANNEL__:7" });
-        let summary = invoke(&window, "run_drill", body).unwrap();
-        assert_eq!(summary["devices"], 3000);
-        assert_eq!(summary["delivered"], 3000);
-        assert_eq!(summary["duplicates"], 0);
-        assert_eq!(summary["missing"], 0);
+        for provider in ["gateway", "null"] {
+            let body = serde_json::json!({ "request": { "devices": 3000, "provider": provider, "silent": false }, "onEvent": "__CHANNEL__:7" });
+            let summary = invoke(&window, "run_drill", body).unwrap();
+            assert_eq!(summary["provider"], provider);
+            assert_eq!(summary["devices"], 3000);
+            assert_eq!(summary["delivered"], 3000);
+            assert_eq!(summary["duplicates"], 0);
+            assert_eq!(summary["missing"], 0);
+            assert_eq!(summary["measured_at"], "receiver");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ function render(root: HTMLElement): void {
   const provider = el(
     "select",
     { id: "provider", "data-testid": "drill-provider" },
+    el("option", { value: "gateway" }, "Loopback gateway (real HTTP/2, APNs and FCM)"),
     el("option", { value: "null" }, "Null provider (engine speed)"),
     el("option", { value: "model" }, "Latency model (20–60 ms round trips)"),
   );
@@ -39,7 +40,7 @@ function render(root: HTMLElement): void {
     el(
       "p",
       { class: "hint" },
-      "Generates a synthetic audience, warms the workers, fires the demo campaign and counts every delivery per device.",
+      "Generates a synthetic audience, warms the workers, fires the demo campaign and counts every delivery at the receiving end.",
     ),
     el("label", { for: "devices" }, "Devices", devices),
     el("label", { for: "provider" }, "Provider", provider),
@@ -60,7 +61,7 @@ function render(root: HTMLElement): void {
     }
     const request: DrillRequest = {
       devices: n,
-      provider: provider.value === "model" ? "model" : "null",
+      provider: provider.value === "model" ? "model" : provider.value === "null" ? "null" : "gateway",
       silent: silent.checked,
     };
     run.disabled = true;

@@ -26,6 +26,10 @@ const base: DrillSummary = {
   workers: 2,
   campaign_id: "demo-kickoff-drill-1",
   warm_checksum: "x",
+  measured_at: "receiver",
+  retries: 0,
+  pruned: 0,
+  alerts: [],
 };
 
 const row = (s: DrillSummary, id: string) => summaryRows(s).find((r) => r.testid === id);
@@ -52,6 +56,17 @@ describe("summaryRows", () => {
     const model = { ...base, elapsed_s: 5.184, littles_law_s: 5, in_flight_limit: 8000, mean_rtt_s: 0.04 };
     expect(row(model, "summary-model")).toMatchObject({ value: "5.000 s with 8,000 in flight (+3.7%)", tone: "good" });
     expect(row({ ...model, elapsed_s: 6 }, "summary-model")?.tone).toBe("bad");
+  });
+});
+
+describe("what the drill could and could not measure", () => {
+  it("says where deliveries were counted and raises alerts", () => {
+    expect(row(base, "summary-counted")?.value).toBe("the receiving end (null)");
+    const remote = { ...base, provider: "http", measured_at: "sender" as const, alerts: ["APNs answered 403 InvalidProviderToken"] };
+    expect(row(remote, "summary-counted")?.value).toBe("the sender only (http cannot be asked)");
+    expect(row(remote, "summary-alert-0")).toMatchObject({ value: "APNs answered 403 InvalidProviderToken", tone: "bad" });
+    expect(row(base, "summary-retries")).toBeUndefined();
+    expect(row({ ...base, retries: 12, pruned: 3 }, "summary-retries")?.value).toBe("12 / 3");
   });
 });
 

@@ -38,7 +38,19 @@ export function summaryRows(s: DrillSummary): SummaryRow[] {
       tone: "plain",
     },
     { testid: "summary-memory", label: "Peak memory", value: bytes(s.peak_rss_bytes), tone: "plain" },
+    {
+      testid: "summary-counted",
+      label: "Counted at",
+      value: s.measured_at === "receiver" ? `the receiving end (${s.provider})` : `the sender only (${s.provider} cannot be asked)`,
+      tone: "plain",
+    },
   ];
+  if (s.retries > 0 || s.pruned > 0) {
+    rows.push({ testid: "summary-retries", label: "Retries / pruned tokens", value: `${count(s.retries)} / ${count(s.pruned)}`, tone: "plain" });
+  }
+  for (const [i, alert] of s.alerts.entries()) {
+    rows.push({ testid: `summary-alert-${i}`, label: "Alert", value: alert, tone: "bad" });
+  }
   if (s.littles_law_s !== undefined && s.in_flight_limit !== undefined) {
     const off = (s.elapsed_s / s.littles_law_s - 1) * 100;
     rows.push({

@@ -101,12 +101,11 @@ pub(crate) struct Notifier<S: Session> {
 
 impl<S: Session> Notifier<S> {
     pub(crate) fn new(session: S, shared: Arc<Shared>, seed: u64) -> Self {
-        let limit = shared.config.in_flight_per_worker.min(session.capacity().unwrap_or(usize::MAX)).max(1);
-        Self {
+        let mut notifier = Self {
             session,
             shared,
-            limit,
-            low_water: if limit > 1 { limit - (limit / 16).clamp(1, 64) } else { 1 },
+            limit: 1,
+            low_water: 1,
             inflight: FuturesUnordered::new(),
             retries: BinaryHeap::new(),
             slots: Vec::new(),
@@ -116,7 +115,18 @@ impl<S: Session> Notifier<S> {
             token: Vec::with_capacity(256),
             rng: SplitMix64::new(seed),
             last_flush: Instant::now(),
-        }
+        };
+        notifier.update_limit();
+        notifier
+    }
+
+    /// The in-flight window: the engine's limit, within what the session can
+    /// carry now (a provider may raise its stream limit after the first
+    /// valid request, or lower it).
+    fn update_limit(&mut self) {
+        let limit = self.shared.config.in_flight_per_worker.min(self.session.capacity().unwrap_or(usize::MAX)).max(1);
+        self.limit = limit;
+        self.low_water = if limit > 1 { limit - (limit / 16).clamp(1, 64) } else { 1 };
     }
 
     /// Works until the batch queue is closed and everything in flight is done.
@@ -400,6 +410,7 @@ impl<S: Session> Notifier<S> {
     /// counters, the batch count last (it may complete the run).
     fn flush(&mut self) {
         self.last_flush = Instant::now();
+        self.update_limit();
         for local in &mut self.runs {
             if !local.stats.is_empty() {
                 self.shared.metrics.record(&local.run.campaign_id, &local.stats);

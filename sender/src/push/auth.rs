@@ -114,11 +114,16 @@ impl ApnsKey {
     /// Loads a `.p8` (PKCS#8 PEM, P-256) key.
     pub fn load(path: &Path, key_id: &str, team_id: &str) -> Result<Self, AuthError> {
         let pem = std::fs::read_to_string(path).map_err(|source| AuthError::Io { path: path.to_owned(), source })?;
-        let signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).map_err(|_| AuthError::Invalid {
+        Self::from_pem(&pem, key_id, team_id).ok_or_else(|| AuthError::Invalid {
             path: path.to_owned(),
             message: "not a PKCS#8 P-256 private key (an APNs .p8 token key)".into(),
-        })?;
-        Ok(Self { signing, key_id: key_id.to_owned(), team_id: team_id.to_owned() })
+        })
+    }
+
+    /// Parses `.p8` PEM text.
+    pub fn from_pem(pem: &str, key_id: &str, team_id: &str) -> Option<Self> {
+        let signing = p256::ecdsa::SigningKey::from_pkcs8_pem(pem).ok()?;
+        Some(Self { signing, key_id: key_id.to_owned(), team_id: team_id.to_owned() })
     }
 
     /// A new random key (for test credentials).

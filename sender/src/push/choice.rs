@@ -74,8 +74,8 @@ pub enum AnySession {
     Null(NullSession),
     /// The latency model.
     Model(ModelSession),
-    /// APNs and FCM.
-    Push(PushSessions),
+    /// APNs and FCM (boxed: far larger than the others).
+    Push(Box<PushSessions>),
 }
 
 /// A send in flight to any provider.
@@ -121,7 +121,7 @@ impl Provider for AnyProvider {
         match self {
             Self::Null(p) => AnySession::Null(p.session()),
             Self::Model(p) => AnySession::Model(p.session()),
-            Self::Push(p) => AnySession::Push(p.session()),
+            Self::Push(p) => AnySession::Push(Box::new(p.session())),
         }
     }
 

@@ -147,9 +147,9 @@ impl Endpoint {
         let mut builder = h2::client::Builder::new();
         builder
             .enable_push(false)
-            // APNs allows one stream until it has seen a valid token; h2 learns
-            // the real limit from the server's SETTINGS.
-            .initial_max_send_streams(100)
+            // APNs allows one stream until it has seen a valid token; the real
+            // limit comes with the server's SETTINGS (see `Pool::open`).
+            .initial_max_send_streams(1)
             .initial_window_size(1 << 20)
             .initial_connection_window_size(8 << 20)
             .max_concurrent_reset_streams(4096);
@@ -207,7 +207,9 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Opens `connections` connections (at least one).
+    /// Opens `connections` connections (at least one) and gives the
+    /// server's SETTINGS a moment to arrive, so [`capacity`](Self::capacity)
+    /// reports the server's stream limit rather than the initial one.
     pub async fn open(endpoint: Arc<Endpoint>, connections: usize) -> Result<Self, ConnectError> {
         let mut slots = Vec::new();
         for _ in 0..connections.max(1) {
@@ -218,7 +220,12 @@ impl Pool {
                 inflight: Arc::new(AtomicU32::new(0)),
             });
         }
-        Ok(Self { endpoint, slots })
+        let pool = Self { endpoint, slots };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        while pool.capacity() <= pool.slots.len() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(pool)
     }
 
     /// The endpoint.

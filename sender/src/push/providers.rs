@@ -117,12 +117,11 @@ impl Session for PushSessions {
 
     #[inline]
     fn send(&mut self, req: &PushRequest<'_>) -> Handoff<PushPending> {
-        let handoff = match (req.platform(), &mut self.apns, &mut self.fcm) {
+        match (req.platform(), &mut self.apns, &mut self.fcm) {
             (Platform::Ios, Some(s), _) => s.send(req).map(PushPending::Apns),
             (Platform::Android, _, Some(s)) => s.send(req).map(PushPending::Fcm),
             // Checked before a fire starts; kept safe regardless.
             _ => Handoff::Done(Outcome::Failed(FailReason::ProviderStopped)),
-        };
-        handoff
+        }
     }
 }

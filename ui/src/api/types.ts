@@ -29,6 +29,11 @@ export interface DrillSummary {
   workers: number;
   campaign_id: string;
   warm_checksum: string;
+  measured_at: "receiver" | "sender";
+  retries: number;
+  pruned: number;
+  prune_report?: string | null;
+  alerts: string[];
 }
 
 /** `kickoff_sender::fanout::Progress`. */
@@ -53,7 +58,7 @@ export type DrillEvent =
 /** What the app asks for: a small drill in embedded mode. */
 export interface DrillRequest {
   devices: number;
-  provider: "null" | "model";
+  provider: "gateway" | "null" | "model";
   silent: boolean;
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 
-use super::{Faults, Reply, State};
+use super::{Faults, Incoming, Reply, State};
 use crate::audience::{Platform, token};
 use crate::campaign::MAX_PAYLOAD_BYTES;
 use crate::push::auth::{parse_jwt, unix_now, verify_es256};
@@ -75,22 +75,14 @@ fn check_token(state: &State, conn: &mut ApnsConn, headers: &HeaderMap, now: Ins
 }
 
 /// Handles `POST /3/device/<token>`.
-pub fn handle(
-    state: &State,
-    conn: &mut ApnsConn,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: Instant,
-    faults: &mut Faults,
-) -> Reply {
+pub fn handle(state: &State, conn: &mut ApnsConn, req: &Incoming<'_>, faults: &mut Faults) -> Reply {
+    let Incoming { method, path, headers, body, now } = *req;
     let id = match headers.get("apns-id") {
         Some(v) if is_uuid(v.as_bytes()) => v.clone(),
         Some(_) => return error(400, "BadMessageId", &state.new_apns_id()),
         None => state.new_apns_id(),
     };
-    if method != Method::POST {
+    if *method != Method::POST {
         return error(405, "MethodNotAllowed", &id);
     }
     let Some(device) = path.strip_prefix("/3/device/") else { return error(404, "BadPath", &id) };

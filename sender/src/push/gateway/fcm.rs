@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method};
 
-use super::{Faults, Reply, State};
+use super::{Faults, Incoming, Reply, State};
 use crate::audience::{Platform, token};
 use crate::campaign::MAX_PAYLOAD_BYTES;
 use crate::push::auth::{FCM_SCOPE, JWT_BEARER_GRANT, b64url, parse_jwt, rand_bytes, unix_now, verify_rs256};
@@ -53,7 +53,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Handles `POST /token`.
 pub fn token_endpoint(state: &State, method: &Method, body: &[u8]) -> Reply {
-    if method != Method::POST {
+    if *method != Method::POST {
         return Reply::json(405, &serde_json::json!({ "error": "invalid_request", "error_description": "POST required" }));
     }
     let form: HashMap<String, String> = std::str::from_utf8(body)
@@ -141,17 +141,9 @@ fn valid_ttl(ttl: &str) -> bool {
 }
 
 /// Handles `POST /v1/projects/{project}/messages:send`.
-pub fn send(
-    state: &State,
-    conn: &mut FcmConn,
-    method: &Method,
-    project: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: Instant,
-    faults: &mut Faults,
-) -> Reply {
-    if method != Method::POST {
+pub fn send(state: &State, conn: &mut FcmConn, project: &str, req: &Incoming<'_>, faults: &mut Faults) -> Reply {
+    let Incoming { method, headers, body, now, .. } = *req;
+    if *method != Method::POST {
         return fcm_error(405, "INVALID_ARGUMENT", "POST required.", None);
     }
     if !check_access(state, conn, headers, now) {

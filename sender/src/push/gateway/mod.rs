@@ -131,6 +131,15 @@ impl<'de> serde::Deserialize<'de> for AnyObject {
     }
 }
 
+/// One request as the handlers see it.
+pub(crate) struct Incoming<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    headers: &'a http::HeaderMap,
+    body: &'a [u8],
+    now: Instant,
+}
+
 /// Per-connection fault and latency draws.
 #[derive(Debug)]
 pub(crate) struct Faults {
@@ -516,8 +525,9 @@ where
 
 fn route(state: &State, conn: &mut ConnState, parts: &http::request::Parts, body: &[u8], now: Instant, faults: &mut Faults) -> Reply {
     let path = parts.uri.path();
+    let req = Incoming { method: &parts.method, path, headers: &parts.headers, body, now };
     if path.starts_with("/3/device") {
-        return apns::handle(state, &mut conn.apns, &parts.method, path, &parts.headers, body, now, faults);
+        return apns::handle(state, &mut conn.apns, &req, faults);
     }
     if path == "/token" {
         return fcm::token_endpoint(state, &parts.method, body);
@@ -525,7 +535,7 @@ fn route(state: &State, conn: &mut ConnState, parts: &http::request::Parts, body
     if let Some(rest) = path.strip_prefix("/v1/projects/")
         && let Some(project) = rest.strip_suffix("/messages:send")
     {
-        return fcm::send(state, &mut conn.fcm, &parts.method, project, &parts.headers, body, now, faults);
+        return fcm::send(state, &mut conn.fcm, project, &req, faults);
     }
     match path {
         "/_kickoff/stats" => Reply::json(200, &serde_json::to_value(state.records.stats()).expect("JSON")),
