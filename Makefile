@@ -92,7 +92,7 @@ drill: deps-rust ## Headless drill (DEVICES=4000000 PROVIDER=null|model).
 	$(CARGO) run --release -q -p kickoff-sender -- drill --devices $(DEVICES) --provider $(PROVIDER)
 
 bench: deps-rust ## Benchmarks of the fan-out engine (see BENCHMARKS.md).
-	$(CARGO) bench -p kickoff-sender --bench fanout
+	$(CARGO) bench -p kickoff-sender --bench fanout --bench http2
 
 clean: ## Remove build outputs.
 	$(CARGO) clean

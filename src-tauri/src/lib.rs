@@ -78,7 +78,8 @@ mod tests {
     fn a_drill_from_the_app_delivers_every_device_once() {
         let (_app, window) = app();
         for provider in ["gateway", "null"] {
-            let body = serde_json::json!({ "request": { "devices": 3000, "provider": provider, "silent": false }, "onEvent": "__CHANNEL__:7" });
+            let body =
+                serde_json::json!({ "request": { "devices": 3000, "provider": provider, "silent": false }, "onEvent": "__CHANNEL__:7" });
             let summary = invoke(&window, "run_drill", body).unwrap();
             assert_eq!(summary["provider"], provider);
             assert_eq!(summary["devices"], 3000);

@@ -259,16 +259,7 @@ impl Setup {
             return Received { delivered: s.delivered, duplicates: s.duplicates, measured_at: "receiver" };
         }
         if let Some(g) = &self.gateway {
-            let mut buf = Vec::new();
-            let mut expected = Vec::with_capacity(audience.devices() as usize);
-            for shard in audience.shards() {
-                for platform in Platform::ALL {
-                    for i in 0..shard.len(platform) {
-                        expected.push((platform, shard.token_text(platform, i, &mut buf).to_owned()));
-                    }
-                }
-            }
-            let check = g.records().check(expected.iter().map(|(p, t)| (*p, t.as_str())));
+            let check = g.records().check_audience(audience);
             return Received { delivered: check.delivered, duplicates: check.duplicates, measured_at: "receiver" };
         }
         Received { delivered: sender_delivered, duplicates: 0, measured_at: "sender" }
