@@ -24,15 +24,26 @@
 //! - [`drill`]: generate or load, warm, fire, measure. Shared by CLI and app.
 //! - [`testsend`]: test-send to self and its confirmation, tied to the
 //!   campaign's content hash.
+//! - [`runbook`]: runbook files, the engine that walks them (gates, audit),
+//!   and the services it drives.
+//! - [`fleet`]: the ASG and ECS service behind the [`fleet::Fleet`] trait; the
+//!   embedded simulation.
+//! - [`recorder`]: the flight recorder (SQLite per event), replay, charts
+//!   and the after-event report.
+//! - [`zombie`]: zombie-mode flags per backend and the flag server.
 //! - [`rng`], [`sys`]: a seedable PRNG; process statistics and data paths.
 
 pub mod audience;
 pub mod campaign;
 pub mod drill;
 pub mod fanout;
+pub mod fleet;
 pub mod metrics;
 pub mod push;
 pub mod queue;
+pub mod recorder;
 pub mod rng;
+pub mod runbook;
 pub mod sys;
 pub mod testsend;
+pub mod zombie;

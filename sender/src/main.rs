@@ -25,6 +25,9 @@ use kickoff_sender::push::gateway::{self, Gateway, GatewayConfig, GatewayKeys};
 use kickoff_sender::push::{FailReason, ModelConfig, PushConfig};
 use kickoff_sender::testsend::{self, TestSendStatus, TestSendStore};
 
+#[path = "cli/event.rs"]
+mod event;
+
 /// Exit code when a fire was refused because the campaign was already fired.
 const EXIT_ALREADY_FIRED: u8 = 3;
 /// Exit code when a fire was aborted before every device was sent.
@@ -55,6 +58,14 @@ enum Command {
     /// Send the campaign's exact payloads to its test recipients, confirm
     /// they arrived, or show where the campaign stands.
     TestSend(TestSendArgs),
+    /// Runbooks: check a file, or walk it step by step (embedded mode).
+    #[command(subcommand)]
+    Runbook(event::RunbookCmd),
+    /// Play a recorded event back in the terminal, or write its report.
+    Replay(event::ReplayArgs),
+    /// Zombie-mode flags: tell client apps to stop calling a drowning backend.
+    #[command(subcommand)]
+    Zombie(event::ZombieCmd),
 }
 
 #[derive(Debug, Args)]
@@ -551,6 +562,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fire(args) => fire_cmd(args),
         Command::Gateway(args) => gateway_cmd(args),
         Command::TestSend(args) => test_send_cmd(args),
+        Command::Runbook(cmd) => event::runbook_cmd(cmd),
+        Command::Replay(args) => event::replay_cmd(args),
+        Command::Zombie(cmd) => event::zombie_cmd(cmd),
     }
 }
 

@@ -304,8 +304,12 @@ async fn ten_thousand_devices_over_http2_exactly_once_with_dead_tokens_pruned() 
 async fn throttling_with_retry_after_is_waited_out_and_everything_arrives() {
     // Within the budget (100 + 10% of sends): about 7% of first attempts fail.
     let config = GatewayConfig { rate_429: 0.05, rate_503: 0.02, retry_after: Some(1), ..GatewayConfig::default() };
+    // With 4 attempts, 2,000 devices x 0.07^4 would lose a device in about
+    // one run in twenty; 8 attempts make "everything arrives" a certainty.
+    let retry = kickoff_sender::fanout::RetryPolicy { max_attempts: 8, ..Default::default() };
     let started = std::time::Instant::now();
-    let (report, setup, audience, _dir) = fire(2_000, &gateway(config), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
+    let (report, setup, audience, _dir) =
+        fire(2_000, &gateway(config), EngineConfig { workers: 2, retry, ..EngineConfig::default() }).await;
     assert!(report.retries > 70, "{report:?}");
     assert_eq!(report.delivered, 2_000, "{:?}", report.failed_by_reason);
     let received = setup.received(&audience, report.delivered);

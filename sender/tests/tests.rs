@@ -6,3 +6,4 @@ mod audience_files;
 mod cli;
 mod fire;
 mod push;
+mod runbook;

@@ -32,6 +32,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Synchronous deliveries are time-stamped once per this many devices: an
 /// `Instant::now()` per device would cost more than the send itself.
 const STAMP_EVERY: u64 = 256;
+/// One pending send in this many is time-stamped to measure the provider's
+/// round trip.
+const RTT_SAMPLE_EVERY: u32 = 64;
 
 /// A send in flight, tagged with its device.
 struct InFlight<F> {
@@ -39,15 +42,23 @@ struct InFlight<F> {
     slot: u32,
     index: u32,
     attempt: u8,
+    /// When it was sent, for one send in [`RTT_SAMPLE_EVERY`].
+    sent_at: Option<Instant>,
 }
 
 impl<F: Future<Output = Outcome> + Unpin> Future for InFlight<F> {
-    type Output = (u32, u32, u8, Outcome);
+    type Output = (u32, u32, u8, Outcome, Option<Instant>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (slot, index, attempt) = (self.slot, self.index, self.attempt);
-        Pin::new(&mut self.fut).poll(cx).map(|o| (slot, index, attempt, o))
+        let (slot, index, attempt, sent_at) = (self.slot, self.index, self.attempt, self.sent_at);
+        Pin::new(&mut self.fut).poll(cx).map(|o| (slot, index, attempt, o, sent_at))
     }
+}
+
+/// Counts pending sends and stamps one in [`RTT_SAMPLE_EVERY`].
+fn stamp(counter: &mut u32) -> Option<Instant> {
+    *counter = counter.wrapping_add(1);
+    counter.is_multiple_of(RTT_SAMPLE_EVERY).then(Instant::now)
 }
 
 /// A device waiting for its next attempt.
@@ -97,6 +108,8 @@ pub(crate) struct Notifier<S: Session> {
     token: Vec<u8>,
     rng: SplitMix64,
     last_flush: Instant,
+    /// Pending sends so far, for round-trip sampling.
+    stamps: u32,
 }
 
 impl<S: Session> Notifier<S> {
@@ -115,6 +128,7 @@ impl<S: Session> Notifier<S> {
             token: Vec::with_capacity(256),
             rng: SplitMix64::new(seed),
             last_flush: Instant::now(),
+            stamps: 0,
         };
         notifier.update_limit();
         notifier
@@ -172,11 +186,13 @@ impl<S: Session> Notifier<S> {
             let wake = next_retry.map_or(Instant::now() + FLUSH_EVERY, |at| at.min(Instant::now() + FLUSH_EVERY));
             tokio::select! {
                 biased;
-                Some((slot, index, attempt, outcome)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                Some((slot, index, attempt, outcome, sent_at)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     let now = Instant::now();
+                    self.rtt(slot, sent_at, now);
                     self.outcome(slot, index, attempt, outcome, now);
                     // Take every other answer that is already in.
-                    while let Some(Some((slot, index, attempt, outcome))) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
+                    while let Some(Some((slot, index, attempt, outcome, sent_at))) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
+                        self.rtt(slot, sent_at, now);
                         self.outcome(slot, index, attempt, outcome, now);
                     }
                 }
@@ -220,7 +236,7 @@ impl<S: Session> Notifier<S> {
     /// ends, the in-flight window is full, or the run is aborted.
     fn hand_off(&mut self) {
         let Some(slot) = self.current else { return };
-        let Self { session, shared, inflight, slots, runs, token, limit, .. } = self;
+        let Self { session, shared, inflight, slots, runs, token, limit, stamps, .. } = self;
         let batch = slots[slot as usize].as_mut().expect("current batch is open");
         let local = &mut runs[batch.run];
         let run = &*local.run;
@@ -254,7 +270,7 @@ impl<S: Session> Notifier<S> {
                 Handoff::Done(Outcome::Delivered) => sync_ok += 1,
                 Handoff::Done(o) => other.push((i, o)),
                 Handoff::Pending(fut) => {
-                    inflight.push(InFlight { fut, slot, index: i, attempt: 0 });
+                    inflight.push(InFlight { fut, slot, index: i, attempt: 0, sent_at: stamp(stamps) });
                     batch.outstanding += 1;
                 }
             }
@@ -297,6 +313,15 @@ impl<S: Session> Notifier<S> {
         }
         if finished && self.slots[slot as usize].as_ref().is_some_and(|b| b.outstanding == 0) {
             self.close_batch(slot);
+        }
+    }
+
+    /// Counts a sampled round trip.
+    fn rtt(&mut self, slot: u32, sent_at: Option<Instant>, now: Instant) {
+        if let Some(at) = sent_at
+            && let Some(batch) = self.slots[slot as usize].as_ref()
+        {
+            self.runs[batch.run].stats.rtt.record(now.saturating_duration_since(at));
         }
     }
 
@@ -354,7 +379,7 @@ impl<S: Session> Notifier<S> {
                 _ => break,
             }
             let Reverse(due) = self.retries.pop().expect("peeked");
-            let Self { session, shared, inflight, slots, runs, token, .. } = self;
+            let Self { session, shared, inflight, slots, runs, token, stamps, .. } = self;
             let batch = slots[due.slot as usize].as_mut().expect("retry of an open batch");
             let local = &runs[batch.run];
             let warm = &shared.warm;
@@ -370,7 +395,9 @@ impl<S: Session> Notifier<S> {
             };
             match session.send(&req) {
                 // The retry stays counted as outstanding while in flight.
-                Handoff::Pending(fut) => inflight.push(InFlight { fut, slot: due.slot, index: due.index, attempt: due.attempt }),
+                Handoff::Pending(fut) => {
+                    inflight.push(InFlight { fut, slot: due.slot, index: due.index, attempt: due.attempt, sent_at: stamp(stamps) });
+                }
                 Handoff::Done(o) => self.outcome(due.slot, due.index, due.attempt, o, now),
             }
             sent = true;

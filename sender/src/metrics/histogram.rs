@@ -129,6 +129,27 @@ impl LatencyHistogram {
         self.hi = self.hi.max(other.hi);
     }
 
+    /// The non-empty buckets as (highest value in the bucket in µs, count),
+    /// lowest first: enough to rebuild the histogram with
+    /// [`LatencyHistogram::from_buckets`].
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let range = if self.total == 0 { 0..0 } else { self.lo..self.hi + 1 };
+        range.filter(|&i| self.counts[i] > 0).map(|i| (upper_bound(i), self.counts[i]))
+    }
+
+    /// Rebuilds a histogram from [`LatencyHistogram::buckets`] and the true
+    /// maximum (µs).
+    pub fn from_buckets(buckets: impl IntoIterator<Item = (u64, u64)>, max_us: u64) -> Self {
+        let mut h = Self::new();
+        for (upper_us, n) in buckets {
+            h.record_n(Duration::from_micros(upper_us), n);
+        }
+        if h.total > 0 {
+            h.max_us = max_us;
+        }
+        h
+    }
+
     /// Empties it, keeping the allocation.
     pub fn clear(&mut self) {
         if self.total > 0 {
@@ -168,6 +189,17 @@ mod tests {
         assert!((990.0..=1000.0).contains(&p99), "{p99}");
         assert_eq!(h.max(), Duration::from_millis(1000));
         assert_eq!(h.quantile(1.0), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn buckets_round_trip() {
+        let mut h = LatencyHistogram::new();
+        for us in [3, 700, 701, 90_000, 1_234_567] {
+            h.record(Duration::from_micros(us));
+        }
+        let back = LatencyHistogram::from_buckets(h.buckets().collect::<Vec<_>>(), h.max().as_micros() as u64);
+        assert_eq!(back, h);
+        assert_eq!(LatencyHistogram::from_buckets([], 0), LatencyHistogram::new());
     }
 
     #[test]

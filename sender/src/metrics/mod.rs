@@ -27,6 +27,8 @@ pub struct FanoutStats {
     pub failed: [u64; FailReason::COUNT],
     /// Delivery time of every delivered notification.
     pub latency: LatencyHistogram,
+    /// Provider round trips (send to answer), sampled.
+    pub rtt: LatencyHistogram,
 }
 
 impl FanoutStats {
@@ -64,7 +66,7 @@ impl FanoutStats {
 
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.latency.count() == 0 && self.failed_total() == 0
+        self.latency.count() == 0 && self.failed_total() == 0 && self.rtt.count() == 0
     }
 
     /// Adds another span's counts.
@@ -80,6 +82,7 @@ impl FanoutStats {
             *a += b;
         }
         self.latency.merge(&other.latency);
+        self.rtt.merge(&other.rtt);
     }
 
     /// Empties it, keeping allocations.
@@ -87,6 +90,7 @@ impl FanoutStats {
         self.delivered_per_second.clear();
         self.failed = [0; FailReason::COUNT];
         self.latency.clear();
+        self.rtt.clear();
     }
 }
 

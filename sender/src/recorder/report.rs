@@ -1,0 +1,339 @@
+//! The after-event report: charts (PNG and SVG) and a Markdown and an HTML
+//! page with the numbers that matter: devices, delivery-time percentiles,
+//! errors, duplicates, who pressed fire and when, each step's plan against
+//! what happened.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::EventLog;
+use super::charts::{Band, Chart, Marker, Series, palette};
+use super::replay::{self, EventSummary, StepTiming};
+
+/// Chart size in pixels.
+const SIZE: (u32, u32) = (960, 400);
+
+/// Actions marked on the throughput chart.
+const MARKED: &[&str] = &["arm", "disarm", "fire", "abort", "zombie-on", "zombie-off"];
+
+fn x_of(t_ms: u64, origin: u64) -> f64 {
+    (t_ms as f64 - origin as f64) / 1000.0
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Series of `name` split by the dimension `dim`.
+fn split(log: &EventLog, name: &str, dim: &str, origin: u64, scale: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for p in log.series(name) {
+        out.entry(p.dim(dim).unwrap_or("").to_owned()).or_default().push((x_of(p.t_ms, origin), p.value * scale));
+    }
+    out
+}
+
+fn color_for(key: &str, i: usize) -> (u8, u8, u8) {
+    match key {
+        "ios" => palette::IOS,
+        "android" => palette::ANDROID,
+        "p99" => palette::RED,
+        "p95" => palette::ORANGE,
+        "p50" => palette::GREY,
+        _ => palette::MORE[i % palette::MORE.len()],
+    }
+}
+
+fn lines(map: BTreeMap<String, Vec<(f64, f64)>>, prefix: &str) -> Vec<Series> {
+    map.into_iter().enumerate().map(|(i, (k, points))| Series { color: color_for(&k, i), name: format!("{prefix}{k}"), points }).collect()
+}
+
+/// The event's charts, by file stem.
+pub fn charts(log: &EventLog, summary: &EventSummary) -> Vec<(&'static str, Chart)> {
+    let origin = replay::origin_ms(log);
+    let x_label = if replay::fire_entry(log).is_some() { "seconds since fire" } else { "seconds since start" };
+    let actions: Vec<Marker> = log
+        .audit
+        .iter()
+        .filter(|a| MARKED.contains(&a.action.as_str()) && a.outcome == "ok")
+        .map(|a| Marker { x: x_of(a.t_ms, origin), label: format!("{} by {}", a.action, a.actor) })
+        .collect();
+    let mut out = Vec::new();
+
+    out.push((
+        "throughput",
+        Chart {
+            title: "Delivered per second, by platform".into(),
+            x_label: x_label.into(),
+            y_label: "notifications/s".into(),
+            series: lines(split(log, "sent", "platform", origin, 1.0), ""),
+            markers: actions.clone(),
+            ..Chart::default()
+        },
+    ));
+
+    let mut cumulative = Vec::new();
+    let mut total = 0.0;
+    let mut per_second: BTreeMap<u64, f64> = BTreeMap::new();
+    for p in log.series("sent") {
+        *per_second.entry(p.t_ms).or_default() += p.value;
+    }
+    if let Some(first) = per_second.keys().next().copied() {
+        cumulative.push((x_of(first, origin), 0.0));
+    }
+    for (t, n) in per_second {
+        total += n;
+        // Deliveries of a second are complete at its end.
+        let pct = if summary.devices > 0 { total * 100.0 / summary.devices as f64 } else { 0.0 };
+        cumulative.push((x_of(t + 1000, origin), pct));
+    }
+    let mut markers = Vec::new();
+    if summary.delivered > 0 {
+        markers.push(Marker { x: summary.p95_s, label: format!("p95 {:.2} s", summary.p95_s) });
+        markers.push(Marker { x: summary.p99_s, label: format!("p99 {:.2} s", summary.p99_s) });
+    }
+    out.push((
+        "delivered",
+        Chart {
+            title: "Cumulative share of devices delivered".into(),
+            x_label: x_label.into(),
+            y_label: "% delivered".into(),
+            series: vec![Series { name: "delivered".into(), points: cumulative, color: palette::IOS }],
+            markers,
+            y_max: Some(100.0),
+            legend_low: true,
+            ..Chart::default()
+        },
+    ));
+
+    out.push((
+        "errors",
+        Chart {
+            title: "Failures by reason (running total)".into(),
+            x_label: x_label.into(),
+            y_label: "notifications".into(),
+            series: lines(split(log, "failed_total", "reason", origin, 1.0), ""),
+            ..Chart::default()
+        },
+    ));
+
+    out.push((
+        "latency",
+        Chart {
+            title: "Provider round trip".into(),
+            x_label: x_label.into(),
+            y_label: "ms".into(),
+            series: lines(split(log, "rtt_s", "q", origin, 1000.0), "round trip "),
+            ..Chart::default()
+        },
+    ));
+
+    // Zombie periods as bands, with each backend's modelled load.
+    let mut bands = Vec::new();
+    let end = log.span_ms().map_or(origin, |s| s.1);
+    for (backend, pts) in split(log, "zombie", "backend", origin, 1.0) {
+        let mut on_since = None;
+        for (x, v) in pts {
+            match (on_since, v > 0.0) {
+                (None, true) => on_since = Some(x),
+                (Some(x0), false) => {
+                    bands.push(Band { x0, x1: x, label: format!("zombie {backend}") });
+                    on_since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(x0) = on_since {
+            bands.push(Band { x0, x1: x_of(end, origin), label: format!("zombie {backend}") });
+        }
+    }
+    out.push((
+        "zombie",
+        Chart {
+            title: "Backend load and zombie periods".into(),
+            x_label: x_label.into(),
+            y_label: "requests/s".into(),
+            series: lines(split(log, "backend_rps", "backend", origin, 1.0), ""),
+            bands,
+            markers: actions,
+            ..Chart::default()
+        },
+    ));
+
+    let mut fleet = BTreeMap::new();
+    for name in ["asg_running", "asg_desired", "ecs_running", "ecs_desired"] {
+        let pts: Vec<(f64, f64)> = log.series(name).map(|p| (x_of(p.t_ms, origin), p.value)).collect();
+        if !pts.is_empty() {
+            fleet.insert(name.to_owned(), pts);
+        }
+    }
+    out.push((
+        "fleet",
+        Chart {
+            title: "Fleet: instances and tasks".into(),
+            x_label: x_label.into(),
+            y_label: "count".into(),
+            series: lines(fleet, ""),
+            ..Chart::default()
+        },
+    ));
+    out
+}
+
+/// What [`write`] produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportFiles {
+    /// The Markdown report.
+    pub markdown: PathBuf,
+    /// The HTML report (charts inline).
+    pub html: PathBuf,
+    /// Every chart file.
+    pub charts: Vec<PathBuf>,
+    /// The summary.
+    pub summary: EventSummary,
+}
+
+fn step_rows(steps: &[StepTiming], origin: u64) -> Vec<[String; 6]> {
+    let t = |ms: Option<u64>| ms.map_or_else(|| "—".to_owned(), |m| replay::format_offset(x_of(m, origin)));
+    steps
+        .iter()
+        .map(|s| {
+            let late = match (s.planned_ms, s.started_ms) {
+                (Some(p), Some(a)) if a > p + 60_000 => {
+                    format!(" (late {})", humantime::format_duration(Duration::from_secs((a - p) / 1000)))
+                }
+                _ => String::new(),
+            };
+            [
+                s.id.clone(),
+                s.title.clone(),
+                s.planned.clone().unwrap_or_else(|| "—".into()),
+                format!("{}{late}", t(s.started_ms)),
+                t(s.finished_ms),
+                format!("{}{}", s.outcome, s.by.as_ref().map(|b| format!(" ({b})")).unwrap_or_default()),
+            ]
+        })
+        .collect()
+}
+
+/// Writes the charts (PNG and SVG), `report.md`, `report.html` and
+/// `summary.json` into `out` (created if needed).
+pub fn write(log: &EventLog, source: &Path, out: &Path) -> Result<ReportFiles, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let summary = replay::summarize(log);
+    let origin = replay::origin_ms(log);
+    let mut files = Vec::new();
+    let mut svgs = Vec::new();
+    for (stem, chart) in charts(log, &summary) {
+        let png = out.join(format!("{stem}.png"));
+        chart.png(&png, SIZE.0, SIZE.1)?;
+        let svg = chart.svg(SIZE.0, SIZE.1)?;
+        let svg_path = out.join(format!("{stem}.svg"));
+        std::fs::write(&svg_path, &svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+        files.push(png);
+        files.push(svg_path);
+        svgs.push((stem, chart.title.clone(), svg));
+    }
+    let steps = replay::step_timings(log);
+    let rows = step_rows(&steps, origin);
+    let title = log.meta.get("runbook").cloned().unwrap_or_else(|| "Kickoff event".into());
+    let fired = match (&summary.fired_by, summary.fired_at_ms) {
+        (Some(by), Some(at)) => format!("{by} at {}", rfc3339(at)),
+        _ => "not fired".into(),
+    };
+    let facts: Vec<(&str, String)> = vec![
+        ("Campaign", format!("{} ({})", summary.campaign_id, summary.campaign_hash.get(..12).unwrap_or(&summary.campaign_hash))),
+        ("Fired", fired),
+        ("Devices", summary.devices.to_string()),
+        ("Delivered", summary.delivered.to_string()),
+        ("Failed", summary.failed.to_string()),
+        ("Duplicates", summary.duplicates.to_string()),
+        ("Missing", summary.missing.to_string()),
+        ("Delivery time p50 / p95 / p99", format!("{:.2} s / {:.2} s / {:.2} s", summary.p50_s, summary.p95_s, summary.p99_s)),
+        (
+            "Errors",
+            if summary.failed_by_reason.is_empty() {
+                "none".into()
+            } else {
+                summary.failed_by_reason.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join(", ")
+            },
+        ),
+    ];
+
+    let mut md = format!("# {title}\n\nRecorded in `{}`.\n\n| | |\n|---|---|\n", source.display());
+    for (k, v) in &facts {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    md.push_str("\n## Steps: plan and actual\n\n| step | title | planned | started | finished | outcome |\n|---|---|---|---|---|---|\n");
+    for r in &rows {
+        let _ = writeln!(md, "| {} |", r.join(" | "));
+    }
+    md.push_str("\n## Charts\n\n");
+    for (stem, title, _) in &svgs {
+        let _ = writeln!(md, "### {title}\n\n![{title}]({stem}.png)\n");
+    }
+    md.push_str("## Audit log\n\n| time | who | role | step | action | outcome |\n|---|---|---|---|---|---|\n");
+    for a in &log.audit {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            replay::format_offset(x_of(a.t_ms, origin)),
+            a.actor,
+            a.role,
+            a.step,
+            a.action,
+            a.outcome
+        );
+    }
+
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}</style></head><body><h1>{t}</h1>\
+         <p>Recorded in <code>{src}</code>.</p><table>",
+        t = esc(&title),
+        src = esc(&source.display().to_string())
+    );
+    for (k, v) in &facts {
+        let _ = write!(html, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    }
+    html.push_str("</table><h2>Steps: plan and actual</h2><table><tr><th>step</th><th>title</th><th>planned</th><th>started</th><th>finished</th><th>outcome</th></tr>");
+    for r in &rows {
+        html.push_str("<tr>");
+        for c in r {
+            let _ = write!(html, "<td>{}</td>", esc(c));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table><h2>Charts</h2>");
+    for (_, title, svg) in &svgs {
+        let _ = write!(html, "<h3>{}</h3>{svg}", esc(title));
+    }
+    html.push_str("<h2>Audit log</h2><table><tr><th>time</th><th>who</th><th>role</th><th>step</th><th>action</th><th>outcome</th><th>details</th></tr>");
+    for a in &log.audit {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            replay::format_offset(x_of(a.t_ms, origin)),
+            esc(&a.actor),
+            esc(&a.role),
+            esc(&a.step),
+            esc(&a.action),
+            esc(&a.outcome),
+            esc(&a.payload)
+        );
+    }
+    html.push_str("</table></body></html>\n");
+
+    let markdown = out.join("report.md");
+    let html_path = out.join("report.html");
+    let summary_path = out.join("summary.json");
+    for (path, text) in
+        [(&markdown, md), (&html_path, html), (&summary_path, serde_json::to_string_pretty(&summary).expect("summary serializes"))]
+    {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(ReportFiles { markdown, html: html_path, charts: files, summary })
+}

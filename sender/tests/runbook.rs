@@ -1,0 +1,493 @@
+//! Runbooks, the engine's gates, the flight recorder, replay and zombie flags.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kickoff_sender::campaign;
+use kickoff_sender::push::choice::ProviderChoice;
+use kickoff_sender::recorder::replay;
+use kickoff_sender::recorder::{EventLog, report};
+use kickoff_sender::runbook::engine::{ActError, Actor, StepState};
+use kickoff_sender::runbook::walk::{self, WalkObserver};
+use kickoff_sender::runbook::{EmbeddedOptions, Event, Role, Runbook, Services};
+use kickoff_sender::zombie::server::FlagServer;
+use kickoff_sender::zombie::{FlagStore, FlagsDocument, SqliteFlagStore, Switch, now_ms};
+
+use crate::util::{bin, stderr, stdout};
+
+const STEPS: &str = r#"
+[[steps]]
+id = "scale-asg"
+title = "Scale the ASG"
+role = "ops"
+kind = "scale-asg"
+params = { desired = 3, timeout = "3s" }
+backup = { text = "Take what we got", step = "accept" }
+
+[[steps]]
+id = "accept"
+title = "Accept a partial ASG"
+role = "ops"
+kind = "checklist"
+params = { items = ["2 of 3 is enough"] }
+
+[[steps]]
+id = "scale-ecs"
+title = "Scale the service"
+role = "ops"
+kind = "scale-ecs"
+params = { desired = 4, timeout = "3s" }
+
+[[steps]]
+id = "verify-warm"
+title = "Verify warm"
+role = "engineer"
+kind = "verify-warm"
+
+[[steps]]
+id = "test-send"
+title = "Test-send"
+role = "engineer"
+kind = "test-send"
+
+[[steps]]
+id = "confirm"
+title = "Confirm"
+role = "marketer"
+kind = "confirm"
+
+[[steps]]
+id = "arm"
+title = "Arm"
+role = "engineer"
+kind = "arm"
+
+[[steps]]
+id = "fire"
+title = "Fire"
+role = "marketer"
+kind = "fire"
+
+[[steps]]
+id = "watch"
+title = "Watch"
+role = "ops"
+kind = "watch"
+params = { timeout = "2m" }
+
+[[steps]]
+id = "zombie-api"
+title = "Zombie for the API"
+role = "ops"
+kind = "zombie"
+params = { backend = "api", for = "1m", when = "always" }
+"#;
+
+/// A runbook file and its campaign in `dir`; `capacity` of the fleet.
+fn write_runbook(dir: &Path, devices: u64, capacity: f64) -> PathBuf {
+    std::fs::write(dir.join("campaign.toml"), campaign::DEMO_CAMPAIGN).unwrap();
+    let text = format!(
+        r#"name = "Test event"
+campaign = "campaign.toml"
+[audience]
+generate = {devices}
+[fleet]
+instance_startup = "100ms"
+task_startup = "50ms"
+tasks_per_instance = 2
+capacity = {capacity}
+[backends.api]
+capacity_rps = 1000
+[abort]
+text = "Stop."
+{STEPS}"#
+    );
+    let path = dir.join("event.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn open_event(dir: &Path, runbook: &Path, record: bool) -> Arc<Event> {
+    let rb = Runbook::load(runbook).unwrap();
+    let opts = EmbeddedOptions {
+        state_db: dir.join("state.sqlite"),
+        work_dir: dir.join("work"),
+        recorder: record.then(|| dir.join("event.kickoff.sqlite")),
+        provider: ProviderChoice::gateway(),
+        flag_server: None,
+        event_id: format!("test@{}", now_ms()),
+    };
+    let services = Services::embedded(&rb, &opts).unwrap();
+    Event::new("test-event", rb, services).unwrap()
+}
+
+fn ana() -> Actor {
+    Actor::all_roles("ana")
+}
+
+async fn run(event: &Arc<Event>, steps: &[&str]) {
+    for s in steps {
+        event.run_step(s, &ana()).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+fn state_of(event: &Event, id: &str) -> StepState {
+    event.state().steps.into_iter().find(|(s, _)| s.id == id).unwrap().0.state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_hold_until_their_steps_and_checks_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = open_event(dir.path(), &write_runbook(dir.path(), 2_000, 1.0), false);
+    let gated = |r: Result<_, ActError>, needle: &str| match r {
+        Err(ActError::Gated { reasons, .. }) => assert!(reasons.contains(needle), "{reasons}"),
+        other => panic!("expected gated by {needle}, got {other:?}"),
+    };
+    // Roles are enforced by the engine.
+    let marketer = Actor { name: "mo".into(), roles: vec![Role::Marketer] };
+    assert!(matches!(event.run_step("scale-asg", &marketer).await, Err(ActError::Role { .. })));
+    // Order: a step waits for the one before it.
+    gated(event.run_step("scale-ecs", &ana()).await, "step scale-asg done");
+    run(&event, &["scale-asg", "scale-ecs"]).await;
+    assert_eq!(state_of(&event, "accept"), StepState::Skipped, "the backup is not needed");
+    // Arm needs warm workers and a confirmed test-send, whatever the order says.
+    event.skip("verify-warm", &ana(), "trying to cut a corner").unwrap();
+    event.skip("test-send", &ana(), "trying to cut a corner").unwrap();
+    event.skip("confirm", &ana(), "trying to cut a corner").unwrap();
+    gated(event.run_step("arm", &ana()).await, "all-shards-warm");
+    gated(event.run_step("arm", &ana()).await, "test-send-confirmed");
+    gated(event.run_step("fire", &ana()).await, "armed");
+    assert!(event.skip("arm", &ana(), "").is_err(), "a skip needs a reason");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_change_voids_warm_test_send_and_arm() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 2_000, 1.0);
+    let event = open_event(dir.path(), &rb, false);
+    // Confirm before any test-send is refused by the test-send store.
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm"]).await;
+    run(&event, &["test-send", "confirm", "arm"]).await;
+    assert!(event.state().armed.is_some());
+    // Someone edits the campaign after the arm.
+    let c = dir.path().join("campaign.toml");
+    let text = std::fs::read_to_string(&c).unwrap().replace("The game is on", "The game is ON");
+    assert_ne!(text, campaign::DEMO_CAMPAIGN, "the edit must change the campaign");
+    std::fs::write(&c, text).unwrap();
+    match event.run_step("fire", &ana()).await {
+        Err(ActError::Gated { reasons, .. }) => assert!(reasons.contains("armed"), "{reasons}"),
+        other => panic!("fire after a campaign change must be refused: {other:?}"),
+    }
+    let state = event.state();
+    assert!(state.armed.is_none() && state.warm.is_none());
+    for id in ["verify-warm", "test-send", "confirm", "arm"] {
+        let (s, _) = state.steps.iter().find(|(s, _)| s.id == id).unwrap();
+        assert!(matches!(s.state, StepState::Pending | StepState::Ready), "{id}: {:?}", s.state);
+        assert!(s.note.as_deref().unwrap_or("").contains("voided"), "{id}: {:?}", s.note);
+    }
+    // The whole chain again, for the new content, then fire works.
+    run(&event, &["verify-warm", "test-send", "confirm", "arm", "fire", "watch"]).await;
+    let summary = event.state().summary.unwrap();
+    assert_eq!((summary.delivered, summary.duplicates, summary.missing), (summary.devices, 0, 0));
+    assert_eq!(summary.campaign_hash, event.campaign_hash());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_arms_and_fires_one_wins_and_the_other_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = open_event(dir.path(), &write_runbook(dir.path(), 5_000, 1.0), false);
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]).await;
+    let (a, b) = (Actor::all_roles("ana"), Actor::all_roles("bo"));
+    let (ra, rb) = tokio::join!(event.run_step("arm", &a), event.run_step("arm", &b));
+    let (won, lost) = match (&ra, &rb) {
+        (Ok(_), Err(e)) => ("ana", e),
+        (Err(e), Ok(_)) => ("bo", e),
+        other => panic!("exactly one arm must win: {other:?}"),
+    };
+    assert!(lost.to_string().contains(won), "the loser is told who armed: {lost}");
+    assert_eq!(event.state().armed.unwrap().by, won);
+    let (fa, fb) = tokio::join!(event.run_step("fire", &a), event.run_step("fire", &b));
+    let errors: Vec<String> = [fa, fb].into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "exactly one fire wins: {errors:?}");
+    let fired_by = event.state().fired.unwrap().by;
+    assert!(errors[0].contains(&fired_by), "{}", errors[0]);
+    // Later presses see the result.
+    let again = event.run_step("fire", &a).await.unwrap_err().to_string();
+    assert!(again.contains("already fired") && again.contains(&fired_by), "{again}");
+    run(&event, &["watch"]).await;
+    let s = event.state().summary.unwrap();
+    assert_eq!((s.delivered, s.duplicates, s.missing), (s.devices, 0, 0), "one send, counted at the gateway");
+}
+
+struct Quiet;
+impl WalkObserver for Quiet {
+    fn step_starting(&self, _: &Event, _: &str) {}
+    fn step_ended(&self, _: &Event, _: &str, _: &Result<kickoff_sender::runbook::StepStatus, ActError>) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_failure_leads_to_the_backup_plan_and_replay_reproduces_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Capacity stops at 70%: 2 of 3 instances.
+    let event = open_event(dir.path(), &write_runbook(dir.path(), 20_000, 0.7), true);
+    let ticker = event.start_ticker();
+    match event.run_step("scale-asg", &ana()).await {
+        Err(ActError::Failed { message, .. }) => {
+            assert!(message.contains("2 of 3 instances") && message.contains("InsufficientInstanceCapacity"), "{message}");
+            assert!(message.contains("Backup plan: Take what we got"), "{message}");
+        }
+        other => panic!("the scale must fail: {other:?}"),
+    }
+    assert_eq!(state_of(&event, "accept"), StepState::Ready, "the backup step takes over");
+    assert!(matches!(event.run_step("scale-ecs", &ana()).await, Err(ActError::Gated { .. })), "not before the backup is done");
+    walk::auto(&event, &ana(), &Quiet).await.unwrap();
+    assert_eq!(state_of(&event, "accept"), StepState::Done);
+    assert_eq!(state_of(&event, "zombie-api"), StepState::Done);
+    let live = event.state().summary.unwrap();
+    assert_eq!((live.delivered, live.duplicates, live.missing), (live.devices, 0, 0));
+    event.close().await;
+    ticker.abort();
+
+    let path = dir.path().join("event.kickoff.sqlite");
+    let log = EventLog::open(&path).unwrap();
+    assert_eq!(replay::live_summary(&log).unwrap(), live);
+    assert_eq!(replay::summarize(&log), live, "the replay's summary, from the points, is the live one");
+    let audit: Vec<(String, String)> = log.audit.iter().map(|a| (a.step.clone(), a.action.clone())).collect();
+    for want in [("scale-asg", "fail"), ("accept", "done"), ("", "fire"), ("", "zombie-on")] {
+        assert!(audit.contains(&(want.0.into(), want.1.into())), "{want:?} missing from {audit:?}");
+    }
+    let frames = replay::frames(&log, None, None);
+    assert_eq!(frames.last().unwrap().delivered, live.delivered);
+    assert!(frames.iter().any(|f| f.zombies.contains(&"api".to_owned())), "the zombie period is recorded");
+    let steps = replay::step_timings(&log);
+    assert_eq!(steps.iter().find(|s| s.id == "scale-asg").unwrap().outcome, "fail");
+
+    // The report: PNGs that decode and are not blank, SVGs, Markdown, HTML.
+    let out = dir.path().join("report");
+    let files = report::write(&log, &path, &out).unwrap();
+    assert_eq!(files.summary, live);
+    for stem in ["throughput", "delivered", "errors", "latency", "zombie", "fleet"] {
+        let png = std::fs::File::open(out.join(format!("{stem}.png"))).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(png)).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let px = &buf[..info.buffer_size()];
+        let non_white = px.chunks(3).filter(|p| p.iter().any(|&c| c < 200)).count();
+        assert!(non_white > 2_000, "{stem}.png looks blank ({non_white} dark pixels)");
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"));
+    }
+    let colored = |stem: &str, rgb: (u8, u8, u8)| {
+        let png = std::fs::File::open(out.join(format!("{stem}.png"))).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(png)).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let near = |a: u8, b: u8| a.abs_diff(b) < 40;
+        buf[..info.buffer_size()].chunks(3).filter(|p| near(p[0], rgb.0) && near(p[1], rgb.1) && near(p[2], rgb.2)).count()
+    };
+    assert!(colored("throughput", (0, 113, 227)) > 30, "the iOS series is drawn");
+    assert!(colored("zombie", (255, 200, 120)) > 1_000 || colored("zombie", (255, 234, 212)) > 1_000, "the zombie period is shaded");
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(
+        md.contains(&format!("| Delivered | {} |", live.delivered))
+            && md.contains("| Fired | ana at ")
+            && md.contains("| scale-asg | Scale the ASG |"),
+        "{md}"
+    );
+    assert!(std::fs::read_to_string(&files.html).unwrap().contains("<svg"));
+}
+
+#[test]
+fn broken_runbooks_get_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(write_runbook(dir.path(), 100, 1.0)).unwrap();
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let cases: Vec<(String, &str, &str)> = vec![
+        (good.replace("kind = \"scale-ecs\"", "kind = \"scale-rds\""), "scale-rds", "unknown kind \"scale-rds\""),
+        (good.replace("role = \"marketer\"\nkind = \"confirm\"", "role = \"intern\"\nkind = \"confirm\""), "intern", "unknown role"),
+        (good.replace("id = \"accept\"\n", "id = \"scale-asg\" # again\n"), "# again", "used twice"),
+        (good.replace("desired = 4", "desired = -4"), "desired = -4", "`desired` must be a whole number"),
+        (good.replace("timeout = \"3s\" }\nbackup", "timeout = \"soon\" }\nbackup"), "timeout = \"soon\"", "must be a duration"),
+        (good.replace("params = { desired = 4,", "params = { desird = 4, desired = 4,"), "desird", "unknown parameter `desird`"),
+        (good.replace("step = \"accept\"", "step = \"nowhere\""), "nowhere", "backup step \"nowhere\" does not exist"),
+        (good.replace("campaign = \"campaign.toml\"", "campaign = \"missing.toml\""), "missing.toml", "campaign: "),
+        (good.replace("[abort]\ntext = \"Stop.\"\n", ""), "name = ", "needs an [abort] plan"),
+        (good.replace("kind = \"arm\"", "kind = \"checklist\"\nparams = { items = [\"x\"] }"), "id = \"fire\"", "fire needs an arm step"),
+        (good.replace("title = \"Watch\"", "title = \"Watch\"\nat = \"T minus 5\""), "T minus 5", "is not like T-30m"),
+        (good.replace("name = \"Test event\"", "name = \"Test event"), "name = ", ""),
+    ];
+    for (text, needle, message) in cases {
+        let path = dir.path().join("broken.toml");
+        std::fs::write(&path, &text).unwrap();
+        let err = Runbook::load(&path).unwrap_err().to_string();
+        let line = line_of(&text, needle.lines().next().unwrap());
+        assert!(err.starts_with(&format!("{}:{line}: ", path.display())), "expected line {line} for {needle:?}: {err}");
+        assert!(err.contains(message), "{err}");
+    }
+    // The CLI says the same and fails.
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, good.replace("kind = \"scale-ecs\"", "kind = \"scale-rds\"")).unwrap();
+    let out = std::process::Command::new(bin()).args(["runbook", "check"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown kind \"scale-rds\""), "{}", stderr(&out));
+    // The shipped runbooks are valid.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
+    for f in ["launch-day.toml", "rehearsal.toml", "cloud-scale-test.toml"] {
+        Runbook::load(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}
+
+#[test]
+fn zombie_flags_expire_serialize_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.sqlite");
+    let store = SqliteFlagStore::open(&db).unwrap();
+    let on = store
+        .switch(&Switch { retry_after: Duration::from_secs(30), ..Switch::on("api", Duration::from_secs(1), "ana", "drowning") })
+        .unwrap();
+    assert!(on.active(now_ms()));
+    let (doc, max_age) = FlagsDocument::at(&store.flags().unwrap(), now_ms());
+    assert!(doc.backends["api"].zombie && doc.backends["api"].retry_after == 30);
+    assert!(max_age <= Duration::from_secs(1), "never cached past the expiry");
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert!(!store.flags().unwrap()[0].active(now_ms()), "expired on its own");
+
+    // Concurrent switches from two processes' worth of connections: every
+    // one recorded, versions in order, the last one wins.
+    let stores: Vec<Arc<SqliteFlagStore>> = (0..2).map(|_| Arc::new(SqliteFlagStore::open(&db).unwrap())).collect();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let s = stores[i % 2].clone();
+            std::thread::spawn(move || {
+                let by = format!("op{i}");
+                let sw =
+                    if i % 2 == 0 { Switch::on("feed", Duration::from_secs(600), &by, "load") } else { Switch::off("feed", &by, "ok") };
+                s.switch(&sw).unwrap()
+            })
+        })
+        .collect();
+    let mut results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    results.sort_by_key(|f| f.version);
+    assert_eq!(results.iter().map(|f| f.version).collect::<Vec<_>>(), (1..=8).collect::<Vec<u64>>());
+    drop(stores);
+    drop(store);
+    // Reopen: the state and the history are still there.
+    let store = SqliteFlagStore::open(&db).unwrap();
+    let feed = store.flags().unwrap().into_iter().find(|f| f.backend == "feed").unwrap();
+    assert_eq!(feed, *results.last().unwrap());
+    assert_eq!(store.history(0).unwrap().len(), 9);
+}
+
+#[test]
+fn the_flag_server_serves_json_with_cache_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteFlagStore::open(&dir.path().join("s.sqlite")).unwrap());
+    store.switch(&Switch::on("api", Duration::from_secs(120), "ana", "drowning")).unwrap();
+    let server = FlagServer::start(store.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // reqwest is built without a default TLS provider; this plain-HTTP client still needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().build().unwrap();
+        let r = client.get(server.url()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let cache = r.headers()["cache-control"].to_str().unwrap().to_owned();
+        assert!(cache.contains("max-age=5"), "{cache}");
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let doc: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(doc["backends"]["api"]["zombie"], true);
+        assert_eq!(doc["backends"]["api"]["retry_after"], 120);
+        let again = client.get(server.url()).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(again.status(), 304);
+        store.switch(&Switch::off("api", "bo", "recovered")).unwrap();
+        let changed = client.get(server.url()).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(changed.status(), 200, "a switch changes the ETag");
+        let doc: serde_json::Value = changed.json().await.unwrap();
+        assert_eq!(doc["backends"]["api"]["zombie"], false);
+        let missing = client.get(format!("http://{}/v2", server.addr())).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+        let post = client.post(server.url()).send().await.unwrap();
+        assert_eq!(post.status(), 405);
+    });
+}
+
+#[test]
+fn the_cli_switches_zombie_mode_and_walks_and_replays_a_runbook() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cli = |args: &[&str]| std::process::Command::new(bin()).args(args).env("KICKOFF_DATA_DIR", &data).output().unwrap();
+    let out = cli(&["zombie", "on", "api", "--for", "90s", "--why", "drowning", "--operator", "ana"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = cli(&["zombie", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(v["document"]["backends"]["api"]["zombie"], true);
+    assert_eq!(v["flags"][0]["set_by"], "ana");
+    assert!(cli(&["zombie", "off", "api"]).status.success());
+    let bad = cli(&["zombie", "on", "api", "--for", "48h"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("24 h"), "{}", stderr(&bad));
+
+    let rb = write_runbook(dir.path(), 3_000, 1.0);
+    let record = dir.path().join("walk.kickoff.sqlite");
+    let walk = cli(&["runbook", "walk", rb.to_str().unwrap(), "--yes", "--record", record.to_str().unwrap(), "--operator", "cleo"]);
+    assert!(walk.status.success(), "{}\n{}", stdout(&walk), stderr(&walk));
+    assert!(stdout(&walk).contains("3000 of 3000 devices delivered, 0 failed, 0 duplicates, 0 missing"), "{}", stdout(&walk));
+    let replay = cli(&["replay", record.to_str().unwrap(), "--speed", "0", "--json"]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let last: serde_json::Value = serde_json::from_str(stdout(&replay).lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["delivered"], 3000);
+    assert_eq!(last["summary"]["fired_by"], "cleo");
+    let frames = stdout(&replay).lines().filter(|l| l.starts_with("{\"frame\"")).count();
+    assert!(frames >= 1);
+    let out = dir.path().join("report");
+    let rep = cli(&["replay", "report", record.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(rep.status.success() && out.join("report.html").is_file(), "{}", stderr(&rep));
+    // Scripts with a bad line name the file and line.
+    let script = dir.path().join("bad.script");
+    std::fs::write(&script, "run scale-asg\nlaunch now\n").unwrap();
+    let bad = cli(&["runbook", "walk", rb.to_str().unwrap(), "--script", script.to_str().unwrap()]);
+    assert!(!bad.status.success() && stderr(&bad).contains(&format!("{}:2:", script.display())), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_killed_walk_keeps_everything_recorded_before_the_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 100, 1.0);
+    // Instances that take a minute to start: the walk sits in scale-asg,
+    // recording the fleet every second.
+    let text = std::fs::read_to_string(&rb)
+        .unwrap()
+        .replace("instance_startup = \"100ms\"", "instance_startup = \"60s\"")
+        .replace("timeout = \"3s\" }\nbackup", "timeout = \"5m\" }\nbackup");
+    std::fs::write(&rb, text).unwrap();
+    let record = dir.path().join("killed.kickoff.sqlite");
+    let mut child = std::process::Command::new(bin())
+        .args(["runbook", "walk", rb.to_str().unwrap(), "--yes", "--record", record.to_str().unwrap()])
+        .env("KICKOFF_DATA_DIR", dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the file while it is written, until some seconds are in.
+    let mut seen = None;
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(log) = EventLog::open(&record)
+            && log.series("asg_running").count() >= 3
+        {
+            seen = Some(log);
+            break;
+        }
+    }
+    let seen = seen.expect("the recorder is readable while written");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let after = EventLog::open(&record).unwrap();
+    assert!(after.points.len() >= seen.points.len() && after.audit.len() >= seen.audit.len());
+    assert_eq!(&after.points[..seen.points.len()], &seen.points[..], "nothing read before the kill is lost");
+    assert_eq!(&after.audit[..seen.audit.len()], &seen.audit[..]);
+    assert!(after.audit.iter().any(|a| a.step == "scale-asg" && a.action == "start"));
+    let conn = rusqlite::Connection::open(&record).unwrap();
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+}
