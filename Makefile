@@ -20,7 +20,7 @@ CARGO ?= cargo
 DEVICES ?= 4000000
 PROVIDER ?= null
 
-.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint drill bench clean
+.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -88,11 +88,16 @@ lint: deps ui ## cargo fmt --check, clippy -D warnings, the UI's tsc + ESLint.
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd ui && npm run lint
 
+RUNBOOK ?= runbooks/launch-day.toml
+
+walk: deps-rust ## Walk a runbook in the terminal, embedded mode (RUNBOOK=..., YES=1: no prompts).
+	$(CARGO) run --release -q -p kickoff-sender -- runbook walk $(RUNBOOK) $(if $(YES),--yes,)
+
 drill: deps-rust ## Headless drill (DEVICES=4000000 PROVIDER=null|model).
 	$(CARGO) run --release -q -p kickoff-sender -- drill --devices $(DEVICES) --provider $(PROVIDER)
 
 bench: deps-rust ## Benchmarks of the fan-out engine (see BENCHMARKS.md).
-	$(CARGO) bench -p kickoff-sender --bench fanout --bench http2
+	$(CARGO) bench -p kickoff-sender --bench fanout --bench http2 --bench recorder
 
 clean: ## Remove build outputs.
 	$(CARGO) clean
