@@ -33,7 +33,8 @@ fn main() {
     let n = series * seconds;
     let log = EventLog::open(&path).expect("read back");
     assert_eq!(log.points.len() as u64, n);
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) + std::fs::metadata(path.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(path.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0);
     println!("| recorder figure | value |");
     println!("|---|---|");
     println!("| points | {n} ({series} series x {seconds} s at 1 Hz) |");

@@ -170,6 +170,13 @@ async fn a_campaign_change_voids_warm_test_send_and_arm() {
     run(&event, &["scale-asg", "scale-ecs", "verify-warm"]).await;
     run(&event, &["test-send", "confirm", "arm"]).await;
     assert!(event.state().armed.is_some());
+    // Disarm closes the fire gate until someone arms again.
+    event.disarm(&ana()).unwrap();
+    match event.run_step("fire", &ana()).await {
+        Err(ActError::Gated { reasons, .. }) => assert!(reasons.contains("not armed"), "{reasons}"),
+        other => panic!("fire after disarm must be refused: {other:?}"),
+    }
+    run(&event, &["arm"]).await;
     // Someone edits the campaign after the arm.
     let c = dir.path().join("campaign.toml");
     let text = std::fs::read_to_string(&c).unwrap().replace("The game is on", "The game is ON");
@@ -241,6 +248,11 @@ async fn a_scale_failure_leads_to_the_backup_plan_and_replay_reproduces_the_run(
     }
     assert_eq!(state_of(&event, "accept"), StepState::Ready, "the backup step takes over");
     assert!(matches!(event.run_step("scale-ecs", &ana()).await, Err(ActError::Gated { .. })), "not before the backup is done");
+    // A switch from elsewhere (the CLI) lands in this event's audit log.
+    SqliteFlagStore::open(&dir.path().join("state.sqlite"))
+        .unwrap()
+        .switch(&Switch::on("feed", Duration::from_secs(30), "dora", "cli"))
+        .unwrap();
     walk::auto(&event, &ana(), &Quiet).await.unwrap();
     assert_eq!(state_of(&event, "accept"), StepState::Done);
     assert_eq!(state_of(&event, "zombie-api"), StepState::Done);
@@ -254,6 +266,8 @@ async fn a_scale_failure_leads_to_the_backup_plan_and_replay_reproduces_the_run(
     assert_eq!(replay::live_summary(&log).unwrap(), live);
     assert_eq!(replay::summarize(&log), live, "the replay's summary, from the points, is the live one");
     let audit: Vec<(String, String)> = log.audit.iter().map(|a| (a.step.clone(), a.action.clone())).collect();
+    assert!(log.audit.iter().any(|a| a.actor == "dora" && a.action == "zombie-on"), "outside switches are audited");
+    assert_eq!(log.audit.iter().filter(|a| a.action == "zombie-on").count(), 2, "each switch once");
     for want in [("scale-asg", "fail"), ("accept", "done"), ("", "fire"), ("", "zombie-on")] {
         assert!(audit.contains(&(want.0.into(), want.1.into())), "{want:?} missing from {audit:?}");
     }

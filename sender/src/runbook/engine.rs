@@ -248,6 +248,10 @@ struct Inner {
     campaign_hash: String,
     /// Peak modelled load per backend since the fire.
     peak_rps: BTreeMap<String, f64>,
+    /// Zombie switches already in the audit log, by (backend, version).
+    zombie_seen: std::collections::BTreeSet<(String, u64)>,
+    /// When the event opened (ms since the epoch).
+    opened_ms: u64,
 }
 
 /// One event: a runbook being walked.
@@ -303,6 +307,8 @@ impl Event {
             summary: None,
             campaign_hash: campaign.hash().to_owned(),
             peak_rps: BTreeMap::new(),
+            zombie_seen: std::collections::BTreeSet::new(),
+            opened_ms: now_ms(),
         };
         if let Some(r) = &services.recorder {
             r.meta("event_id", id);
@@ -728,6 +734,7 @@ impl Event {
     /// Switches a zombie flag by hand (also what the zombie step does).
     pub fn switch_zombie(&self, actor: &Actor, switch: &Switch) -> Result<ZombieFlag, ActError> {
         let flag = self.services.flags.switch(switch).map_err(|e| ActError::Invalid(e.to_string()))?;
+        self.inner.lock().expect("event lock").zombie_seen.insert((flag.backend.clone(), flag.version));
         self.audit(
             &actor.name,
             "ops",
@@ -994,6 +1001,14 @@ impl Event {
             }
         }
         let flags = self.services.flags.flags().unwrap_or_default();
+        // Switches made elsewhere (the CLI, another app) go to the audit log too.
+        let since = self.inner.lock().expect("event lock").opened_ms;
+        for f in self.services.flags.history(since).unwrap_or_default() {
+            if self.inner.lock().expect("event lock").zombie_seen.insert((f.backend.clone(), f.version)) {
+                let action = if f.enabled { "zombie-on" } else { "zombie-off" };
+                self.audit_at(f.set_at_ms, &f.set_by, "", "", action, "ok", serde_json::to_value(&f).unwrap_or_default());
+            }
+        }
         let handle = self.services.workers.handle();
         let mut sample = None;
         if let Some(h) = &handle {
