@@ -1,6 +1,25 @@
 fn main() {
     // Declaring the app's commands makes Tauri check every one of them against
     // capabilities/: a command not granted there cannot be invoked.
-    let manifest = tauri_build::AppManifest::new().commands(&["run_drill", "app_info"]);
+    let manifest = tauri_build::AppManifest::new().commands(&[
+        "run_drill",
+        "app_info",
+        "list_runbooks",
+        "open_event",
+        "event_view",
+        "watch_event",
+        "run_step",
+        "skip_step",
+        "fire",
+        "disarm",
+        "abort",
+        "switch_zombie",
+        "campaign_preview",
+        "list_recordings",
+        "open_recording",
+        "export_report",
+        "get_settings",
+        "save_settings",
+    ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)).expect("tauri build script");
 }

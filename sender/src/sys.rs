@@ -28,7 +28,12 @@ pub fn data_dir() -> PathBuf {
 /// The state database in the data directory: the fire ledger and the
 /// test-sends, shared by the CLI and the app.
 pub fn state_db() -> PathBuf {
-    data_dir().join("kickoff.sqlite")
+    state_db_in(&data_dir())
+}
+
+/// The state database of the data directory `dir`.
+pub fn state_db_in(dir: &std::path::Path) -> PathBuf {
+    dir.join("kickoff.sqlite")
 }
 
 /// A short description of this machine for benchmark reports.

@@ -6,6 +6,8 @@
 //!
 //! - [`commands`]: the Tauri commands, a few lines each.
 //! - [`error`]: the serializable `{code, message}` every command fails with.
+//! - [`control`]: the control room: events, steps, fire, zombie mode, replay.
+//! - [`settings`]: operator, mode, AWS profile (never secrets).
 //! - [`state`]: what the app keeps between commands.
 //!
 //! [`builder`] is generic over the Tauri runtime so tests drive the real
@@ -14,7 +16,9 @@
 use tauri::Runtime;
 
 pub mod commands;
+pub mod control;
 pub mod error;
+pub mod settings;
 pub mod state;
 
 pub use error::CommandError;
@@ -22,7 +26,31 @@ pub use state::AppState;
 
 /// The app's commands and state, on any runtime.
 pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.manage(AppState::new()).invoke_handler(tauri::generate_handler![commands::run_drill, commands::app_info])
+    builder_with(builder, AppState::new())
+}
+
+/// The app's commands over `state` (tests use a data directory of their own).
+pub fn builder_with<R: Runtime>(builder: tauri::Builder<R>, state: AppState) -> tauri::Builder<R> {
+    builder.manage(state).invoke_handler(tauri::generate_handler![
+        commands::run_drill,
+        commands::app_info,
+        control::list_runbooks,
+        control::open_event,
+        control::event_view,
+        control::watch_event,
+        control::run_step,
+        control::skip_step,
+        control::fire,
+        control::disarm,
+        control::abort,
+        control::switch_zombie,
+        control::campaign_preview,
+        control::list_recordings,
+        control::open_recording,
+        control::export_report,
+        control::get_settings,
+        control::save_settings,
+    ])
 }
 
 /// Starts the desktop app in embedded mode.
@@ -47,6 +75,101 @@ mod tests {
         let app = super::builder(mock_builder()).build(mock_context(noop_assets())).expect("mock app");
         let window = WebviewWindowBuilder::new(&app, "main", Default::default()).build().expect("mock window");
         (app, window)
+    }
+
+    fn app_in(dir: &std::path::Path) -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
+        let state = super::AppState::in_dir(dir.to_owned());
+        let app = super::builder_with(mock_builder(), state).build(mock_context(noop_assets())).expect("mock app");
+        let window = WebviewWindowBuilder::new(&app, "main", Default::default()).build().expect("mock window");
+        (app, window)
+    }
+
+    #[test]
+    fn the_control_room_walks_a_runbook_to_one_fire_and_replays_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_app, w) = app_in(dir.path());
+        let runbooks = invoke(&w, "list_runbooks", serde_json::json!({})).unwrap();
+        let file =
+            runbooks.as_array().unwrap().iter().find(|r| r["file"].as_str().unwrap().ends_with("rehearsal.toml")).unwrap()["file"].clone();
+        assert!(runbooks.as_array().unwrap().iter().all(|r| r["name"]["Ok"].is_string()), "{runbooks}");
+        // Nothing outside the data directory's runbooks opens.
+        let err = invoke(&w, "open_event", serde_json::json!({ "runbook": "/etc/passwd" })).unwrap_err();
+        assert_eq!(err["code"], "invalid");
+        let view = invoke(&w, "open_event", serde_json::json!({ "runbook": file })).unwrap();
+        assert_eq!(view["state"]["runbook"], "Rehearsal (silent)");
+        assert_eq!(view["joined"], false);
+        // The fire button's command refuses until armed.
+        let err = invoke(&w, "fire", serde_json::json!({})).unwrap_err();
+        assert_eq!(err["code"], "gated", "{err}");
+        for step in ["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm", "arm"] {
+            let s = invoke(&w, "run_step", serde_json::json!({ "step": step })).unwrap_or_else(|e| panic!("{step}: {e}"));
+            assert_eq!(s["state"], "done", "{step}: {s}");
+        }
+        let previews = invoke(&w, "campaign_preview", serde_json::json!({})).unwrap();
+        assert!(
+            previews
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["locale"] == "en-US" && p["apns"].as_str().unwrap().contains("content-available"))
+        );
+        invoke(&w, "fire", serde_json::json!({})).unwrap();
+        let again = invoke(&w, "fire", serde_json::json!({})).unwrap_err();
+        assert!(again["message"].as_str().unwrap().contains("already fired") || again["code"] == "busy", "{again}");
+        let watched = invoke(&w, "run_step", serde_json::json!({ "step": "watch" })).unwrap();
+        assert_eq!(watched["state"], "done", "{watched}");
+        let view = invoke(&w, "event_view", serde_json::json!({})).unwrap();
+        let summary = &view["state"]["summary"];
+        assert_eq!(
+            (summary["delivered"].as_u64(), summary["duplicates"].as_u64(), summary["missing"].as_u64()),
+            (Some(20_000), Some(0), Some(0))
+        );
+        let flag = invoke(&w, "switch_zombie", serde_json::json!({ "backend": "api", "on": true, "minutes": 2, "why": "test" })).unwrap();
+        assert_eq!(flag["enabled"], true);
+        // A new window of the same app on the same runbook joins the event.
+        let view = invoke(&w, "open_event", serde_json::json!({ "runbook": file })).unwrap();
+        assert_eq!(view["joined"], true, "the event is still open in the registry");
+
+        let recordings = invoke(&w, "list_recordings", serde_json::json!({})).unwrap();
+        let rec = recordings.as_array().unwrap().iter().find(|r| r["runbook"] == "Rehearsal (silent)").unwrap()["file"].clone();
+        let replay = invoke(&w, "open_recording", serde_json::json!({ "file": rec })).unwrap();
+        assert_eq!(replay["summary"]["delivered"], 20_000);
+        let names: Vec<&str> = replay["charts"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"throughput") && names.contains(&"delivered"), "{names:?}");
+        assert!(replay["charts"][0]["svg"].as_str().unwrap().starts_with("<svg"));
+        let html = invoke(&w, "export_report", serde_json::json!({ "file": rec })).unwrap();
+        assert!(std::path::Path::new(html.as_str().unwrap()).is_file());
+        let err = invoke(&w, "open_recording", serde_json::json!({ "file": "/etc/hostname" })).unwrap_err();
+        assert_eq!(err["code"], "invalid");
+    }
+
+    #[test]
+    fn settings_are_checked_and_kept_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_app, w) = app_in(dir.path());
+        let mut s = invoke(&w, "get_settings", serde_json::json!({})).unwrap();
+        assert_eq!(s["mode"], "embedded");
+        s["operator"] = "".into();
+        assert_eq!(invoke(&w, "save_settings", serde_json::json!({ "settings": s })).unwrap_err()["code"], "invalid");
+        s["operator"] = "ana".into();
+        s["mode"] = "aws".into();
+        let err = invoke(&w, "save_settings", serde_json::json!({ "settings": s })).unwrap_err();
+        assert!(err["message"].as_str().unwrap().contains("AWS mode needs the region"), "{err}");
+        s["mode"] = "embedded".into();
+        s["roles"] = serde_json::json!(["marketer"]);
+        invoke(&w, "save_settings", serde_json::json!({ "settings": s })).unwrap();
+        let saved = std::fs::read_to_string(dir.path().join("settings.json")).unwrap();
+        assert!(saved.contains("\"ana\"") && !saved.to_lowercase().contains("secret"));
+        // A fresh app reads them back, and the marketer alone cannot scale.
+        let (_app2, w2) = app_in(dir.path());
+        assert_eq!(invoke(&w2, "get_settings", serde_json::json!({})).unwrap()["operator"], "ana");
+        let runbooks = invoke(&w2, "list_runbooks", serde_json::json!({})).unwrap();
+        let file =
+            runbooks.as_array().unwrap().iter().find(|r| r["file"].as_str().unwrap().ends_with("cloud-scale-test.toml")).unwrap()["file"]
+                .clone();
+        invoke(&w2, "open_event", serde_json::json!({ "runbook": file })).unwrap();
+        let err = invoke(&w2, "run_step", serde_json::json!({ "step": "scale-asg" })).unwrap_err();
+        assert_eq!(err["code"], "role", "{err}");
     }
 
     fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, body: serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::control::OpenEvent;
+use crate::settings::Settings;
+
 /// App-wide state.
 #[derive(Debug)]
 pub struct AppState {
@@ -10,12 +13,27 @@ pub struct AppState {
     /// Held while a drill runs: one drill at a time, so two drills never
     /// compete for the same cores and distort each other's figures.
     pub drill: tokio::sync::Mutex<()>,
+    /// The event the window has open.
+    pub event: tokio::sync::Mutex<Option<OpenEvent>>,
+    /// The settings.
+    pub settings: std::sync::Mutex<Settings>,
 }
 
 impl AppState {
     /// State for the default data directory.
     pub fn new() -> Self {
-        Self { data_dir: kickoff_sender::sys::data_dir(), drill: tokio::sync::Mutex::new(()) }
+        Self::in_dir(kickoff_sender::sys::data_dir())
+    }
+
+    /// State for the data directory `dir`.
+    pub fn in_dir(data_dir: PathBuf) -> Self {
+        let settings = Settings::load(&data_dir);
+        Self {
+            data_dir,
+            drill: tokio::sync::Mutex::new(()),
+            event: tokio::sync::Mutex::new(None),
+            settings: std::sync::Mutex::new(settings),
+        }
     }
 }
 

@@ -1,6 +1,10 @@
-// The first face of the control room: run a drill in embedded mode and see
-// what arrived. Every backend call goes through src/api/.
+// Kickoff's window: the control room (runbook, fire, live charts, zombie
+// toggles, event log), replay, the drill and the settings. Every backend
+// call goes through src/api/.
 import { appInfo, runDrill } from "./api/drill";
+import { controlRoom } from "./control";
+import { replayMode } from "./replay";
+import { settingsPanel } from "./settings";
 import { isCommandError, type DrillRequest } from "./api/types";
 import { el } from "./dom";
 import { count } from "./format";
@@ -94,9 +98,37 @@ function render(root: HTMLElement): void {
     error.hidden = false;
   }
 
+  const toast = el("p", { class: "toast", role: "status", "data-testid": "toast", hidden: true });
+  let toastTimer = 0;
+  const notify = (text: string, bad = false): void => {
+    toast.textContent = text;
+    toast.className = `toast${bad ? " bad" : ""}`;
+    toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = window.setTimeout(() => (toast.hidden = true), bad ? 9000 : 5000);
+  };
+  const pages: Record<string, HTMLElement> = {
+    control: el("main", { class: "wide", "data-page": "control" }),
+    replay: el("main", { class: "wide", "data-page": "replay", hidden: true }),
+    drill: el("main", { "data-page": "drill", hidden: true }, form),
+    settings: el("main", { "data-page": "settings", hidden: true }),
+  };
+  controlRoom(pages.control, notify);
+  const replay = replayMode(pages.replay, notify);
+  settingsPanel(pages.settings, notify);
+  const tabs = Object.keys(pages).map((name) => {
+    const b = el("button", { type: "button", class: `tab${name === "control" ? " active" : ""}`, "data-testid": `tab-${name}` }, { control: "Control room", replay: "Replay", drill: "Drill", settings: "Settings" }[name] ?? name);
+    b.addEventListener("click", () => {
+      for (const [n, page] of Object.entries(pages)) page.hidden = n !== name;
+      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === b);
+      if (name === "replay") replay.refresh();
+    });
+    return b;
+  });
   root.replaceChildren(
-    el("header", {}, el("div", { class: "logo", "aria-hidden": "true" }), el("h1", {}, "Kickoff"), mode),
-    el("main", {}, form),
+    el("header", {}, el("div", { class: "logo", "aria-hidden": "true" }), el("h1", {}, "Kickoff"), el("nav", {}, ...tabs), mode),
+    toast,
+    ...Object.values(pages),
   );
   appInfo()
     .then((info) => {

@@ -79,3 +79,172 @@ export interface CommandError {
 export function isCommandError(e: unknown): e is CommandError {
   return typeof e === "object" && e !== null && "code" in e && "message" in e;
 }
+
+/** A command's failure: `{code, message}`. */
+export type Role = "ops" | "engineer" | "marketer";
+export type StepStateName = "pending" | "ready" | "running" | "done" | "failed" | "skipped" | "standby";
+
+/** `kickoff_sender::runbook::engine::StepStatus`. */
+export interface StepStatus {
+  id: string;
+  state: StepStateName;
+  by: string | null;
+  started_ms: number | null;
+  finished_ms: number | null;
+  note: string | null;
+  progress: { label: string; done: number; total: number; elapsed_s: number } | null;
+  result: unknown;
+}
+
+/** A gate of a step. */
+export interface Gate {
+  what: string;
+  open: boolean;
+  detail: string;
+}
+
+/** `kickoff_sender::runbook::file::Step` (the parts the UI uses). */
+export interface StepDef {
+  id: string;
+  title: string;
+  role: Role;
+  kind: string;
+  at: { ms: number } | null;
+  deadline: { ms: number } | null;
+  backup: { text: string; step: string | null } | null;
+  backup_for: string | null;
+}
+
+/** `kickoff_sender::runbook::engine::EventState`. */
+export interface EventState {
+  event_id: string;
+  runbook: string;
+  campaign_hash: string;
+  steps: [StepStatus, Gate[]][];
+  warm: { campaign_hash: string; devices: number; workers: { worker: string; shards: number; shards_total: number }[] } | null;
+  armed: { by: string; at_ms: number; campaign_hash: string } | null;
+  fired: { by: string; at_ms: number; fire_id: string } | null;
+  aborted: [string, string] | null;
+  summary: EventSummary | null;
+}
+
+/** `kickoff_sender::recorder::replay::EventSummary`. */
+export interface EventSummary {
+  campaign_id: string;
+  campaign_hash: string;
+  devices: number;
+  delivered: number;
+  failed: number;
+  duplicates: number;
+  missing: number;
+  p50_s: number;
+  p95_s: number;
+  p99_s: number;
+  max_s: number;
+  failed_by_reason: Record<string, number>;
+  fired_by: string | null;
+  fired_at_ms: number | null;
+}
+
+/** `kickoff_sender::zombie::ZombieFlag`. */
+export interface ZombieFlag {
+  backend: string;
+  enabled: boolean;
+  retry_after_s: number;
+  expires_at_ms: number | null;
+  set_by: string;
+  why: string;
+  set_at_ms: number;
+  version: number;
+}
+
+/** The control room's view of the open event. */
+export interface EventView {
+  state: EventState;
+  steps: StepDef[];
+  abort_plan: string;
+  flags: ZombieFlag[];
+  backends: string[];
+  record: string;
+  joined: boolean;
+  event_time_ms: number | null;
+  now_ms: number;
+  flag_url: string | null;
+}
+
+/** A chart as SVG. */
+export interface ChartSvg {
+  name: string;
+  title: string;
+  svg: string;
+}
+
+/** An audit entry. */
+export interface AuditEntry {
+  t_ms: number;
+  actor: string;
+  role: string;
+  step: string;
+  action: string;
+  outcome: string;
+  payload: string;
+}
+
+/** What `watch_event` pushes. */
+export interface EventUpdate {
+  view: EventView;
+  charts: ChartSvg[] | null;
+  log: AuditEntry[] | null;
+}
+
+/** A runbook in the data directory. */
+export interface RunbookInfo {
+  file: string;
+  name: { Ok: string } | { Err: string };
+}
+
+/** A notification preview. */
+export interface Preview {
+  locale: string;
+  title: string;
+  body: string;
+  apns: string;
+  fcm: string;
+}
+
+/** A recorded event. */
+export interface Recording {
+  file: string;
+  runbook: string;
+  created_ms: number;
+}
+
+/** One second of a replay. */
+export interface Frame {
+  t_ms: number;
+  offset_s: number;
+  sent: [number, number];
+  delivered: number;
+  delivered_pct: number;
+  failed: number;
+  fleet: Record<string, number>;
+  zombies: string[];
+  actions: AuditEntry[];
+}
+
+/** A recorded event, ready to play. */
+export interface ReplayView {
+  runbook: string;
+  summary: EventSummary;
+  frames: Frame[];
+  charts: ChartSvg[];
+  steps: { id: string; title: string; planned: string | null; started_ms: number | null; finished_ms: number | null; outcome: string; by: string | null }[];
+}
+
+/** App settings. */
+export interface Settings {
+  operator: string;
+  roles: Role[];
+  mode: "embedded" | "aws";
+  aws: Record<string, string>;
+}
