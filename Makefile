@@ -20,7 +20,7 @@ CARGO ?= cargo
 DEVICES ?= 4000000
 PROVIDER ?= null
 
-.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean
+.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean deps-e2e e2e
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,7 +75,7 @@ run: build ## Start the desktop app in embedded mode.
 	fi
 	./target/debug/kickoff
 
-test: deps ui lint test-rust test-ui ## Every test of the workspace and the UI, plus lint and format.
+test: deps ui lint test-rust test-ui e2e ## Every test of the workspace and the UI, end to end, plus lint and format.
 
 test-rust:
 	$(CARGO) test --workspace
@@ -87,6 +87,23 @@ lint: deps ui ## cargo fmt --check, clippy -D warnings, the UI's tsc + ESLint.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd ui && npm run lint
+
+# End to end: the real app under Xvfb, driven by tauri-driver + WebKitWebDriver.
+APT_E2E := xvfb xauth webkit2gtk-driver
+
+deps-e2e: deps-apt ## Xvfb, WebKitWebDriver and tauri-driver (installs only the missing ones).
+	@missing=""; for p in $(APT_E2E); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v tauri-driver >/dev/null || $(CARGO) install tauri-driver --locked
+
+e2e: deps-e2e build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver).
+	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test ui/e2e/control-room.e2e.mjs
 
 RUNBOOK ?= runbooks/launch-day.toml
 

@@ -20,4 +20,8 @@ export default tseslint.config(
     files: ["src/api/**/*.ts"],
     rules: { "no-restricted-imports": "off" },
   },
+  {
+    files: ["e2e/**/*.mjs"],
+    languageOptions: { globals: globals.node },
+  },
 );

@@ -359,7 +359,7 @@ pub fn list_recordings(state: State<'_, AppState>) -> Result<Vec<Recording>, Com
             })
         })
         .collect();
-    out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+    out.sort_by_key(|r| std::cmp::Reverse(r.created_ms));
     Ok(out)
 }
 

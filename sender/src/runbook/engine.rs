@@ -548,6 +548,11 @@ impl Event {
                 return Err(ActError::Aborted { by: by.clone(), why: why.clone() });
             }
             campaign = self.check_campaign(&mut inner)?;
+            if step.kind == StepKind::Fire
+                && let Some(f) = &inner.fired
+            {
+                return Err(ActError::AlreadyFired { by: f.by.clone(), at: rfc3339(f.at_ms) });
+            }
             let st = &inner.steps[i];
             match st.state {
                 StepState::Running => return Err(ActError::Busy { step: step.id.clone(), by: st.by.clone().unwrap_or_default() }),
@@ -911,6 +916,13 @@ impl Event {
         let campaign_hash = self.campaign_hash();
         match self.services.workers.fire(&actor.name)? {
             Fired::AlreadyFired(r) => {
+                // Fired elsewhere (another window or process on this event):
+                // this event now shows that fire, and sends nothing.
+                {
+                    let mut inner = self.inner.lock().expect("event lock");
+                    inner.fired = Some(FireInfo { by: r.operator.clone(), at_ms: r.fired_at_ms, fire_id: r.campaign_id.clone() });
+                    inner.armed = None;
+                }
                 self.audit(&actor.name, role.as_str(), "", "fire", "already-fired", serde_json::to_value(&r).unwrap_or_default());
                 Err(format!("already fired at {} by {}", rfc3339(r.fired_at_ms), r.operator))
             }
