@@ -20,7 +20,7 @@ CARGO ?= cargo
 DEVICES ?= 4000000
 PROVIDER ?= null
 
-.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean deps-e2e e2e
+.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean deps-e2e e2e screenshots
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -104,6 +104,9 @@ deps-e2e: deps-apt ## Xvfb, WebKitWebDriver and tauri-driver (installs only the 
 
 e2e: deps-e2e build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver).
 	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test ui/e2e/control-room.e2e.mjs
+
+screenshots: deps-e2e build ## The README's screenshots of the app, taken under Xvfb (docs/screenshots/).
+	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1500x950x24" node ui/e2e/screenshots.mjs
 
 RUNBOOK ?= runbooks/launch-day.toml
 

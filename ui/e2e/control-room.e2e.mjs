@@ -1,6 +1,6 @@
 // End-to-end: the real desktop binary under Xvfb, driven by tauri-driver and
-// WebKitWebDriver over the W3C WebDriver protocol (plain fetch, no client
-// library). Run by `make e2e` (part of `make test`).
+// WebKitWebDriver over the W3C WebDriver protocol (./driver.mjs). Run by
+// `make e2e` (part of `make test`).
 //
 // Walks runbooks/launch-day.toml in embedded mode from scale to fire with a
 // 200,000-device audience and checks, in the app and in the recorder:
@@ -10,136 +10,14 @@
 // nothing; a recorded event opens in replay mode with its charts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-
-const root = resolve(import.meta.dirname, "../..");
-const app = join(root, "target/debug/kickoff");
-const cli = join(root, "target/debug/kickoff-sender");
-// Two drivers (one WebKitWebDriver session each): the second app instance
-// needs its own.
-const port = 4444 + 2 * Math.floor(Math.random() * 500);
-const bases = [`http://127.0.0.1:${port}`, `http://127.0.0.1:${port + 10_000}`];
-const data = mkdtempSync(join(tmpdir(), "kickoff-e2e-"));
-const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function wd(base, method, path, body) {
-  const res = await fetch(base + path, { signal: AbortSignal.timeout(180_000), method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json.value)}`);
-  return json.value;
-}
-
-class Session {
-  static async start(base) {
-    const v = await wd(base, "POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application: app } } } });
-    const s = new Session(base, v.sessionId);
-    await s.until("runbooks listed", async () => (await s.js("return document.querySelectorAll('[data-testid=runbook-select] option').length")) > 0, 30_000);
-    return s;
-  }
-  constructor(base, id) {
-    this.base = base;
-    this.id = id;
-  }
-  wd(method, path, body) {
-    return wd(this.base, method, path, body);
-  }
-  p(path) {
-    return `/session/${this.id}${path}`;
-  }
-  async js(script, args = []) {
-    return this.wd("POST", this.p("/execute/sync"), { script, args });
-  }
-  async find(testid) {
-    const v = await this.wd("POST", this.p("/element"), { using: "css selector", value: `[data-testid="${testid}"]` });
-    return v[ELEMENT];
-  }
-  async click(testid) {
-    await this.wd("POST", this.p(`/element/${await this.find(testid)}/click`), {});
-  }
-  async text(testid) {
-    return this.wd("GET", this.p(`/element/${await this.find(testid)}/text`));
-  }
-  async state(step) {
-    return this.js("const e = document.querySelector(`[data-testid=\"step-${arguments[0]}\"]`); return e ? e.dataset.state : null;", [step]);
-  }
-  async until(what, f, timeout = 120_000) {
-    const end = Date.now() + timeout;
-    for (;;) {
-      if (await f()) return;
-      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-      await sleep(250);
-    }
-  }
-  async runStep(step) {
-    // The panel re-renders as the event changes: press the step's button
-    // once it is enabled, until the step has started.
-    await this.until(`${step} started`, async () => {
-      if (["running", "done", "failed"].includes(await this.state(step))) return true;
-      await this.js("const b = document.querySelector(`[data-testid=\"run-${arguments[0]}\"]`); if (b && !b.disabled) b.click();", [step]);
-      await sleep(400);
-      return ["running", "done", "failed"].includes(await this.state(step));
-    });
-    await this.until(`${step} done`, async () => {
-      const s = await this.state(step);
-      if (s === "failed") throw new Error(`${step} failed: ${await this.text(`step-${step}`)}`);
-      return s === "done";
-    });
-  }
-  /** Press at (dx, dy) from the element's centre, hold `ms`, release. */
-  async hold(testid, dx, dy, ms) {
-    const origin = { [ELEMENT]: await this.find(testid) };
-    await this.wd("POST", this.p("/actions"), {
-      actions: [
-        {
-          type: "pointer",
-          id: "mouse",
-          parameters: { pointerType: "mouse" },
-          actions: [
-            { type: "pointerMove", duration: 0, origin, x: dx, y: dy },
-            { type: "pointerDown", button: 0 },
-            { type: "pause", duration: ms },
-            { type: "pointerUp", button: 0 },
-          ],
-        },
-      ],
-    });
-    await this.wd("DELETE", this.p("/actions"));
-  }
-  async fired() {
-    return this.js("return document.querySelector('[data-testid=fire-status]').textContent.startsWith('Fired at')");
-  }
-  async openLaunchDay() {
-    await this.js("const s = document.querySelector('[data-testid=runbook-select]'); s.value = [...s.options].find(o => o.value.endsWith('launch-day.toml')).value;");
-    await this.click("runbook-open");
-    await this.until("the runbook panel", async () => (await this.state("scale-asg")) !== null, 60_000);
-  }
-  async walkToArmed() {
-    for (const step of ["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]) await this.runStep(step);
-    await this.click("arm-button");
-    await this.until("armed", async () => !(await this.js("return document.querySelector('[data-testid=fire-button]').disabled")));
-  }
-  async close() {
-    await this.wd("DELETE", this.p("")).catch(() => {});
-  }
-}
+import { execFileSync } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { Session, cli, sleep, startDrivers } from "./driver.mjs";
 
 test("launch day in the desktop app: one square button, one send", { timeout: 900_000 }, async () => {
-  const drivers = [0, 1].map((i) =>
-    spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"] }),
-  );
+  const { bases, data, stop } = await startDrivers(2);
   try {
-    for (const base of bases) {
-      let up = false;
-      for (let i = 0; i < 100 && !up; i++) {
-        up = await fetch(`${base}/status`).then(() => true, () => false);
-        if (!up) await sleep(100);
-      }
-      if (!up) throw new Error(`tauri-driver at ${base} did not start`);
-    }
     const a = await Session.start(bases[0]);
     await a.openLaunchDay();
     const fireDisabled = () => a.js("return document.querySelector('[data-testid=fire-button]').disabled");
@@ -211,6 +89,6 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     assert.match(await a.text("replay-frame"), /^T[+-]/);
     await a.close();
   } finally {
-    for (const d of drivers) d.kill();
+    stop();
   }
 });
