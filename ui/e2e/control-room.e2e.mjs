@@ -37,6 +37,11 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     await a.hold("fire-button", Math.ceil(half) + 2, Math.ceil(half) + 2, 1300);
     await sleep(500);
     assert.equal(await a.fired(), false, "a press outside the square does nothing");
+    // A quick double click on the armed square is not a hold: nothing fires.
+    await a.hold("fire-button", 0, 0, 60);
+    await a.hold("fire-button", 0, 0, 60);
+    await sleep(1200);
+    assert.equal(await a.fired(), false, "a double click does not fire");
     // Just inside the same corner: fires.
     await a.hold("fire-button", Math.floor(half) - 2, Math.floor(half) - 2, 1300);
     await a.until("fired", () => a.fired(), 30_000);
