@@ -330,6 +330,14 @@ fn broken_runbooks_get_file_and_line() {
         (good.replace("kind = \"arm\"", "kind = \"checklist\"\nparams = { items = [\"x\"] }"), "id = \"fire\"", "fire needs an arm step"),
         (good.replace("title = \"Watch\"", "title = \"Watch\"\nat = \"T minus 5\""), "T minus 5", "is not like T-30m"),
         (good.replace("name = \"Test event\"", "name = \"Test event"), "name = ", ""),
+        (
+            good.replace(
+                "params = { items = [\"2 of 3 is enough\"] }",
+                "params = { items = [\"2 of 3 is enough\"] }\nbackup = { text = \"loop\", step = \"scale-asg\" }",
+            ),
+            "id = \"accept\"",
+            "cannot name a backup step of its own",
+        ),
     ];
     for (text, needle, message) in cases {
         let path = dir.path().join("broken.toml");

@@ -171,8 +171,18 @@ pub async fn open_event(state: State<'_, AppState>, runbook: String) -> Result<E
     }
     let rb = Runbook::load(&path).map_err(|e| CommandError { code: "runbook", message: e.to_string() })?;
     let mut slot = state.event.lock().await;
+    if let Some(old) = slot.as_ref() {
+        let s = old.event.state();
+        if s.fired.is_some() && s.summary.is_none() && s.aborted.is_none() {
+            return Err(CommandError::busy("a send is in progress; watch it to the end (or abort) before opening another event"));
+        }
+    }
     if let Some(old) = slot.take() {
         old.event.close().await;
+        if !old.joined {
+            let db = kickoff_sender::sys::state_db_in(&state.data_dir);
+            let _ = EventRegistry::open(&db).and_then(|r| r.close(old.event.id()));
+        }
     }
     let state_db = kickoff_sender::sys::state_db_in(&state.data_dir);
     let (event_id, joined) = EventRegistry::open(&state_db).and_then(|r| r.join_or_open(&rb)).map_err(CommandError::internal)?;
@@ -286,8 +296,9 @@ pub async fn switch_zombie(
     why: String,
 ) -> Result<ZombieFlag, CommandError> {
     let who = actor(&state.settings.lock().expect("settings lock"));
+    let seconds = minutes.checked_mul(60).ok_or_else(|| CommandError::invalid("zombie mode lasts at most 24 h"))?;
     let switch =
-        if on { Switch::on(&backend, Duration::from_secs(minutes * 60), &who.name, &why) } else { Switch::off(&backend, &who.name, &why) };
+        if on { Switch::on(&backend, Duration::from_secs(seconds), &who.name, &why) } else { Switch::off(&backend, &who.name, &why) };
     current(&state).await?.switch_zombie(&who, &switch).map_err(act_error)
 }
 

@@ -126,9 +126,16 @@ mod tests {
         );
         let flag = invoke(&w, "switch_zombie", serde_json::json!({ "backend": "api", "on": true, "minutes": 2, "why": "test" })).unwrap();
         assert_eq!(flag["enabled"], true);
-        // A new window of the same app on the same runbook joins the event.
-        let view = invoke(&w, "open_event", serde_json::json!({ "runbook": file })).unwrap();
-        assert_eq!(view["joined"], true, "the event is still open in the registry");
+        // Another app on the same data directory joins the open event: its
+        // fire is the same fire.
+        let (_other, w2) = app_in(dir.path());
+        let joined = invoke(&w2, "open_event", serde_json::json!({ "runbook": file })).unwrap();
+        assert_eq!(joined["joined"], true, "the event is still open in the registry");
+        assert_eq!(joined["state"]["event_id"], view["state"]["event_id"]);
+        // The window that opened it starts a new event when it opens the runbook again.
+        let fresh = invoke(&w, "open_event", serde_json::json!({ "runbook": file })).unwrap();
+        assert_eq!(fresh["joined"], false);
+        assert_ne!(fresh["state"]["event_id"], view["state"]["event_id"]);
 
         let recordings = invoke(&w, "list_recordings", serde_json::json!({})).unwrap();
         let rec = recordings.as_array().unwrap().iter().find(|r| r["runbook"] == "Rehearsal (silent)").unwrap()["file"].clone();

@@ -156,9 +156,8 @@ impl Recorder {
         let writer = std::thread::Builder::new()
             .name("kickoff-recorder".into())
             .spawn(move || {
-                if let Err(e) = write_loop(&conn, &rx) {
+                if let Err(e) = write_loop(&conn, &rx, &fail) {
                     tracing::error!("flight recorder {}: {e}", p.display());
-                    *fail.lock().expect("failure lock") = Some(e.to_string());
                     // Keep draining so senders never notice, and answer flushes.
                     while let Ok(m) = rx.recv() {
                         if let Msg::Flush(done) = m {
@@ -233,7 +232,9 @@ impl Drop for Recorder {
     }
 }
 
-fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Msg>) -> rusqlite::Result<()> {
+/// Commits batches until the channel closes. On a failure the error is
+/// recorded *before* any waiting flush is woken, so `flush` reports it.
+fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Msg>, fail: &Mutex<Option<String>>) -> rusqlite::Result<()> {
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut flushes = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -253,38 +254,56 @@ fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Msg>) -> rusqlite::Result<(
                 Err(_) => break,
             }
         }
-        let tx = conn.unchecked_transaction()?;
-        {
-            let mut point = tx.prepare_cached("INSERT INTO points (t_ms, name, dims, value) VALUES (?1, ?2, ?3, ?4)")?;
-            let mut audit = tx.prepare_cached(
-                "INSERT INTO audit (t_ms, actor, role, step, action, outcome, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut snap = tx.prepare_cached("INSERT INTO snapshots (t_ms, state) VALUES (?1, ?2)")?;
-            let mut meta = tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-            for m in batch.drain(..) {
-                match m {
-                    Msg::Point(p) => {
-                        point.execute(params![p.t_ms as i64, p.name, p.dims, p.value])?;
-                    }
-                    Msg::Audit(e) => {
-                        audit.execute(params![e.t_ms as i64, e.actor, e.role, e.step, e.action, e.outcome, e.payload])?;
-                    }
-                    Msg::Snapshot(t, s) => {
-                        snap.execute(params![t as i64, s])?;
-                    }
-                    Msg::Meta(k, v) => {
-                        meta.execute(params![k, v])?;
-                    }
-                    Msg::Flush(done) => flushes.push(done),
-                }
+        if let Err(e) = commit(conn, &mut batch, &mut flushes) {
+            *fail.lock().expect("failure lock") = Some(e.to_string());
+            for done in flushes.drain(..) {
+                let _ = done.send(());
             }
+            return Err(e);
         }
-        tx.commit()?;
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
     }
     Ok(())
+}
+
+fn commit(conn: &Connection, batch: &mut Vec<Msg>, flushes: &mut Vec<mpsc::Sender<()>>) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut point = tx.prepare_cached("INSERT INTO points (t_ms, name, dims, value) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut audit =
+            tx.prepare_cached("INSERT INTO audit (t_ms, actor, role, step, action, outcome, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+        let mut snap = tx.prepare_cached("INSERT INTO snapshots (t_ms, state) VALUES (?1, ?2)")?;
+        let mut meta = tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+        // Take the flush waiters out first: if a row fails, none of them may
+        // wake before the failure is recorded.
+        let mut rows = Vec::with_capacity(batch.len());
+        for m in batch.drain(..) {
+            match m {
+                Msg::Flush(done) => flushes.push(done),
+                other => rows.push(other),
+            }
+        }
+        for m in rows {
+            match m {
+                Msg::Point(p) => {
+                    point.execute(params![p.t_ms as i64, p.name, p.dims, p.value])?;
+                }
+                Msg::Audit(e) => {
+                    audit.execute(params![e.t_ms as i64, e.actor, e.role, e.step, e.action, e.outcome, e.payload])?;
+                }
+                Msg::Snapshot(t, s) => {
+                    snap.execute(params![t as i64, s])?;
+                }
+                Msg::Meta(k, v) => {
+                    meta.execute(params![k, v])?;
+                }
+                Msg::Flush(_) => unreachable!("taken out above"),
+            }
+        }
+    }
+    tx.commit()
 }
 
 /// An event read back from its recorder file.
@@ -372,10 +391,17 @@ impl EventLog {
 }
 
 /// A new event file in `dir`: `<name>-<UTC time>.kickoff.sqlite`.
+/// If that name is taken, `-2`, `-3`... are appended.
 pub fn event_path(dir: &Path, name: &str) -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
     let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    dir.join(format!("{safe}-{stamp}.kickoff.sqlite"))
+    let mut path = dir.join(format!("{safe}-{stamp}.kickoff.sqlite"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{safe}-{stamp}-{n}.kickoff.sqlite"));
+        n += 1;
+    }
+    path
 }
 
 #[cfg(test)]

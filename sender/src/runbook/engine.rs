@@ -252,6 +252,11 @@ struct Inner {
     zombie_seen: std::collections::BTreeSet<(String, u64)>,
     /// When the event opened (ms since the epoch).
     opened_ms: u64,
+    /// The campaign as last loaded (kept after the fire: a half-saved file
+    /// must not block the steps that follow).
+    campaign: Campaign,
+    /// The fire's completion is being recorded (by the ticker or watch).
+    finishing: bool,
 }
 
 /// One event: a runbook being walked.
@@ -309,6 +314,8 @@ impl Event {
             peak_rps: BTreeMap::new(),
             zombie_seen: std::collections::BTreeSet::new(),
             opened_ms: now_ms(),
+            campaign: campaign.clone(),
+            finishing: false,
         };
         if let Some(r) = &services.recorder {
             r.meta("event_id", id);
@@ -399,7 +406,11 @@ impl Event {
     /// Re-reads the campaign; if its content changed, voids the warm-up,
     /// the test-send and the arm (before the fire only).
     fn check_campaign(&self, inner: &mut Inner) -> Result<Campaign, ActError> {
+        if inner.fired.is_some() {
+            return Ok(inner.campaign.clone());
+        }
         let campaign = load_campaign(&self.runbook, self.silent)?;
+        inner.campaign = campaign.clone();
         if campaign.hash() != inner.campaign_hash && inner.fired.is_none() {
             let old = std::mem::replace(&mut inner.campaign_hash, campaign.hash().to_owned());
             let mut voided = Vec::new();
@@ -542,12 +553,14 @@ impl Event {
         let needs_fleet = step.checks.contains(&Check::FleetAtDesired);
         let fleet_ok = if needs_fleet { Some(self.fleet_at_desired().await) } else { None };
         let campaign;
+        let started_hash;
         {
             let mut inner = self.inner.lock().expect("event lock");
             if let Some((by, why)) = &inner.aborted {
                 return Err(ActError::Aborted { by: by.clone(), why: why.clone() });
             }
             campaign = self.check_campaign(&mut inner)?;
+            started_hash = inner.campaign_hash.clone();
             if step.kind == StepKind::Fire
                 && let Some(f) = &inner.fired
             {
@@ -600,10 +613,19 @@ impl Event {
         self.audit(&actor.name, role.as_str(), id, "start", "ok", serde_json::to_value(&step.params).unwrap_or_default());
         self.snapshot_to_recorder();
 
-        let result = self.execute(i, &step, actor, role, campaign).await;
+        let mut result = self.execute(i, &step, actor, role, campaign).await;
 
         let status = {
             let mut inner = self.inner.lock().expect("event lock");
+            // A step bound to the campaign's content that ran while the
+            // content changed proves nothing about the new content.
+            let bound = matches!(step.kind, StepKind::VerifyWarm | StepKind::TestSend | StepKind::Confirm | StepKind::Arm);
+            if bound && result.is_ok() && inner.campaign_hash != started_hash {
+                result = Err("the campaign changed while this step ran; run it again".into());
+            }
+            if step.kind == StepKind::Arm && result.is_ok() && inner.armed.is_none() {
+                result = Err("disarmed while arming".into());
+            }
             let now = now_ms();
             let (state, note, value) = match &result {
                 Ok(Outcome::Done(note, value)) => (StepState::Done, note.clone(), value.clone()),
@@ -819,11 +841,16 @@ impl Event {
                 Ok(Outcome::Done(format!("sent to {} test recipients; now confirm they arrived", report.results.len()), value))
             }
             (StepKind::Confirm, _) => {
+                // Confirm what was test-sent: the silent rendering if the
+                // test-send step sent that.
+                let hash = campaign.hash().to_owned();
+                let silent_test = self.runbook.steps.iter().any(|s| matches!(s.params, Params::TestSend { silent: true }));
+                let campaign = if silent_test && !self.silent { campaign.into_silent() } else { campaign };
                 let status = self.services.testsends.confirm(&campaign, &actor.name).map_err(|e| e.to_string())?;
                 if !matches!(status, TestSendStatus::Confirmed { .. }) {
                     return Err(format!("not confirmed: {status:?}"));
                 }
-                self.inner.lock().expect("event lock").test_send_hash = Some(campaign.hash().to_owned());
+                self.inner.lock().expect("event lock").test_send_hash = Some(hash);
                 Ok(Outcome::Done(format!("{} confirmed the test notifications arrived", actor.name), serde_json::Value::Null))
             }
             (StepKind::Arm, _) => {
@@ -914,7 +941,19 @@ impl Event {
 
     async fn fire(self: &Arc<Self>, actor: &Actor, role: Role) -> Result<Outcome, String> {
         let campaign_hash = self.campaign_hash();
-        match self.services.workers.fire(&actor.name)? {
+        // The press is decided under the event lock: an abort or a disarm
+        // either comes first (and nothing is sent) or finds the fire to stop.
+        let fired = {
+            let inner = self.inner.lock().expect("event lock");
+            if let Some((by, why)) = &inner.aborted {
+                return Err(format!("the event was aborted by {by}: {why}"));
+            }
+            if inner.armed.as_ref().is_none_or(|a| a.campaign_hash != inner.campaign_hash) {
+                return Err("not armed (disarmed, or the campaign changed)".into());
+            }
+            self.services.workers.fire(&actor.name)?
+        };
+        match fired {
             Fired::AlreadyFired(r) => {
                 // Fired elsewhere (another window or process on this event):
                 // this event now shows that fire, and sends nothing.
@@ -1025,7 +1064,14 @@ impl Event {
         let mut sample = None;
         if let Some(h) = &handle {
             let done = h.progress().done;
-            let already = self.inner.lock().expect("event lock").summary.is_some();
+            let already = {
+                let mut inner = self.inner.lock().expect("event lock");
+                let already = inner.summary.is_some() || inner.finishing;
+                if done && !already {
+                    inner.finishing = true;
+                }
+                already
+            };
             if !already {
                 let s = self.services.live.sample(h.campaign_id(), now, done);
                 if done {

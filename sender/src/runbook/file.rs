@@ -758,6 +758,12 @@ impl Runbook {
                 if alt.id == s.id {
                     return Err(invalid(s.backup_line, format!("step {}: a step cannot be its own backup", s.id)));
                 }
+                if alt.backup.as_ref().is_some_and(|x| x.step.is_some()) {
+                    return Err(invalid(alt.line, format!("step {}: a backup step cannot name a backup step of its own", alt.id)));
+                }
+                if steps.iter().filter(|x| x.backup.as_ref().and_then(|bk| bk.step.as_ref()) == Some(b)).count() > 1 {
+                    return Err(invalid(s.backup_line, format!("step {}: step {b} is already the backup of another step", s.id)));
+                }
                 if matches!(alt.kind, StepKind::Fire | StepKind::Arm) {
                     return Err(invalid(alt.line, format!("step {}: arm and fire cannot be backup steps", alt.id)));
                 }

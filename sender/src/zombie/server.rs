@@ -68,7 +68,9 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<dyn FlagStore>,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
                     tracing::warn!("flag server accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
