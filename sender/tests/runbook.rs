@@ -454,6 +454,12 @@ fn the_cli_switches_zombie_mode_and_walks_and_replays_a_runbook() {
     let walk = cli(&["runbook", "walk", rb.to_str().unwrap(), "--yes", "--record", record.to_str().unwrap(), "--operator", "cleo"]);
     assert!(walk.status.success(), "{}\n{}", stdout(&walk), stderr(&walk));
     assert!(stdout(&walk).contains("3000 of 3000 devices delivered, 0 failed, 0 duplicates, 0 missing"), "{}", stdout(&walk));
+    assert!(!stdout(&walk).contains("Joining the open event"), "the first walk opens a new event");
+    // The walk closed its event: walking again is a new event, with a fire of its own.
+    let record2 = dir.path().join("walk2.kickoff.sqlite");
+    let again = cli(&["runbook", "walk", rb.to_str().unwrap(), "--yes", "--record", record2.to_str().unwrap()]);
+    assert!(again.status.success(), "{}\n{}", stdout(&again), stderr(&again));
+    assert!(stdout(&again).contains("3000 of 3000 devices delivered"), "{}", stdout(&again));
     let replay = cli(&["replay", record.to_str().unwrap(), "--speed", "0", "--json"]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     let last: serde_json::Value = serde_json::from_str(stdout(&replay).lines().last().unwrap()).unwrap();

@@ -256,11 +256,21 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
     if interactive && !std::io::stdin().is_terminal() {
         bail!("no terminal to ask on: pass --yes or --script FILE");
     }
-    let event_id = args.event.clone().unwrap_or_else(|| runbook::event_id(&rb));
+    let state_db = args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db);
+    // Join the event another walk or app window has open for this runbook,
+    // so that both share one fire; or open a new one.
+    let registry = kickoff_sender::runbook::registry::EventRegistry::open(&state_db).map_err(anyhow::Error::msg)?;
+    let (event_id, joined) = match &args.event {
+        Some(id) => (id.clone(), true),
+        None => registry.join_or_open(&rb).map_err(anyhow::Error::msg)?,
+    };
+    if joined && args.event.is_none() {
+        println!("Joining the open event {event_id} of this runbook (its fire is shared).");
+    }
     let data = kickoff_sender::sys::data_dir();
     let record = args.record.clone().unwrap_or_else(|| kickoff_sender::recorder::event_path(&data.join("events"), &rb.name));
     let opts = EmbeddedOptions {
-        state_db: args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db),
+        state_db,
         work_dir: data.join("work").join(event_id.replace(['@', ':'], "-")),
         recorder: Some(record.clone()),
         provider: args.provider.choice()?,
@@ -304,6 +314,9 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
             h.wait().await;
         }
         event.close().await;
+        if !joined {
+            let _ = registry.close(&event_id);
+        }
         ticker.abort();
         progress_task.abort();
         let state = event.state();
