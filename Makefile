@@ -17,6 +17,18 @@ APT_BUILD := build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libxdo-
 NODE_MIN_MAJOR := 20
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
+
+# Installs the Debian packages listed in $(1) that are not installed yet.
+define apt_install
+@missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "==> apt-get install$$missing"; \
+  $(SUDO) apt-get update -qq; \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
 DEVICES ?= 4000000
 PROVIDER ?= null
 
@@ -28,14 +40,7 @@ help: ## List the targets.
 deps: deps-apt deps-rust deps-node deps-ui ## Install every missing prerequisite.
 
 deps-apt: ## Debian packages the build needs (installs only the missing ones).
-	@missing=""; for p in $(APT_BUILD); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> apt-get install$$missing"; \
-	  $(SUDO) apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(APT_BUILD))
 
 deps-rust: ## Check the Rust toolchain (cargo, rustfmt, clippy).
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs (stable, 1.90 or newer)"; exit 1; }
@@ -92,14 +97,7 @@ lint: deps ui ## cargo fmt --check, clippy -D warnings, the UI's tsc + ESLint.
 APT_E2E := xvfb xauth webkit2gtk-driver
 
 deps-e2e: deps-apt ## Xvfb, WebKitWebDriver and tauri-driver (installs only the missing ones).
-	@missing=""; for p in $(APT_E2E); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> apt-get install$$missing"; \
-	  $(SUDO) apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(APT_E2E))
 	@command -v tauri-driver >/dev/null || $(CARGO) install tauri-driver --locked
 
 e2e: deps-e2e build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver).

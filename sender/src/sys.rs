@@ -36,6 +36,21 @@ pub fn state_db_in(dir: &std::path::Path) -> PathBuf {
     dir.join("kickoff.sqlite")
 }
 
+/// Opens a table set in the shared state database at `path` (fire ledger,
+/// test-sends, zombie flags, event registry): creates its directory, waits up
+/// to 30 s for another process's lock, uses WAL, and runs `schema`. The
+/// error is the cause only; callers name the file in their own error.
+pub fn open_state_db(path: &std::path::Path, schema: &str) -> Result<rusqlite::Connection, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
+    conn.execute_batch(schema).map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
 /// A short description of this machine for benchmark reports.
 pub fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -193,14 +193,8 @@ pub struct TestSendStore {
 impl TestSendStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, TestSendError> {
-        let err = |e: rusqlite::Error| TestSendError::Store { path: path.to_owned(), message: e.to_string() };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| TestSendError::Store { path: path.to_owned(), message: e.to_string() })?;
-        }
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.execute_batch(
+        let conn = crate::sys::open_state_db(
+            path,
             "CREATE TABLE IF NOT EXISTS test_sends (
                 id              INTEGER PRIMARY KEY,
                 campaign_id     TEXT NOT NULL,
@@ -214,7 +208,7 @@ impl TestSendStore {
             );
             CREATE INDEX IF NOT EXISTS test_sends_campaign ON test_sends (campaign_id, id);",
         )
-        .map_err(err)?;
+        .map_err(|message| TestSendError::Store { path: path.to_owned(), message })?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

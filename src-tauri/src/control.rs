@@ -362,7 +362,7 @@ pub fn list_recordings(state: State<'_, AppState>) -> Result<Vec<Recording>, Com
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(".kickoff.sqlite"))
         .filter_map(|p| {
-            let log = EventLog::open(&p).ok()?;
+            let log = EventLog::open_meta(&p).ok()?;
             Some(Recording {
                 file: p.display().to_string(),
                 runbook: log.meta.get("runbook").cloned().unwrap_or_default(),

@@ -1,15 +1,11 @@
 // The control room: runbook panel, step detail, armed banner and the square
 // fire button, live charts, zombie toggles, the event log.
 import * as api from "./api/control";
-import { isCommandError, type AuditEntry, type ChartSvg, type EventUpdate, type EventView, type Preview, type StepDef, type StepStatus } from "./api/types";
+import { errorText, type AuditEntry, type ChartSvg, type EventUpdate, type EventView, type Preview, type StepDef, type StepStatus } from "./api/types";
 import { el } from "./dom";
 import { count } from "./format";
 import { Hold } from "./hold";
 import { fireStatus, flagCaption, gateSummary, stateLabel, stepTimer } from "./steps";
-
-function message(e: unknown): string {
-  return isCommandError(e) ? e.message : String(e);
-}
 
 /** Shows SVG produced by the backend as an image (no script can run in it). */
 export function chartImage(chart: ChartSvg): HTMLImageElement {
@@ -61,7 +57,7 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     try {
       await f();
     } catch (e) {
-      notify(`${what}: ${message(e)}`, true);
+      notify(`${what}: ${errorText(e)}`, true);
     }
     await refresh();
   }
@@ -83,9 +79,9 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
       selected = null;
       render(v);
       notify(v.joined ? `Joined event ${v.state.event_id}, opened elsewhere.` : `Opened event ${v.state.event_id}.`);
-      void api.watchEvent(onUpdate).catch((e: unknown) => notify(message(e), true));
+      void api.watchEvent(onUpdate).catch((e: unknown) => notify(errorText(e), true));
     } catch (e) {
-      notify(message(e), true);
+      notify(errorText(e), true);
     } finally {
       openButton.disabled = false;
     }

@@ -1,7 +1,7 @@
 // Replay mode: open a recorded event, play, pause, change speed, scrub; see
 // its charts and summary; export the report.
 import * as api from "./api/control";
-import { isCommandError, type Frame, type ReplayView } from "./api/types";
+import { errorText, type Frame, type ReplayView } from "./api/types";
 import { chartImage } from "./control";
 import { el } from "./dom";
 import { count } from "./format";
@@ -69,14 +69,14 @@ export function replayMode(root: HTMLElement, notify: (text: string, bad?: boole
       exportButton.disabled = false;
       show(0);
     } catch (e) {
-      notify(isCommandError(e) ? e.message : String(e), true);
+      notify(errorText(e), true);
     }
   });
   exportButton.addEventListener("click", async () => {
     try {
       notify(`Report written: ${await api.exportReport(file)}`);
     } catch (e) {
-      notify(isCommandError(e) ? e.message : String(e), true);
+      notify(errorText(e), true);
     }
   });
   const refresh = (): void => {

@@ -2,7 +2,7 @@
 // and the AWS profile. Never a secret: AWS credentials come from the
 // standard AWS chain, provider keys stay in their files.
 import * as api from "./api/control";
-import { isCommandError, type Role, type Settings } from "./api/types";
+import { errorText, type Role, type Settings } from "./api/types";
 import { el } from "./dom";
 
 const AWS_FIELDS: [string, string][] = [
@@ -56,7 +56,7 @@ export function settingsPanel(root: HTMLElement, notify: (text: string, bad?: bo
       load(await api.saveSettings(s));
       notify("Settings saved.");
     } catch (e) {
-      notify(isCommandError(e) ? e.message : String(e), true);
+      notify(errorText(e), true);
     }
   });
 }

@@ -154,14 +154,8 @@ impl SqliteLedger {
     /// Opens (creating if needed) the ledger at `path`.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let err = |e: rusqlite::Error| LedgerError { path: path.to_owned(), message: e.to_string() };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| LedgerError { path: path.to_owned(), message: e.to_string() })?;
-        }
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.execute_batch(
+        let conn = crate::sys::open_state_db(
+            path,
             "CREATE TABLE IF NOT EXISTS fires (
                 campaign_id    TEXT PRIMARY KEY,
                 campaign_hash  TEXT NOT NULL,
@@ -174,7 +168,8 @@ impl SqliteLedger {
                 summary        TEXT
             );",
         )
-        .map_err(err)?;
+        .map_err(|message| LedgerError { path: path.to_owned(), message })?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

@@ -289,11 +289,7 @@ pub fn classify(raw: &RawResponse) -> Outcome {
             }
         }
         401 | 403 => Outcome::Failed(FailReason::Auth),
-        413 => Outcome::Failed(FailReason::PayloadTooLarge),
-        429 => Outcome::Retry { reason: FailReason::TooManyRequests, after: raw.retry_after },
-        500 => Outcome::Retry { reason: FailReason::ServerError, after: raw.retry_after },
-        502..=504 => Outcome::Retry { reason: FailReason::Unavailable, after: raw.retry_after },
-        _ => Outcome::Failed(FailReason::BadRequest),
+        _ => raw.common_outcome(),
     }
 }
 

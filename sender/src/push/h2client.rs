@@ -341,6 +341,23 @@ pub struct RawResponse {
     pub body: Vec<u8>,
 }
 
+impl RawResponse {
+    /// What an answer means where APNs and FCM agree: 413 too large, 429
+    /// throttled, 500 / 502-504 transient (retried, honouring
+    /// `retry-after`), anything else a bad request. Each provider handles
+    /// its own success, token and authentication answers first.
+    pub fn common_outcome(&self) -> crate::push::Outcome {
+        use crate::push::{FailReason, Outcome};
+        match self.status {
+            413 => Outcome::Failed(FailReason::PayloadTooLarge),
+            429 => Outcome::Retry { reason: FailReason::TooManyRequests, after: self.retry_after },
+            500 => Outcome::Retry { reason: FailReason::ServerError, after: self.retry_after },
+            502..=504 => Outcome::Retry { reason: FailReason::Unavailable, after: self.retry_after },
+            _ => Outcome::Failed(FailReason::BadRequest),
+        }
+    }
+}
+
 /// Why a call produced no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

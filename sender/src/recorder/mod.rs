@@ -322,6 +322,16 @@ pub struct EventLog {
 impl EventLog {
     /// Reads a recorder file; works while another process writes it.
     pub fn open(path: &Path) -> Result<Self, RecorderError> {
+        Self::read(path, false)
+    }
+
+    /// Reads only the metadata (runbook, campaign, summary...): enough to
+    /// list recordings without loading every point.
+    pub fn open_meta(path: &Path) -> Result<Self, RecorderError> {
+        Self::read(path, true)
+    }
+
+    fn read(path: &Path, meta_only: bool) -> Result<Self, RecorderError> {
         if !path.is_file() {
             return Err(RecorderError::File { path: path.to_owned(), message: "no such file".into() });
         }
@@ -341,6 +351,8 @@ impl EventLog {
                 let (k, v) = row.map_err(&e)?;
                 log.meta.insert(k, v);
             }
+        }
+        if !meta_only {
             let mut stmt = tx.prepare("SELECT t_ms, name, dims, value FROM points ORDER BY t_ms, rowid").map_err(not_recorder)?;
             for row in stmt
                 .query_map([], |r| Ok(Point { t_ms: r.get::<_, i64>(0)? as u64, name: r.get(1)?, dims: r.get(2)?, value: r.get(3)? }))

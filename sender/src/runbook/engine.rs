@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::file::{Check, Params, Role, Runbook, Step, StepKind, ZombieWhen};
-use super::services::{Fired, Services, WarmReport};
+use super::services::{Services, WarmReport};
 use crate::campaign::Campaign;
+use crate::fanout::FireOutcome;
 use crate::fleet::{self, Group};
 use crate::recorder::replay::EventSummary;
 use crate::recorder::{AuditEntry, Point, now_ms};
@@ -954,7 +955,7 @@ impl Event {
             self.services.workers.fire(&actor.name)?
         };
         match fired {
-            Fired::AlreadyFired(r) => {
+            FireOutcome::AlreadyFired(r) => {
                 // Fired elsewhere (another window or process on this event):
                 // this event now shows that fire, and sends nothing.
                 {
@@ -965,7 +966,7 @@ impl Event {
                 self.audit(&actor.name, role.as_str(), "", "fire", "already-fired", serde_json::to_value(&r).unwrap_or_default());
                 Err(format!("already fired at {} by {}", rfc3339(r.fired_at_ms), r.operator))
             }
-            Fired::Started(handle) => {
+            FireOutcome::Started(handle) => {
                 let fired_at_ms = now_ms().saturating_sub(handle.progress().elapsed.as_millis() as u64);
                 let info = FireInfo { by: actor.name.clone(), at_ms: fired_at_ms, fire_id: handle.campaign_id().to_owned() };
                 {
@@ -1114,10 +1115,15 @@ impl Event {
     async fn finish(&self, h: &crate::fanout::FireHandle, last: &crate::recorder::live::Sample) {
         let report = h.wait().await;
         let received = self.services.workers.received(report.delivered);
-        let fired = self.inner.lock().expect("event lock").fired.clone();
+        // The campaign as the event knows it (its id and file hash, not the
+        // fire id the ledger keys on).
+        let (fired, campaign_id, campaign_hash) = {
+            let inner = self.inner.lock().expect("event lock");
+            (inner.fired.clone(), inner.campaign.id.clone(), inner.campaign_hash.clone())
+        };
         let summary = EventSummary {
-            campaign_id: load_campaign(&self.runbook, self.silent).map(|c| c.id).unwrap_or_default(),
-            campaign_hash: report.campaign_hash.clone(),
+            campaign_id,
+            campaign_hash,
             devices: report.targeted,
             delivered: report.delivered,
             failed: report.failed,
@@ -1138,11 +1144,6 @@ impl Event {
             r.meta("summary", &serde_json::to_string(&summary).expect("summary serializes"));
             r.meta("fire_report", &serde_json::to_string(&*report).expect("report serializes"));
             r.meta("measured_at", received.measured_at);
-        }
-        // The summary's campaign hash is the file's, not the fire id's.
-        let summary = EventSummary { campaign_hash: self.campaign_hash(), ..summary };
-        if let Some(r) = &self.services.recorder {
-            r.meta("summary", &serde_json::to_string(&summary).expect("summary serializes"));
         }
         self.inner.lock().expect("event lock").summary = Some(summary);
         self.audit("kickoff", "", "", "fire-complete", if report.aborted { "aborted" } else { "ok" }, serde_json::json!({

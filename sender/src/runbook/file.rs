@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::campaign::line_of;
 use crate::fleet::SimConfig;
 
 /// A runbook file that cannot be used.
@@ -420,10 +421,6 @@ struct RawStep {
 struct RawBackup {
     text: String,
     step: Option<String>,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 struct Ctx<'a> {

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -26,14 +25,8 @@ pub struct EventRegistry {
 impl EventRegistry {
     /// Opens (creating if needed) the registry table in `path`.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let err = |e: rusqlite::Error| format!("{}: {e}", path.display());
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.execute_batch(
+        let conn = crate::sys::open_state_db(
+            path,
             "CREATE TABLE IF NOT EXISTS events (
                 event_id   TEXT PRIMARY KEY,
                 runbook    TEXT NOT NULL,
@@ -41,7 +34,7 @@ impl EventRegistry {
                 closed_ms  INTEGER
             );",
         )
-        .map_err(err)?;
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

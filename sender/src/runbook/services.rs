@@ -13,7 +13,7 @@ use super::file::{AudienceSource, Runbook};
 use crate::audience::generate::{self, GenerateSpec};
 use crate::audience::{Audience, CompileOptions, store};
 use crate::campaign::Campaign;
-use crate::fanout::{Engine, EngineConfig, FireHandle, FireOutcome, FireRecord, SqliteLedger, Warm};
+use crate::fanout::{Engine, EngineConfig, FireHandle, FireOutcome, SqliteLedger, Warm};
 use crate::fleet::{Fleet, SimFleet};
 use crate::push::choice::{ProviderChoice, Received, Setup};
 use crate::recorder::Recorder;
@@ -55,15 +55,6 @@ impl WarmReport {
     }
 }
 
-/// The answer to a fire.
-#[derive(Debug)]
-pub enum Fired {
-    /// This press fired.
-    Started(FireHandle),
-    /// Fired before; nothing sent.
-    AlreadyFired(FireRecord),
-}
-
 /// The workers: warm, test-send, fire.
 pub trait Workers: Send + Sync + std::fmt::Debug {
     /// Loads the audience and `campaign` into every worker (`tasks` of
@@ -72,7 +63,7 @@ pub trait Workers: Send + Sync + std::fmt::Debug {
     /// Sends the campaign to its test recipients.
     fn test_send<'a>(&'a self, campaign: &'a Campaign, operator: &'a str) -> BoxFuture<'a, Result<TestSendReport, String>>;
     /// Fires what was warmed, as `fire_id` (once per id, ever).
-    fn fire(&self, operator: &str) -> Result<Fired, String>;
+    fn fire(&self, operator: &str) -> Result<FireOutcome, String>;
     /// The fire of this event, once started.
     fn handle(&self) -> Option<FireHandle>;
     /// What arrived, counted at the receiver if it can be asked.
@@ -139,7 +130,7 @@ impl Services {
             provider: opts.provider.clone(),
             fire_suffix: format!("@{}", opts.event_id),
             live: live.clone(),
-            state: tokio::sync::Mutex::new(WorkerState::default()),
+            engine: tokio::sync::Mutex::new(None),
             handle: Mutex::new(None),
             setup: Mutex::new(None),
             audience: Mutex::new(None),
@@ -157,11 +148,6 @@ impl Services {
     }
 }
 
-#[derive(Debug, Default)]
-struct WorkerState {
-    engine: Option<Engine>,
-}
-
 /// In-process workers: the fan-out engine's notifier threads, one per ECS
 /// task up to the cores of this machine.
 #[derive(Debug)]
@@ -172,7 +158,8 @@ struct EmbeddedWorkers {
     provider: ProviderChoice,
     fire_suffix: String,
     live: Arc<LiveMetrics>,
-    state: tokio::sync::Mutex<WorkerState>,
+    /// The warm engine (replaced by each verify-warm).
+    engine: tokio::sync::Mutex<Option<Engine>>,
     handle: Mutex<Option<FireHandle>>,
     /// The started provider (the gateway), kept for the whole event.
     setup: Mutex<Option<Arc<Setup>>>,
@@ -250,13 +237,13 @@ impl Workers for EmbeddedWorkers {
                 ..EngineConfig::default()
             };
             let ledger = Arc::new(SqliteLedger::open(&self.ledger).map_err(|e| e.to_string())?);
-            let mut state = self.state.lock().await;
-            if let Some(old) = state.engine.take() {
+            let mut slot = self.engine.lock().await;
+            if let Some(old) = slot.take() {
                 old.shutdown();
             }
             let engine =
                 Engine::start(warm, setup.provider.clone(), ledger, self.live.clone(), config.clone()).await.map_err(|e| e.to_string())?;
-            state.engine = Some(engine);
+            *slot = Some(engine);
             let shards = audience.shards().len() as u32;
             let workers = (0..config.workers)
                 .map(|i| WorkerWarm { worker: format!("notifier-{i}"), shards, shards_total: shards, campaign_hash: hash.clone() })
@@ -273,19 +260,17 @@ impl Workers for EmbeddedWorkers {
         })
     }
 
-    fn fire(&self, operator: &str) -> Result<Fired, String> {
-        let state = self.state.try_lock().map_err(|_| "the workers are warming; fire when they are warm".to_owned())?;
-        let engine = state.engine.as_ref().ok_or("the workers are not warm")?;
+    fn fire(&self, operator: &str) -> Result<FireOutcome, String> {
+        let slot = self.engine.try_lock().map_err(|_| "the workers are warming; fire when they are warm".to_owned())?;
+        let engine = slot.as_ref().ok_or("the workers are not warm")?;
         if let Some(s) = self.setup.lock().expect("setup lock").as_ref() {
             s.mark_fire();
         }
-        match engine.fire(operator).map_err(|e| e.to_string())? {
-            FireOutcome::Started(h) => {
-                *self.handle.lock().expect("handle lock") = Some(h.clone());
-                Ok(Fired::Started(h))
-            }
-            FireOutcome::AlreadyFired(r) => Ok(Fired::AlreadyFired(r)),
+        let outcome = engine.fire(operator).map_err(|e| e.to_string())?;
+        if let FireOutcome::Started(h) = &outcome {
+            *self.handle.lock().expect("handle lock") = Some(h.clone());
         }
+        Ok(outcome)
     }
 
     fn handle(&self) -> Option<FireHandle> {
@@ -302,8 +287,8 @@ impl Workers for EmbeddedWorkers {
     }
 
     fn shutdown(&self) {
-        if let Ok(mut s) = self.state.try_lock()
-            && let Some(e) = s.engine.take()
+        if let Ok(mut slot) = self.engine.try_lock()
+            && let Some(e) = slot.take()
         {
             e.shutdown();
         }

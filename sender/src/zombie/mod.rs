@@ -213,13 +213,8 @@ impl SqliteFlagStore {
     /// Opens (creating if needed) the flag tables in `path`.
     pub fn open(path: &Path) -> Result<Self, FlagError> {
         let err = |message: String| FlagError::Store { path: path.to_owned(), message };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(|e| err(e.to_string()))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| err(e.to_string()))?;
-        conn.execute_batch(
+        let conn = crate::sys::open_state_db(
+            path,
             "CREATE TABLE IF NOT EXISTS zombie_switches (
                 id            INTEGER PRIMARY KEY,
                 backend       TEXT NOT NULL,
@@ -233,7 +228,7 @@ impl SqliteFlagStore {
                 UNIQUE (backend, version)
             );",
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

@@ -80,7 +80,12 @@ export function isCommandError(e: unknown): e is CommandError {
   return typeof e === "object" && e !== null && "code" in e && "message" in e;
 }
 
-/** A command's failure: `{code, message}`. */
+/** What to show people for a failed call: the command's message, or the error itself. */
+export function errorText(e: unknown): string {
+  return isCommandError(e) ? e.message : String(e);
+}
+
+/** An operator role of a runbook step. */
 export type Role = "ops" | "engineer" | "marketer";
 export type StepStateName = "pending" | "ready" | "running" | "done" | "failed" | "skipped" | "standby";
 
