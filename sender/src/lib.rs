@@ -34,6 +34,7 @@
 //! - [`rng`], [`sys`]: a seedable PRNG; process statistics and data paths.
 
 pub mod audience;
+pub mod aws;
 pub mod campaign;
 pub mod drill;
 pub mod fanout;

@@ -25,6 +25,8 @@ use kickoff_sender::push::gateway::{self, Gateway, GatewayConfig, GatewayKeys};
 use kickoff_sender::push::{FailReason, ModelConfig, PushConfig};
 use kickoff_sender::testsend::{self, TestSendStatus, TestSendStore};
 
+#[path = "cli/aws.rs"]
+mod aws;
 #[path = "cli/event.rs"]
 mod event;
 
@@ -66,6 +68,12 @@ enum Command {
     /// Zombie-mode flags: tell client apps to stop calling a drowning backend.
     #[command(subcommand)]
     Zombie(event::ZombieCmd),
+    /// An AWS worker (an ECS task): the dispatch and notify roles, fed by
+    /// SQS, warmed from S3, reporting to CloudWatch.
+    Worker(aws::WorkerArgs),
+    /// AWS mode: provision resources, fire what is warm, show status.
+    #[command(subcommand)]
+    Aws(aws::AwsCmd),
 }
 
 #[derive(Debug, Args)]
@@ -565,6 +573,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runbook(cmd) => event::runbook_cmd(cmd),
         Command::Replay(args) => event::replay_cmd(args),
         Command::Zombie(cmd) => event::zombie_cmd(cmd),
+        Command::Worker(args) => aws::worker_cmd(args),
+        Command::Aws(cmd) => aws::aws_cmd(cmd),
     }
 }
 

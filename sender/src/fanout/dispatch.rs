@@ -10,14 +10,18 @@ use super::run::{FireRun, UnsentRange};
 use super::warm::Warm;
 use crate::queue::{BatchMsg, FireMsg};
 
-/// Every batch of a fire, with the delay after the fire at which it may go.
-/// Batches are interleaved across shards so notifiers spread over them.
-pub(crate) fn plan(warm: &Warm, campaign_id: &str) -> Vec<(Duration, BatchMsg)> {
+/// Every batch of a fire (of one campaign market, if given), with the delay
+/// after the fire at which it may go. Batches are interleaved across shards
+/// so notifiers spread over them.
+pub fn plan(warm: &Warm, campaign_id: &str, only_market: Option<&str>) -> Vec<(Duration, BatchMsg)> {
     let mut planned = Vec::new();
     for (shard_index, (shard, routes)) in warm.audience.shards().iter().zip(&warm.routes).enumerate() {
         let mut seq = 0u32;
         for run in shard.runs() {
             let Some(market) = routes.campaign_market[usize::from(run.market)] else { continue };
+            if only_market.is_some_and(|m| m != warm.campaign.markets[market].code) {
+                continue;
+            }
             let offset = warm.campaign.markets[market].send_offset;
             let size = run.platform.batch_size();
             let mut start = run.start;
@@ -53,7 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 async fn dispatch(shared: &Shared, fire: &FireMsg, run: &FireRun) {
-    let planned = plan(&shared.warm, &fire.campaign_id);
+    let planned = plan(&shared.warm, &fire.campaign_id, fire.market.as_deref());
     let mut queued = 0u64;
     let mut i = 0;
     while i < planned.len() {

@@ -28,7 +28,7 @@ pub struct FireClaim {
 }
 
 /// Where a fired campaign stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FireStatus {
     /// Claimed; sending started (or the process died while sending).
@@ -58,7 +58,7 @@ impl FireStatus {
 }
 
 /// A ledger row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FireRecord {
     /// The campaign.
     pub campaign_id: String,
@@ -137,11 +137,11 @@ pub struct SqliteLedger {
     conn: Mutex<Connection>,
 }
 
-fn ms(t: SystemTime) -> u64 {
+pub(crate) fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()

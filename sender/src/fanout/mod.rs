@@ -17,7 +17,7 @@
 //! - [`run`]: one fire's shared counters, abort switch and report.
 //! - `dispatch` / `notifier`: the two tiers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,7 +29,7 @@ use crate::metrics::MetricsSink;
 use crate::push::{ApnsHeaders, Provider, ProviderError, Session as _};
 use crate::queue::{BatchMsg, EmbeddedQueue, FireMsg};
 
-mod dispatch;
+pub mod dispatch;
 pub mod ledger;
 mod notifier;
 pub mod reports;
@@ -100,6 +100,30 @@ pub(crate) struct Shared {
     runs: Mutex<HashMap<String, Arc<FireRun>>>,
     /// The provider's alerts (a stopped provider), read at the end of a fire.
     alerts: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// Told of every batch a notifier finishes (AWS workers acknowledge
+    /// the queue message with it).
+    pub(crate) on_batch_done: Option<BatchDoneHook>,
+}
+
+/// Called with every finished batch, from the notifier thread.
+pub type BatchDoneHook = Box<dyn Fn(BatchDone) + Send + Sync>;
+
+/// A batch a notifier finished: every device handed off has an answer (or
+/// was given up as in doubt after an abort), and the rest were not sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchDone {
+    /// The batch.
+    pub msg: BatchMsg,
+    /// Handed to the provider.
+    pub handed_off: u32,
+    /// Acknowledged.
+    pub delivered: u32,
+    /// Failures by reason (reason names as in reports).
+    pub failed: BTreeMap<String, u32>,
+    /// Handed off, abandoned unanswered after an abort.
+    pub in_doubt: u32,
+    /// Never handed off (aborted).
+    pub unsent: u32,
 }
 
 impl std::fmt::Debug for Shared {
@@ -141,6 +165,11 @@ pub struct FireHandle {
 }
 
 impl FireHandle {
+    /// A handle on a run followed from elsewhere (AWS mode).
+    pub(crate) fn from_run(run: Arc<FireRun>) -> Self {
+        Self { run }
+    }
+
     /// The campaign.
     pub fn campaign_id(&self) -> &str {
         &self.run.campaign_id
@@ -197,6 +226,19 @@ impl Engine {
         metrics: Arc<dyn MetricsSink>,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        Self::start_with(warm, provider, ledger, metrics, config, None).await
+    }
+
+    /// [`Engine::start`], telling `on_batch_done` of every finished batch:
+    /// how an AWS worker acknowledges the batch messages it received.
+    pub async fn start_with<P: Provider>(
+        warm: Warm,
+        provider: Arc<P>,
+        ledger: Arc<dyn FireLedger>,
+        metrics: Arc<dyn MetricsSink>,
+        config: EngineConfig,
+        on_batch_done: Option<BatchDoneHook>,
+    ) -> Result<Self, EngineError> {
         let workers = config.workers.max(1);
         let alerts_of = provider.clone();
         let shared = Arc::new(Shared {
@@ -208,6 +250,7 @@ impl Engine {
             batch_queue: EmbeddedQueue::new(),
             runs: Mutex::new(HashMap::new()),
             alerts: Box::new(move || alerts_of.alerts()),
+            on_batch_done,
         });
         let mut engine = Self { shared: shared.clone(), threads: Vec::new() };
         let mut waits = Vec::new();
@@ -283,8 +326,38 @@ impl Engine {
             campaign_hash: record.campaign_hash,
             operator: record.operator,
             fired_at_ms: record.fired_at_ms,
+            market: None,
         }]);
         Ok(FireOutcome::Started(FireHandle { run }))
+    }
+
+    /// Joins a fire claimed elsewhere (by the app, through the durable
+    /// ledger): its batches arrive through [`Engine::submit`]. The run is
+    /// never completed here; the workers only report batches. Returns the
+    /// existing handle if the fire is known.
+    pub fn adopt(&self, record: &FireRecord) -> FireHandle {
+        let mut runs = self.shared.runs.lock().expect("runs lock");
+        let run = runs.entry(record.campaign_id.clone()).or_insert_with(|| {
+            // The fire's age on this clock: the wall clocks of the app and the
+            // workers agree to NTP precision.
+            let age = SystemTime::now().duration_since(record.fired_at()).unwrap_or_default();
+            let pressed = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            Arc::new(FireRun::new(
+                record.campaign_id.clone(),
+                record.campaign_hash.clone(),
+                record.operator.clone(),
+                pressed,
+                record.fired_at(),
+                ApnsHeaders::for_fire(&self.shared.warm.campaign.apns, record.fired_at()),
+                self.shared.warm.targeted(),
+            ))
+        });
+        FireHandle { run: run.clone() }
+    }
+
+    /// Hands a batch of an adopted fire to the notifiers.
+    pub fn submit(&self, batch: BatchMsg) {
+        self.shared.batch_queue.send_all([batch]);
     }
 
     /// The handle of a fire started by this engine.

@@ -80,6 +80,9 @@ struct OpenBatch {
     next: u32,
     /// Sends in flight plus retries scheduled.
     outstanding: u32,
+    delivered: u32,
+    failed: [u32; FailReason::COUNT],
+    in_doubt: u32,
 }
 
 /// A run's counts local to this worker, flushed periodically.
@@ -218,7 +221,8 @@ impl<S: Session> Notifier<S> {
             }
         };
         self.runs[run_index].open_batches += 1;
-        let batch = OpenBatch { next: msg.start, msg, run: run_index, outstanding: 0 };
+        let batch =
+            OpenBatch { next: msg.start, msg, run: run_index, outstanding: 0, delivered: 0, failed: [0; FailReason::COUNT], in_doubt: 0 };
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some(batch);
@@ -267,7 +271,10 @@ impl<S: Session> Notifier<S> {
                 apns: &run.apns,
             };
             match session.send(&req) {
-                Handoff::Done(Outcome::Delivered) => sync_ok += 1,
+                Handoff::Done(Outcome::Delivered) => {
+                    sync_ok += 1;
+                    batch.delivered += 1;
+                }
                 Handoff::Done(o) => other.push((i, o)),
                 Handoff::Pending(fut) => {
                     inflight.push(InFlight { fut, slot, index: i, attempt: 0, sent_at: stamp(stamps) });
@@ -339,8 +346,10 @@ impl<S: Session> Notifier<S> {
             Outcome::Delivered => {
                 local.stats.delivered(platform, now - run.fired_at, 1);
                 local.delta.delivered += 1;
+                batch.delivered += 1;
             }
             Outcome::Failed(reason) => {
+                batch.failed[reason.index()] += 1;
                 local.stats.failed(reason);
                 local.delta.failed[reason.index()] += 1;
                 if reason.prunes() {
@@ -355,6 +364,7 @@ impl<S: Session> Notifier<S> {
                     local.delta.retried += 1;
                     self.retries.push(Reverse(Due { at: now + delay, slot, index, attempt: attempt + 1, reason }));
                 } else {
+                    batch.failed[reason.index()] += 1;
                     local.stats.failed(reason);
                     local.delta.failed[reason.index()] += 1;
                     if !last_attempt && !run.is_aborted() {
@@ -431,6 +441,17 @@ impl<S: Session> Notifier<S> {
         let local = &mut self.runs[batch.run];
         local.delta.batches_done += 1;
         local.open_batches -= 1;
+        if let Some(hook) = &self.shared.on_batch_done {
+            let failed = FailReason::ALL.iter().filter(|r| batch.failed[r.index()] > 0).map(|r| (r.as_str().to_owned(), batch.failed[r.index()])).collect();
+            hook(super::BatchDone {
+                handed_off: batch.next - batch.msg.start,
+                unsent: batch.msg.end - batch.next,
+                delivered: batch.delivered,
+                failed,
+                in_doubt: batch.in_doubt,
+                msg: batch.msg,
+            });
+        }
     }
 
     /// Reports every run's counts: first the metrics sink, then the run's
@@ -477,6 +498,7 @@ impl<S: Session> Notifier<S> {
             let batch = self.slots[f.slot as usize].as_mut().expect("open batch");
             if expired.contains(&batch.run) {
                 batch.outstanding -= 1;
+                batch.in_doubt += 1;
                 self.runs[batch.run].delta.in_doubt += 1;
                 if batch.outstanding == 0 && self.current != Some(f.slot) {
                     closed.push(f.slot);

@@ -269,6 +269,11 @@ impl FireRun {
         true
     }
 
+    /// Who aborted, if anyone did.
+    pub(crate) fn aborted_by(&self) -> Option<String> {
+        self.aborted_by.lock().expect("abort lock").clone()
+    }
+
     /// Records devices that will never be sent.
     pub(crate) fn unsent(&self, range: UnsentRange) {
         if range.start >= range.end {

@@ -25,6 +25,10 @@ pub struct FireMsg {
     pub operator: String,
     /// When, in milliseconds since the UNIX epoch.
     pub fired_at_ms: u64,
+    /// One market of the campaign (AWS mode: one fire message per market,
+    /// deduplicated per campaign and market); `None`: every market.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market: Option<String>,
 }
 
 /// A range of one shard's devices of one platform and market.

@@ -166,7 +166,9 @@ struct EmbeddedWorkers {
     audience: Mutex<Option<Arc<Audience>>>,
 }
 
-fn prepare(source: &AudienceSource, work: &Path) -> Result<PathBuf, String> {
+/// The runbook's audience as a compiled directory (compiled or generated
+/// into `work` if needed).
+pub(crate) fn prepare(source: &AudienceSource, work: &Path) -> Result<PathBuf, String> {
     match source {
         AudienceSource::Path(p) if p.join(store::MANIFEST).is_file() => Ok(p.clone()),
         AudienceSource::Path(file) => {

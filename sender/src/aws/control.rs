@@ -1,0 +1,422 @@
+//! The app's and the CLI's side of AWS mode: [`AwsWorkers`] implements the
+//! runbook's [`Workers`] over S3, SQS and CloudWatch, and
+//! [`PublishedFlags`] publishes the zombie flags to S3.
+//!
+//! A fire is claimed in the S3 ledger, then queued as one FIFO message per
+//! market. Its progress is followed from the batch records the workers
+//! write (exact counts, the completion) and from CloudWatch (the live
+//! chart), into the same [`FireRun`] and [`LiveMetrics`] the embedded mode
+//! uses, so the runbook engine, the recorder and the UI do not know the
+//! difference.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::BoxFuture;
+
+use super::queues::Queues;
+use super::store::{Store, WarmSpec};
+use super::{Aws, AwsError};
+use crate::audience::Audience;
+use crate::campaign::{Campaign, Mode};
+use crate::fanout::run::{Completion, FireRun, RunDelta, UnsentRange};
+use crate::fanout::{Claim, FireClaim, FireHandle, FireLedger, FireOutcome, FireRecord, FireStatus, LedgerError, RetryPolicy, Warm};
+use crate::metrics::MetricsSink;
+use crate::push::choice::{ProviderChoice, Received, Setup};
+use crate::push::{ApnsHeaders, FailReason};
+use crate::queue::FireMsg;
+use crate::recorder::live::LiveMetrics;
+use crate::runbook::file::AudienceSource;
+use crate::runbook::services::{WarmReport, WorkerWarm, Workers};
+use crate::testsend::TestSendReport;
+use crate::zombie::{FlagError, FlagStore, FlagsDocument, Switch, ZombieFlag};
+
+/// The ledger of runs that never complete where they run (an AWS worker's
+/// adopted fires) or whose end is written elsewhere (the app's mirror).
+#[derive(Debug, Default)]
+pub struct WorkerLedger;
+
+impl FireLedger for WorkerLedger {
+    fn claim(&self, claim: &FireClaim) -> Result<Claim, LedgerError> {
+        Err(LedgerError { path: PathBuf::from("s3"), message: format!("{}: fires are claimed in the S3 ledger", claim.campaign_id) })
+    }
+
+    fn finish(&self, _: &str, _: FireStatus, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn get(&self, _: &str) -> Result<Option<FireRecord>, LedgerError> {
+        Ok(None)
+    }
+}
+
+/// Runs `fut` to completion from synchronous code on a multi-threaded
+/// runtime (the app's and the CLI's).
+pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| "AWS mode needs a tokio runtime".to_owned())?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err("AWS mode needs a multi-threaded tokio runtime".into());
+    }
+    Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
+}
+
+/// Options of the AWS workers.
+#[derive(Debug, Clone)]
+pub struct AwsWorkersOptions {
+    /// The runbook's audience.
+    pub source: AudienceSource,
+    /// Where the audience is compiled before upload.
+    pub work_dir: PathBuf,
+    /// `@<event id>`, appended to the campaign id to make the fire id.
+    pub fire_suffix: String,
+    /// The provider of test-sends (sent from here).
+    pub provider: ProviderChoice,
+    /// How long verify-warm waits for the workers.
+    pub warm_timeout: Duration,
+}
+
+/// What the last verify-warm published.
+#[derive(Debug, Clone)]
+struct Warmed {
+    fire_id: String,
+    campaign: Arc<Campaign>,
+    audience: Arc<Audience>,
+    targeted: u64,
+}
+
+/// The workers of an ECS service, driven through S3 and SQS.
+#[derive(Debug)]
+pub struct AwsWorkers {
+    aws: Aws,
+    store: Store,
+    opts: AwsWorkersOptions,
+    live: Arc<LiveMetrics>,
+    warmed: Mutex<Option<Warmed>>,
+    audience: tokio::sync::Mutex<Option<(PathBuf, Arc<Audience>)>>,
+    handle: Mutex<Option<FireHandle>>,
+    setup: tokio::sync::Mutex<Option<Arc<Setup>>>,
+}
+
+impl AwsWorkers {
+    /// Workers behind `aws`, reporting to `live`.
+    pub fn new(aws: Aws, opts: AwsWorkersOptions, live: Arc<LiveMetrics>) -> Self {
+        Self { store: aws.store(), aws, opts, live, warmed: Mutex::new(None), audience: tokio::sync::Mutex::new(None), handle: Mutex::new(None), setup: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The runbook's audience, compiled here once per event.
+    async fn local_audience(&self) -> Result<(PathBuf, Arc<Audience>), String> {
+        let mut slot = self.audience.lock().await;
+        if let Some(a) = slot.as_ref() {
+            return Ok(a.clone());
+        }
+        let (source, work) = (self.opts.source.clone(), self.opts.work_dir.clone());
+        let (dir, audience) = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+            let dir = crate::runbook::services::prepare(&source, &work)?;
+            let audience = Audience::load(&dir).map_err(|e| e.to_string())?;
+            Ok::<_, String>((dir, Arc::new(audience)))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        *slot = Some((dir.clone(), audience.clone()));
+        Ok((dir, audience))
+    }
+
+    async fn warm_async(&self, campaign: Arc<Campaign>, tasks: u32) -> Result<WarmReport, String> {
+        if tasks == 0 {
+            return Err("no ECS task is running: scale the service first".into());
+        }
+        let (dir, audience) = self.local_audience().await?;
+        let fire_id = format!("{}{}", campaign.id, self.opts.fire_suffix);
+        let hash = campaign.hash().to_owned();
+        let fired = Arc::new(Campaign::clone(&campaign).with_id(fire_id.clone()));
+        // Checked here first: a campaign the audience cannot take fails now,
+        // with the file's name, not in every worker.
+        let warm = Warm::new(audience.clone(), fired.clone()).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(campaign.source()).map_err(|e| format!("{}: {e}", campaign.source().display()))?;
+        let spec = WarmSpec {
+            fire_id: fire_id.clone(),
+            campaign_hash: hash.clone(),
+            silent: campaign.mode == Mode::Silent,
+            audience_checksum: format!("{:016x}", audience.checksum()),
+        };
+        self.store.upload_audience(&dir).await.map_err(|e| e.to_string())?;
+        self.store.put_warm(&spec, &text).await.map_err(|e| e.to_string())?;
+        let since = crate::fanout::ledger::ms(SystemTime::now());
+        let deadline = Instant::now() + self.opts.warm_timeout;
+        let shards_total = audience.shards().len() as u32;
+        let workers = loop {
+            let all = self.store.workers().await.map_err(|e| e.to_string())?;
+            let current: Vec<_> = all.iter().filter(|w| w.fire_id == fire_id && w.at_ms + 2_000 >= since && w.state != "stopped").collect();
+            if let Some(bad) = current.iter().find(|w| w.state == "error") {
+                return Err(format!("worker {} could not warm: {}", bad.worker, bad.error.as_deref().unwrap_or("?")));
+            }
+            let warm: Vec<_> = current.iter().filter(|w| w.state == "warm" && w.campaign_hash == hash).collect();
+            if warm.len() >= tasks as usize {
+                break warm.into_iter().map(|w| WorkerWarm { worker: w.worker.clone(), shards: w.shards, shards_total, campaign_hash: w.campaign_hash.clone() }).collect();
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} of {tasks} workers warm after {}: see {}",
+                    warm.len(),
+                    humantime::format_duration(self.opts.warm_timeout),
+                    self.store.url("workers/")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        *self.warmed.lock().expect("warm lock") = Some(Warmed { fire_id, campaign: fired, audience, targeted: warm.targeted() });
+        Ok(WarmReport { campaign_hash: hash, checksum: warm.checksum().to_owned(), devices: warm.targeted(), workers })
+    }
+
+    async fn fire_async(&self, operator: &str) -> Result<FireOutcome, String> {
+        let warmed = self.warmed.lock().expect("warm lock").clone().ok_or("the workers are not warm")?;
+        let record = match fire(&self.aws, &warmed.campaign, operator).await? {
+            Claim::AlreadyFired(r) => return Ok(FireOutcome::AlreadyFired(r)),
+            Claim::Won(r) => r,
+        };
+        let at = record.fired_at();
+        let run = Arc::new(FireRun::new(
+            warmed.fire_id.clone(),
+            record.campaign_hash.clone(),
+            record.operator.clone(),
+            Instant::now(),
+            at,
+            ApnsHeaders::for_fire(&warmed.campaign.apns, at),
+            warmed.targeted,
+        ));
+        let handle = FireHandle::from_run(run.clone());
+        *self.handle.lock().expect("handle lock") = Some(handle.clone());
+        tokio::spawn(follow(self.aws.clone(), record, warmed, run, self.live.clone()));
+        Ok(FireOutcome::Started(handle))
+    }
+}
+
+/// Fires `campaign` (its id is the fire id): claims it in the S3 ledger,
+/// then queues one FIFO message per market. Whoever loses the claim, in any
+/// process and at any time, gets [`Claim::AlreadyFired`] and queues nothing.
+pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Claim, String> {
+    let claim = FireClaim { campaign_id: campaign.id.clone(), campaign_hash: campaign.hash().to_owned(), operator: operator.to_owned(), at: SystemTime::now() };
+    let record = match aws.store().claim(&claim).await.map_err(|e| format!("fire ledger: {e}; nothing was sent"))? {
+        Claim::AlreadyFired(r) => return Ok(Claim::AlreadyFired(r)),
+        Claim::Won(r) => r,
+    };
+    let queues = Queues::open(aws).await.map_err(|e| format!("the fire is claimed but cannot be queued: {e}"))?;
+    for market in &campaign.markets {
+        let msg = FireMsg {
+            campaign_id: campaign.id.clone(),
+            campaign_hash: record.campaign_hash.clone(),
+            operator: record.operator.clone(),
+            fired_at_ms: record.fired_at_ms,
+            market: Some(market.code.clone()),
+        };
+        queues.send_fire(&msg).await.map_err(|e| format!("the fire is claimed but market {} could not be queued: {e}", market.code))?;
+    }
+    Ok(Claim::Won(record))
+}
+
+/// The campaign the workers hold (from S3), under its fire id.
+pub async fn warmed_campaign(aws: &Aws) -> Result<(WarmSpec, Campaign), String> {
+    let store = aws.store();
+    let (spec, text) = store.warm().await.map_err(|e| e.to_string())?.ok_or_else(|| format!("nothing is warm: no {}", store.url("campaign/warm.json")))?;
+    let mut campaign = Campaign::parse(&text, std::path::Path::new(&store.url("campaign/campaign.toml"))).map_err(|e| e.to_string())?;
+    if spec.silent {
+        campaign = campaign.into_silent();
+    }
+    if campaign.hash() != spec.campaign_hash {
+        return Err(format!("{} does not match the hash in warm.json", store.url("campaign/campaign.toml")));
+    }
+    Ok((spec.clone(), campaign.with_id(spec.fire_id)))
+}
+
+/// Follows a fire to its end: batch records into the run, CloudWatch into
+/// the live metrics, an abort out to the workers, the end into the ledger.
+async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>, live: Arc<LiveMetrics>) {
+    let store = aws.store();
+    let fire_id = record.campaign_id.clone();
+    let markets = warmed.campaign.markets.len();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut dispatched = false;
+    let mut abort_sent = false;
+    let mut charted = super::metrics::Series::default();
+    let fired_at_s = record.fired_at_ms / 1000;
+    let captured = CapturedLedger::default();
+    loop {
+        if run.is_aborted() && !abort_sent {
+            let by = run.aborted_by().unwrap_or_else(|| "operator".into());
+            match store.put_abort(&fire_id, &by).await {
+                Ok(()) => abort_sent = true,
+                Err(e) => tracing::error!(error = %e, "could not record the abort in S3; retrying"),
+            }
+        }
+        if !dispatched {
+            match store.all_dispatched(&fire_id).await {
+                Ok(d) if d.len() >= markets => {
+                    run.dispatched(d.iter().map(|d| d.batches).sum());
+                    dispatched = true;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading dispatch records"),
+            }
+        }
+        match store.done_names(&fire_id).await {
+            Ok(names) => {
+                for name in names {
+                    if seen.contains(&name) {
+                        continue;
+                    }
+                    match store.done(&fire_id, &name).await {
+                        Ok(Some(r)) => {
+                            let now = Instant::now();
+                            let d = &r.done;
+                            let mut delta = RunDelta {
+                                handed_off: u64::from(d.handed_off),
+                                delivered: u64::from(d.delivered),
+                                in_doubt: u64::from(d.in_doubt),
+                                batches_done: 1,
+                                last_handoff: Some(now),
+                                last_outcome: Some(now),
+                                ..RunDelta::default()
+                            };
+                            for (reason, n) in &d.failed {
+                                if let Some(reason) = FailReason::parse(reason) {
+                                    delta.failed[reason.index()] += u64::from(*n);
+                                }
+                            }
+                            run.first_sends(u64::from(d.handed_off));
+                            run.unsent(UnsentRange { shard: d.msg.shard, platform: d.msg.platform, start: d.msg.end - d.unsent, end: d.msg.end });
+                            run.apply(delta);
+                            seen.insert(name);
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "reading a batch record"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing batch records"),
+        }
+        // The live chart: CloudWatch's per-second points, new counts only.
+        let to = SystemTime::now() + Duration::from_secs(1);
+        let from = record.fired_at() - Duration::from_secs(1);
+        if let Ok(series) = super::metrics::read_delivered(&aws.cloudwatch, &aws.config.namespace, &fire_id, from, to).await {
+            let mut delta = super::metrics::Series::default();
+            for (second, v) in &series.delivered {
+                let old = charted.delivered.get(second).copied().unwrap_or_default();
+                let d = [v[0].saturating_sub(old[0]), v[1].saturating_sub(old[1])];
+                if d != [0, 0] {
+                    delta.delivered.insert(*second, d);
+                }
+            }
+            if !delta.delivered.is_empty() {
+                live.record(&fire_id, &delta.to_stats(fired_at_s));
+            }
+            charted = series;
+        }
+        run.try_complete(Completion {
+            ledger: &captured,
+            audience: &warmed.audience,
+            reports_dir: None,
+            alerts: Vec::new(),
+            budget: RetryPolicy::default().budget,
+        });
+        if run.progress().done {
+            let (status, json) = captured.0.lock().expect("ledger lock").clone().unwrap_or((FireStatus::Completed, "{}".into()));
+            if let Err(e) = store.finish(&record, status, &json).await {
+                tracing::error!(error = %e, "could not record the end of the fire in S3");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Keeps the end of a mirrored run, to write it to S3.
+#[derive(Debug, Default)]
+struct CapturedLedger(Mutex<Option<(FireStatus, String)>>);
+
+impl FireLedger for CapturedLedger {
+    fn claim(&self, claim: &FireClaim) -> Result<Claim, LedgerError> {
+        WorkerLedger.claim(claim)
+    }
+
+    fn finish(&self, _: &str, status: FireStatus, summary_json: &str) -> Result<(), LedgerError> {
+        *self.0.lock().expect("ledger lock") = Some((status, summary_json.to_owned()));
+        Ok(())
+    }
+
+    fn get(&self, _: &str) -> Result<Option<FireRecord>, LedgerError> {
+        Ok(None)
+    }
+}
+
+impl Workers for AwsWorkers {
+    fn warm(&self, campaign: Arc<Campaign>, tasks: u32) -> BoxFuture<'_, Result<WarmReport, String>> {
+        Box::pin(self.warm_async(campaign, tasks))
+    }
+
+    fn test_send<'a>(&'a self, campaign: &'a Campaign, operator: &'a str) -> BoxFuture<'a, Result<TestSendReport, String>> {
+        Box::pin(async move {
+            let mut slot = self.setup.lock().await;
+            let setup = match slot.as_ref() {
+                Some(s) => s.clone(),
+                None => {
+                    let (_, audience) = self.local_audience().await?;
+                    let s = Arc::new(Setup::start(&self.opts.provider, &audience, &campaign.apns.topic).await.map_err(|e| e.to_string())?);
+                    *slot = Some(s.clone());
+                    s
+                }
+            };
+            crate::testsend::send(campaign, &setup.provider, operator).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn fire(&self, operator: &str) -> Result<FireOutcome, String> {
+        block_on(self.fire_async(operator))?
+    }
+
+    fn handle(&self) -> Option<FireHandle> {
+        self.handle.lock().expect("handle lock").clone()
+    }
+
+    fn received(&self, sender_delivered: u64) -> Received {
+        Received { delivered: sender_delivered, duplicates: 0, measured_at: "sender" }
+    }
+
+    fn shutdown(&self) {}
+}
+
+/// Zombie flags kept in the state database, each switch published to S3 as
+/// the document client apps read (`flags.json`).
+#[derive(Debug)]
+pub struct PublishedFlags {
+    inner: Arc<dyn FlagStore>,
+    store: Store,
+}
+
+impl PublishedFlags {
+    /// Publishes `inner`'s switches through `store`.
+    pub fn new(inner: Arc<dyn FlagStore>, store: Store) -> Self {
+        Self { inner, store }
+    }
+}
+
+impl FlagStore for PublishedFlags {
+    fn switch(&self, switch: &Switch) -> Result<ZombieFlag, FlagError> {
+        let flag = self.inner.switch(switch)?;
+        let (doc, _) = FlagsDocument::at(&self.inner.flags()?, crate::zombie::now_ms());
+        block_on(self.store.put_flags(&doc))
+            .and_then(|r| r.map_err(|e: AwsError| e.to_string()))
+            .map_err(|e| FlagError::Store { path: PathBuf::from(self.store.url("flags.json")), message: format!("switched here, but not published: {e}") })?;
+        Ok(flag)
+    }
+
+    fn flags(&self) -> Result<Vec<ZombieFlag>, FlagError> {
+        self.inner.flags()
+    }
+
+    fn history(&self, since_ms: u64) -> Result<Vec<ZombieFlag>, FlagError> {
+        self.inner.history(since_ms)
+    }
+}

@@ -1,0 +1,401 @@
+//! The S3 layout (under the configured prefix):
+//!
+//! ```text
+//! audience/manifest.json, audience/shard-NNNN.kshard   the compiled snapshot, checksummed per shard
+//! campaign/campaign.toml, campaign/warm.json           what the workers warm, and its hash
+//! flags.json                                           zombie flags, as client apps read them
+//! fires/<fire id>/claim.json                           the durable ledger: If-None-Match: *
+//! fires/<fire id>/result.json                          the final report
+//! fires/<fire id>/dispatch/<market>.json               a market's batches, once queued
+//! fires/<fire id>/done/<shard>-<platform>-<start>.json a finished batch (first writer wins)
+//! fires/<fire id>/abort.json                           an abort, seen by every worker
+//! workers/<worker id>.json                             each worker's warm status
+//! ```
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::AwsError;
+use crate::audience::store::MANIFEST;
+use crate::fanout::{BatchDone, Claim, FireClaim, FireRecord, FireStatus};
+use crate::queue::BatchMsg;
+
+/// What the workers warm: written by the app's verify-warm step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WarmSpec {
+    /// The fire's id in the ledger (`<campaign id>@<event id>`).
+    pub fire_id: String,
+    /// The campaign's content hash (as the runbook shows it).
+    pub campaign_hash: String,
+    /// Sent as a silent rehearsal.
+    pub silent: bool,
+    /// The audience checksum (manifest) the campaign was checked against.
+    pub audience_checksum: String,
+}
+
+/// A worker's state, written at start, when warm, and every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub worker: String,
+    /// Roles.
+    pub roles: Vec<super::worker::Role>,
+    /// `loading`, `warm`, `error`, or `stopped`.
+    pub state: String,
+    /// The fire id it holds.
+    pub fire_id: String,
+    /// The campaign hash it holds.
+    pub campaign_hash: String,
+    /// Shards loaded and verified.
+    pub shards: u32,
+    /// Shards of the audience.
+    pub shards_total: u32,
+    /// What went wrong, in `error`.
+    pub error: Option<String>,
+    /// When written (ms since the epoch).
+    pub at_ms: u64,
+}
+
+/// A market's dispatch, written once all its batches are queued.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dispatched {
+    /// The market.
+    pub market: String,
+    /// Batch messages queued.
+    pub batches: u64,
+    /// Devices in them.
+    pub devices: u64,
+    /// The worker that dispatched.
+    pub worker: String,
+}
+
+/// An abort.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortMark {
+    /// Who.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+}
+
+/// A finished batch, with the worker that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DoneRecord {
+    /// What happened to it.
+    #[serde(flatten)]
+    pub done: BatchDone,
+    /// Who sent it.
+    pub worker: String,
+}
+
+/// Kickoff's objects in one bucket and prefix.
+#[derive(Debug, Clone)]
+pub struct Store {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn status_of<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+impl Store {
+    /// The layout under `prefix` of `bucket`.
+    pub fn new(s3: aws_sdk_s3::Client, bucket: String, prefix: String) -> Self {
+        Self { s3, bucket, prefix }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn key(&self, rel: &str) -> String {
+        if self.prefix.is_empty() { rel.to_owned() } else { format!("{}/{rel}", self.prefix) }
+    }
+
+    /// `s3://bucket/key` of `rel`, for messages.
+    pub fn url(&self, rel: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(rel))
+    }
+
+    /// Writes an object.
+    pub async fn put(&self, rel: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(rel))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| AwsError::call("S3", "PutObject", e))?;
+        Ok(())
+    }
+
+    /// Writes an object only if none exists (`If-None-Match: *`). Returns
+    /// false if one did: the first writer wins, everyone else learns it.
+    pub async fn put_new(&self, rel: &str, body: Vec<u8>) -> Result<bool, AwsError> {
+        loop {
+            let r = self
+                .s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.key(rel))
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(true),
+                Err(e) if status_of(&e) == Some(412) => return Ok(false),
+                // A concurrent conditional write to the same key: try again,
+                // one of them has won by now.
+                Err(e) if status_of(&e) == Some(409) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                Err(e) => return Err(AwsError::call("S3", "PutObject", e)),
+            }
+        }
+    }
+
+    /// Reads an object; `None` if it does not exist.
+    pub async fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, AwsError> {
+        match self.s3.get_object().bucket(&self.bucket).key(self.key(rel)).send().await {
+            Ok(o) => {
+                let body = o.body.collect().await.map_err(|e| AwsError::call("S3", "GetObject", e))?;
+                Ok(Some(body.to_vec()))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(AwsError::call("S3", "GetObject", e)),
+        }
+    }
+
+    /// Reads a JSON object.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<Option<T>, AwsError> {
+        match self.get(rel).await? {
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| AwsError::Data(format!("{}: {e}", self.url(rel)))),
+            None => Ok(None),
+        }
+    }
+
+    /// Keys under `rel_prefix`, relative to it.
+    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<String>, AwsError> {
+        let full = self.key(rel_prefix);
+        let mut out = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::call("S3", "ListObjectsV2", e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push(k.strip_prefix(&full).unwrap_or(k).to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Uploads a compiled audience directory: every shard, then the
+    /// manifest (a reader that finds the manifest finds every shard).
+    pub async fn upload_audience(&self, dir: &Path) -> Result<u64, AwsError> {
+        let manifest = dir.join(MANIFEST);
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| AwsError::Data(format!("{}: {e}", dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "kshard"))
+            .collect();
+        files.sort();
+        files.push(manifest);
+        let mut bytes = 0;
+        for f in files {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let body = ByteStream::from_path(&f).await.map_err(|e| AwsError::Data(format!("{}: {e}", f.display())))?;
+            bytes += f.metadata().map_or(0, |m| m.len());
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.key(&format!("audience/{name}")))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| AwsError::call("S3", "PutObject", e))?;
+        }
+        Ok(bytes)
+    }
+
+    /// Downloads the audience into `dir` (replacing what is there). The
+    /// shards are checked against the manifest when loaded.
+    pub async fn download_audience(&self, dir: &Path) -> Result<u32, AwsError> {
+        let io = |e: std::io::Error| AwsError::Data(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let names = self.list("audience/").await?;
+        if !names.iter().any(|n| n == MANIFEST) {
+            return Err(AwsError::Data(format!("no audience at {}: run the verify-warm step", self.url("audience/"))));
+        }
+        let mut shards = 0;
+        for name in &names {
+            if name.contains('/') {
+                continue;
+            }
+            let body = self.get(&format!("audience/{name}")).await?.ok_or_else(|| AwsError::Data(format!("{} vanished", self.url(name))))?;
+            let tmp = dir.join(format!(".{name}.part"));
+            std::fs::write(&tmp, body).map_err(io)?;
+            std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
+            shards += u32::from(name.ends_with(".kshard"));
+        }
+        Ok(shards)
+    }
+
+    /// Publishes what the workers warm: the campaign text, then the spec.
+    pub async fn put_warm(&self, spec: &WarmSpec, campaign_text: &str) -> Result<(), AwsError> {
+        self.put("campaign/campaign.toml", campaign_text.as_bytes().to_vec()).await?;
+        self.put("campaign/warm.json", serde_json::to_vec_pretty(spec).expect("spec serializes")).await
+    }
+
+    /// What the workers should warm, with the campaign text.
+    pub async fn warm(&self) -> Result<Option<(WarmSpec, String)>, AwsError> {
+        let Some(spec) = self.get_json::<WarmSpec>("campaign/warm.json").await? else { return Ok(None) };
+        let text = self.get("campaign/campaign.toml").await?.ok_or_else(|| AwsError::Data(format!("{} is missing", self.url("campaign/campaign.toml"))))?;
+        let text = String::from_utf8(text).map_err(|e| AwsError::Data(format!("{}: {e}", self.url("campaign/campaign.toml"))))?;
+        Ok(Some((spec, text)))
+    }
+
+    /// Claims the fire of `claim.campaign_id`: a conditional put that only
+    /// the first caller, in any process, wins. After the FIFO queue's
+    /// 5-minute deduplication window, this is what refuses a second fire.
+    pub async fn claim(&self, claim: &FireClaim) -> Result<Claim, AwsError> {
+        let record = FireRecord {
+            campaign_id: claim.campaign_id.clone(),
+            campaign_hash: claim.campaign_hash.clone(),
+            operator: claim.operator.clone(),
+            fired_at_ms: crate::fanout::ledger::ms(claim.at),
+            host: crate::fanout::ledger::host_name(),
+            pid: std::process::id(),
+            status: FireStatus::Fired,
+            finished_at_ms: None,
+            summary: None,
+        };
+        let rel = fire_key(&claim.campaign_id, "claim.json");
+        if self.put_new(&rel, serde_json::to_vec_pretty(&record).expect("record serializes")).await? {
+            return Ok(Claim::Won(record));
+        }
+        let first = self.fire_record(&claim.campaign_id).await?.ok_or_else(|| AwsError::Data(format!("{} refused the claim but cannot be read", self.url(&rel))))?;
+        Ok(Claim::AlreadyFired(first))
+    }
+
+    /// The ledger's record of a fire, with its end if it ended.
+    pub async fn fire_record(&self, fire_id: &str) -> Result<Option<FireRecord>, AwsError> {
+        let Some(mut record) = self.get_json::<FireRecord>(&fire_key(fire_id, "claim.json")).await? else { return Ok(None) };
+        if let Some(end) = self.get_json::<FireRecord>(&fire_key(fire_id, "result.json")).await? {
+            record.status = end.status;
+            record.finished_at_ms = end.finished_at_ms;
+            record.summary = end.summary;
+        }
+        Ok(Some(record))
+    }
+
+    /// Records how a fire ended.
+    pub async fn finish(&self, record: &FireRecord, status: FireStatus, summary_json: &str) -> Result<(), AwsError> {
+        let mut end = record.clone();
+        end.status = status;
+        end.finished_at_ms = Some(crate::fanout::ledger::ms(SystemTime::now()));
+        end.summary = Some(summary_json.to_owned());
+        self.put(&fire_key(&record.campaign_id, "result.json"), serde_json::to_vec_pretty(&end).expect("record serializes")).await
+    }
+
+    /// A market's dispatch record.
+    pub async fn dispatched(&self, fire_id: &str, market: &str) -> Result<Option<Dispatched>, AwsError> {
+        self.get_json(&fire_key(fire_id, &format!("dispatch/{market}.json"))).await
+    }
+
+    /// Records a market's dispatch.
+    pub async fn put_dispatched(&self, fire_id: &str, d: &Dispatched) -> Result<(), AwsError> {
+        self.put(&fire_key(fire_id, &format!("dispatch/{}.json", d.market)), serde_json::to_vec(d).expect("serializes")).await
+    }
+
+    /// Every market's dispatch record of a fire.
+    pub async fn all_dispatched(&self, fire_id: &str) -> Result<Vec<Dispatched>, AwsError> {
+        let mut out = Vec::new();
+        for name in self.list(&fire_key(fire_id, "dispatch/")).await? {
+            if let Some(d) = self.get_json(&fire_key(fire_id, &format!("dispatch/{name}"))).await? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a finished batch; false if it was recorded before (a
+    /// redelivered batch: the first record stays).
+    pub async fn put_done(&self, fire_id: &str, done: &DoneRecord) -> Result<bool, AwsError> {
+        self.put_new(&fire_key(fire_id, &format!("done/{}", batch_name(&done.done.msg))), serde_json::to_vec(done).expect("serializes")).await
+    }
+
+    /// True if the batch was finished before.
+    pub async fn is_done(&self, fire_id: &str, msg: &BatchMsg) -> Result<bool, AwsError> {
+        let r = self.s3.head_object().bucket(&self.bucket).key(self.key(&fire_key(fire_id, &format!("done/{}", batch_name(msg))))).send().await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(AwsError::call("S3", "HeadObject", e)),
+        }
+    }
+
+    /// Names of the finished batches of a fire.
+    pub async fn done_names(&self, fire_id: &str) -> Result<Vec<String>, AwsError> {
+        self.list(&fire_key(fire_id, "done/")).await
+    }
+
+    /// One finished batch.
+    pub async fn done(&self, fire_id: &str, name: &str) -> Result<Option<DoneRecord>, AwsError> {
+        self.get_json(&fire_key(fire_id, &format!("done/{name}"))).await
+    }
+
+    /// Records an abort (the first one stays).
+    pub async fn put_abort(&self, fire_id: &str, by: &str) -> Result<(), AwsError> {
+        let mark = AbortMark { by: by.to_owned(), at_ms: crate::fanout::ledger::ms(SystemTime::now()) };
+        self.put_new(&fire_key(fire_id, "abort.json"), serde_json::to_vec(&mark).expect("serializes")).await.map(|_| ())
+    }
+
+    /// The abort of a fire, if any.
+    pub async fn abort_mark(&self, fire_id: &str) -> Result<Option<AbortMark>, AwsError> {
+        self.get_json(&fire_key(fire_id, "abort.json")).await
+    }
+
+    /// Writes a worker's status.
+    pub async fn put_worker(&self, s: &WorkerStatus) -> Result<(), AwsError> {
+        self.put(&format!("workers/{}.json", s.worker), serde_json::to_vec(s).expect("serializes")).await
+    }
+
+    /// Every worker's last status.
+    pub async fn workers(&self) -> Result<Vec<WorkerStatus>, AwsError> {
+        let mut out = Vec::new();
+        for name in self.list("workers/").await? {
+            if let Some(s) = self.get_json::<WorkerStatus>(&format!("workers/{name}")).await? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the flags document client apps read.
+    pub async fn put_flags(&self, doc: &crate::zombie::FlagsDocument) -> Result<(), AwsError> {
+        self.put("flags.json", serde_json::to_vec_pretty(doc).expect("serializes")).await
+    }
+
+    /// The flags document, if written.
+    pub async fn flags(&self) -> Result<Option<crate::zombie::FlagsDocument>, AwsError> {
+        self.get_json("flags.json").await
+    }
+}
+
+/// The key of a fire's object. Fire ids are campaign ids and event ids:
+/// letters, digits, `-_.@`, checked by the campaign parser.
+fn fire_key(fire_id: &str, rel: &str) -> String {
+    format!("fires/{fire_id}/{rel}")
+}
+
+/// A batch's object name: unique per range of a shard.
+pub fn batch_name(m: &BatchMsg) -> String {
+    format!("{:05}-{}-{:010}.json", m.shard, m.platform.as_str(), m.start)
+}

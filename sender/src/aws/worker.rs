@@ -1,0 +1,445 @@
+//! `kickoff-sender worker --config FILE`: one binary for both roles.
+//!
+//! - On start it reads what to warm from S3 (`campaign/warm.json`),
+//!   downloads the audience's shards, verifies every checksum and the
+//!   campaign hash, starts its provider sessions, and reports `warm` in
+//!   `workers/<id>.json`. A new warm spec (the next verify-warm) reloads it.
+//! - **dispatch**: takes a market's fire message from the FIFO queue, checks
+//!   the ledger's claim, plans the market's batches and queues them, records
+//!   the dispatch, then deletes the fire message. A dispatch recorded before
+//!   is not repeated.
+//! - **notify**: receives batches (at most `max_batches` held), skips those
+//!   recorded as done, hands the rest to the fan-out engine's notifiers, keeps
+//!   them invisible while they are sent, and for each finished batch writes
+//!   its record (first writer wins) before deleting the message. An abort
+//!   recorded in S3 stops its sends within a heartbeat.
+//! - On SIGTERM (or Ctrl-C) it stops receiving, finishes what it holds
+//!   within a grace period, releases the rest to the queue, and exits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use super::metrics::CloudWatchSink;
+use super::queues::{Queues, Received};
+use super::store::{Dispatched, DoneRecord, Store, WarmSpec, WorkerStatus};
+use super::{Aws, AwsConfig, AwsError};
+use crate::audience::Audience;
+use crate::campaign::Campaign;
+use crate::fanout::{BatchDone, Engine, EngineConfig, FireHandle, FireRecord, Warm};
+use crate::push::PushConfig;
+use crate::push::choice::{ProviderChoice, Setup};
+use crate::queue::BatchMsg;
+
+/// A worker's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Fire queue to batch queue.
+    Dispatch,
+    /// Batch queue to the providers.
+    Notify,
+}
+
+/// The worker's id: the configured one, else host and process.
+pub fn worker_id(config: &AwsConfig) -> String {
+    config.worker.id.clone().unwrap_or_else(|| format!("{}-{}", crate::fanout::ledger::host_name(), std::process::id()))
+}
+
+/// A loaded campaign and audience, with the sending engine.
+struct Loaded {
+    spec: WarmSpec,
+    engine: Engine,
+    sink: Arc<CloudWatchSink>,
+    shards: u32,
+    _setup: Setup,
+}
+
+/// Runs a worker until `stop` completes.
+pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<(), AwsError> {
+    let aws = Aws::connect(config).await?;
+    let store = aws.store();
+    let queues = Queues::open(&aws).await?;
+    let id = worker_id(&aws.config);
+    let cfg = aws.config.worker.clone();
+    let cache = cfg.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("kickoff-worker").join(&id));
+    let push = match &cfg.push_config {
+        Some(p) => Some(PushConfig::load(p).map_err(|e| AwsError::Config { path: p.clone(), message: e.to_string() })?),
+        None => None,
+    };
+    tracing::info!(worker = %id, roles = ?cfg.roles, "worker started");
+    tokio::pin!(stop);
+    let mut status = WorkerStatus {
+        worker: id.clone(),
+        roles: cfg.roles.clone(),
+        state: "loading".into(),
+        fire_id: String::new(),
+        campaign_hash: String::new(),
+        shards: 0,
+        shards_total: 0,
+        error: None,
+        at_ms: 0,
+    };
+    loop {
+        // Wait for something to warm.
+        let spec = loop {
+            match store.warm().await {
+                Ok(Some((spec, text))) => match load(&aws, &spec, &text, &cache, push.as_ref()).await {
+                    Ok(loaded) => break loaded,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not warm");
+                        status.state = "error".into();
+                        status.error = Some(e.to_string());
+                        status.fire_id = spec.fire_id.clone();
+                        status.campaign_hash = spec.campaign_hash.clone();
+                    }
+                },
+                Ok(None) => status.state = "waiting".into(),
+                Err(e) => tracing::warn!(error = %e, "cannot read the warm spec"),
+            }
+            write_status(&store, &mut status).await;
+            tokio::select! {
+                () = &mut stop => {
+                    status.state = "stopped".into();
+                    write_status(&store, &mut status).await;
+                    return Ok(());
+                }
+                () = tokio::time::sleep(cfg.heartbeat) => {}
+            }
+        };
+        let (loaded, done_rx) = spec;
+        status.state = "warm".into();
+        status.error = None;
+        status.fire_id = loaded.spec.fire_id.clone();
+        status.campaign_hash = loaded.spec.campaign_hash.clone();
+        status.shards = loaded.shards;
+        status.shards_total = loaded.shards;
+        write_status(&store, &mut status).await;
+        tracing::info!(fire = %loaded.spec.fire_id, shards = loaded.shards, "warm");
+        let stopped = serve(&aws, &store, &queues, &id, &loaded, done_rx, &mut status, &mut stop).await;
+        loaded.sink.flush(&aws.cloudwatch, &aws.config.namespace).await.ok();
+        loaded.engine.shutdown();
+        if stopped {
+            status.state = "stopped".into();
+            write_status(&store, &mut status).await;
+            tracing::info!(worker = %id, "worker stopped");
+            return Ok(());
+        }
+        status.state = "loading".into();
+    }
+}
+
+async fn write_status(store: &Store, status: &mut WorkerStatus) {
+    status.at_ms = crate::fanout::ledger::ms(std::time::SystemTime::now());
+    if let Err(e) = store.put_worker(status).await {
+        tracing::warn!(error = %e, "could not write the worker status");
+    }
+}
+
+/// Downloads, verifies and starts sending sessions for `spec`.
+async fn load(
+    aws: &Aws,
+    spec: &WarmSpec,
+    campaign_text: &str,
+    cache: &std::path::Path,
+    push: Option<&PushConfig>,
+) -> Result<(Loaded, mpsc::UnboundedReceiver<BatchDone>), AwsError> {
+    let store = aws.store();
+    let dir = cache.join("audience");
+    let _ = std::fs::remove_dir_all(&dir);
+    store.download_audience(&dir).await?;
+    let audience = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Audience::load(&dir)).await.map_err(|e| AwsError::Data(e.to_string()))?.map_err(|e| AwsError::Data(e.to_string()))?
+    };
+    let checksum = format!("{:016x}", audience.checksum());
+    if checksum != spec.audience_checksum {
+        return Err(AwsError::Data(format!("the audience in S3 has checksum {checksum}, the warm spec expects {}", spec.audience_checksum)));
+    }
+    let source = PathBuf::from(store.url("campaign/campaign.toml"));
+    let mut campaign = Campaign::parse(campaign_text, &source).map_err(|e| AwsError::Data(e.to_string()))?;
+    if spec.silent {
+        campaign = campaign.into_silent();
+    }
+    if campaign.hash() != spec.campaign_hash {
+        return Err(AwsError::Data(format!(
+            "the campaign in S3 has hash {}, the warm spec expects {}: verify-warm again",
+            &campaign.hash()[..12],
+            &spec.campaign_hash[..12.min(spec.campaign_hash.len())]
+        )));
+    }
+    let campaign = Arc::new(campaign.with_id(spec.fire_id.clone()));
+    let audience = Arc::new(audience);
+    let warm = Warm::new(audience.clone(), campaign.clone()).map_err(|e| AwsError::Data(e.to_string()))?;
+    let choice = match push {
+        Some(p) => ProviderChoice::Http(p.clone()),
+        None => ProviderChoice::Null,
+    };
+    let setup = Setup::start(&choice, &audience, &campaign.apns.topic).await.map_err(|e| AwsError::Data(e.to_string()))?;
+    let sink = CloudWatchSink::start(aws.cloudwatch.clone(), aws.config.namespace.clone());
+    let (tx, rx) = mpsc::unbounded_channel::<BatchDone>();
+    let config = EngineConfig { workers: aws.config.worker.notifiers, reports_dir: Some(cache.join("reports")), ..EngineConfig::default() };
+    let hook: crate::fanout::BatchDoneHook = Box::new(move |d| {
+        let _ = tx.send(d);
+    });
+    let engine = Engine::start_with(warm, setup.provider.clone(), Arc::new(super::control::WorkerLedger), sink.clone(), config, Some(hook))
+        .await
+        .map_err(|e| AwsError::Data(e.to_string()))?;
+    Ok((Loaded { spec: spec.clone(), engine, sink, shards: audience.shards().len() as u32, _setup: setup }, rx))
+}
+
+/// A batch this worker holds.
+struct Held {
+    handle: String,
+    since: Instant,
+    /// Its place among `max_batches`.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Receives batches while there is room, into `tx`. Never cancelled
+/// mid-receive by the worker's other events, so no received message waits
+/// out its visibility timeout unseen.
+fn spawn_receiver(
+    queues: Queues,
+    room: Arc<tokio::sync::Semaphore>,
+    cfg: super::WorkerConfig,
+    tx: mpsc::Sender<(Received<BatchMsg>, tokio::sync::OwnedSemaphorePermit)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok(first) = room.clone().acquire_owned().await else { return };
+            let mut permits = vec![first];
+            while permits.len() < 10 {
+                match room.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            // Long-poll only when idle; while sending, poll briefly so a
+            // freed place is filled promptly.
+            let idle = room.available_permits() + permits.len() >= cfg.max_batches;
+            let wait = if idle { cfg.wait_time } else { Duration::from_secs(1).min(cfg.wait_time) };
+            match queues.receive_batches(permits.len() as i32, wait, cfg.visibility_timeout).await {
+                Ok(got) => {
+                    for r in got {
+                        let permit = permits.pop().expect("no more messages than places");
+                        if tx.send((r, permit)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Serves the roles for `loaded` until the warm spec changes (false) or
+/// `stop` completes (true).
+async fn serve(
+    aws: &Aws,
+    store: &Store,
+    queues: &Queues,
+    id: &str,
+    loaded: &Loaded,
+    mut done_rx: mpsc::UnboundedReceiver<BatchDone>,
+    status: &mut WorkerStatus,
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let cfg = &aws.config.worker;
+    let fire_id = loaded.spec.fire_id.clone();
+    let dispatch = cfg.roles.contains(&Role::Dispatch);
+    let mut held: HashMap<String, Held> = HashMap::new();
+    let mut fire: Option<(FireRecord, FireHandle)> = None;
+    let mut last_extend = Instant::now();
+    let (tx, mut received) = mpsc::channel(10);
+    let receiver = cfg
+        .roles
+        .contains(&Role::Notify)
+        .then(|| spawn_receiver(queues.clone(), Arc::new(tokio::sync::Semaphore::new(cfg.max_batches)), cfg.clone(), tx));
+    let dispatcher = async {
+        if !dispatch {
+            return std::future::pending::<()>().await;
+        }
+        loop {
+            if let Err(e) = dispatch_once(store, queues, id, &loaded.engine, &fire_id, cfg.wait_time).await {
+                tracing::error!(error = %e, "dispatch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tokio::pin!(dispatcher);
+    let mut beat = tokio::time::interval(cfg.heartbeat);
+    let stopped = loop {
+        tokio::select! {
+            () = &mut *stop => break true,
+            () = &mut dispatcher => {}
+            Some(d) = done_rx.recv() => finish_batch(store, queues, id, &fire_id, &mut held, d).await,
+            Some((r, permit)) = received.recv() => {
+                take_batch(store, queues, &loaded.engine, &loaded.sink, &fire_id, &mut fire, &mut held, r, permit).await;
+            }
+            _ = beat.tick() => {
+                if let Some((_, h)) = &fire
+                    && !h.progress().aborted
+                    && let Ok(Some(mark)) = store.abort_mark(&fire_id).await
+                {
+                    tracing::warn!(by = %mark.by, "abort recorded in S3: stopping sends");
+                    h.abort(&mark.by);
+                }
+                write_status(store, status).await;
+                if let Ok(Some((spec, _))) = store.warm().await
+                    && spec != loaded.spec
+                    && held.is_empty()
+                {
+                    break false;
+                }
+            }
+        }
+        if last_extend.elapsed() >= cfg.visibility_timeout / 3 {
+            last_extend = Instant::now();
+            let handles: Vec<String> = held.values().map(|h| h.handle.clone()).collect();
+            if !handles.is_empty()
+                && let Err(e) = queues.extend(&handles, cfg.visibility_timeout).await
+            {
+                tracing::warn!(error = %e, "could not extend the visibility of held batches");
+            }
+        }
+    };
+    if let Some(r) = receiver {
+        r.abort();
+    }
+    // Batches received but not yet taken go back at once.
+    received.close();
+    while let Some((r, _)) = received.recv().await {
+        let _ = queues.release(&r.handle).await;
+    }
+    if stopped && !held.is_empty() {
+        // Finish what is held within the grace period; release the rest.
+        let grace = cfg.visibility_timeout.min(Duration::from_secs(20));
+        let deadline = Instant::now() + grace;
+        while !held.is_empty() {
+            match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
+                Ok(Some(d)) => finish_batch(store, queues, id, &fire_id, &mut held, d).await,
+                _ => break,
+            }
+        }
+        for (name, h) in held.drain() {
+            tracing::warn!(batch = %name, held_for = ?h.since.elapsed(), "released unfinished at shutdown");
+            let _ = queues.release(&h.handle).await;
+        }
+    }
+    stopped
+}
+
+/// Takes one received batch: skips done ones, refuses foreign ones, adopts
+/// the fire and hands the batch to the notifiers.
+#[allow(clippy::too_many_arguments)]
+async fn take_batch(
+    store: &Store,
+    queues: &Queues,
+    engine: &Engine,
+    sink: &CloudWatchSink,
+    fire_id: &str,
+    fire: &mut Option<(FireRecord, FireHandle)>,
+    held: &mut HashMap<String, Held>,
+    r: Received<BatchMsg>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let name = super::store::batch_name(&r.msg);
+    if r.msg.campaign_id != fire_id {
+        tracing::error!(batch = %name, campaign = %r.msg.campaign_id, holds = %fire_id, "a batch of a fire this worker is not warm for; left in the queue");
+        return;
+    }
+    match store.is_done(fire_id, &r.msg).await {
+        Ok(true) => {
+            // Redelivered after another worker finished it.
+            let _ = queues.delete_batch(&r.handle).await;
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a batch; released");
+            let _ = queues.release(&r.handle).await;
+            return;
+        }
+    }
+    if fire.is_none() {
+        match store.fire_record(fire_id).await {
+            Ok(Some(record)) => {
+                sink.begin(fire_id, record.fired_at_ms);
+                let h = engine.adopt(&record);
+                if let Ok(Some(mark)) = store.abort_mark(fire_id).await {
+                    h.abort(&mark.by);
+                }
+                *fire = Some((record, h));
+            }
+            Ok(None) => {
+                tracing::error!(fire = %fire_id, "a batch of a fire the ledger does not know; left in the queue");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the ledger; batch released");
+                let _ = queues.release(&r.handle).await;
+                return;
+            }
+        }
+    }
+    if held.insert(name, Held { handle: r.handle, since: Instant::now(), _permit: permit }).is_none() {
+        engine.submit(r.msg);
+    }
+}
+
+/// Records a finished batch, then deletes its message.
+async fn finish_batch(store: &Store, queues: &Queues, id: &str, fire_id: &str, held: &mut HashMap<String, Held>, d: BatchDone) {
+    let name = super::store::batch_name(&d.msg);
+    let record = DoneRecord { done: d, worker: id.to_owned() };
+    if let Err(e) = store.put_done(fire_id, &record).await {
+        // Not deleted: the message reappears and the batch is sent again
+        // rather than lost.
+        tracing::error!(error = %e, batch = %name, "could not record a finished batch");
+        held.remove(&name);
+        return;
+    }
+    if let Some(h) = held.remove(&name)
+        && let Err(e) = queues.delete_batch(&h.handle).await
+    {
+        tracing::warn!(error = %e, batch = %name, "could not delete a finished batch (its record stops a resend)");
+    }
+}
+
+/// Handles at most one fire message.
+async fn dispatch_once(store: &Store, queues: &Queues, id: &str, engine: &Engine, fire_id: &str, wait: Duration) -> Result<(), AwsError> {
+    let got = queues.receive_fires(wait, Duration::from_secs(60)).await?;
+    for r in got {
+        let fire = r.msg;
+        let market = fire.market.clone().unwrap_or_default();
+        if fire.campaign_id != fire_id {
+            tracing::error!(campaign = %fire.campaign_id, holds = %fire_id, "a fire for a campaign this dispatcher is not warm for; left in the queue");
+            continue;
+        }
+        if store.dispatched(fire_id, &market).await?.is_some() {
+            queues.delete_fire(&r.handle).await?;
+            continue;
+        }
+        let Some(record) = store.fire_record(fire_id).await? else {
+            tracing::error!(fire = %fire_id, "a fire message without a ledger claim; left for the dead-letter queue");
+            continue;
+        };
+        let aborted = store.abort_mark(fire_id).await?.is_some();
+        let planned = if aborted { Vec::new() } else { crate::fanout::dispatch::plan(engine.warm(), fire_id, fire.market.as_deref()) };
+        let devices = planned.iter().map(|(_, b)| u64::from(b.len())).sum();
+        let fired_at = UNIX_EPOCH + Duration::from_millis(record.fired_at_ms);
+        let batches = queues.send_batches(&planned, fired_at).await?;
+        store.put_dispatched(fire_id, &Dispatched { market: market.clone(), batches, devices, worker: id.to_owned() }).await?;
+        queues.delete_fire(&r.handle).await?;
+        tracing::info!(fire = %fire_id, market = %market, batches, devices, "dispatched");
+    }
+    Ok(())
+}
