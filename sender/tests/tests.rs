@@ -3,6 +3,7 @@
 mod util;
 
 mod audience_files;
+mod aws;
 mod cli;
 mod fire;
 mod push;

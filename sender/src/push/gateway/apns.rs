@@ -144,7 +144,8 @@ pub fn handle(state: &State, conn: &mut ApnsConn, req: &Incoming<'_>, faults: &m
     if state.is_unregistered(device) {
         return error(410, "Unregistered", &id);
     }
-    state.records.delivered(Platform::Ios, device.to_ascii_lowercase().as_bytes(), now);
+    let collapsible = headers.get("apns-collapse-id").is_some_and(|v| !v.is_empty());
+    state.records.delivered(Platform::Ios, device.to_ascii_lowercase().as_bytes(), now, collapsible);
     Reply::new(200, Bytes::new()).header("apns-id", id)
 }
 

@@ -132,6 +132,8 @@ struct Android<'a> {
     priority: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     ttl: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    collapse_key: Option<Cow<'a, str>>,
 }
 
 fn valid_ttl(ttl: &str) -> bool {
@@ -216,7 +218,8 @@ pub fn send(state: &State, conn: &mut FcmConn, project: &str, req: &Incoming<'_>
     if state.is_unregistered(&device) {
         return fcm_error(404, "NOT_FOUND", "Requested entity was not found.", Some("UNREGISTERED"));
     }
-    state.records.delivered(Platform::Android, device.as_bytes(), now);
+    let collapsible = message.android.as_ref().is_some_and(|a| a.collapse_key.as_deref().is_some_and(|k| !k.is_empty()));
+    state.records.delivered(Platform::Android, device.as_bytes(), now, collapsible);
     let id = state.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Reply::json(200, &serde_json::json!({ "name": format!("projects/{project}/messages/0:{:x}{id:08x}", state.id_prefix) }))
 }

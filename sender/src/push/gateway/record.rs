@@ -20,6 +20,7 @@ const SHARDS: usize = 16;
 pub struct Records {
     shards: [Mutex<Shard>; SHARDS],
     deliveries: AtomicU64,
+    without_collapse: AtomicU64,
     mark: Mutex<Option<Instant>>,
     mark_version: AtomicU64,
     statuses: Mutex<HashMap<u16, u64>>,
@@ -39,6 +40,7 @@ impl Default for Records {
         Self {
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             deliveries: AtomicU64::new(0),
+            without_collapse: AtomicU64::new(0),
             mark: Mutex::new(None),
             mark_version: AtomicU64::new(0),
             statuses: Mutex::new(HashMap::new()),
@@ -66,6 +68,9 @@ pub struct DeliveryCheck {
 pub struct GatewayStats {
     /// Accepted notifications (200).
     pub deliveries: u64,
+    /// Deliveries without a collapse id (APNs) or key (FCM): a duplicate
+    /// of one would show twice on the phone.
+    pub without_collapse_id: u64,
     /// Distinct tokens delivered.
     pub unique_tokens: u64,
     /// Deliveries beyond the first per token.
@@ -98,10 +103,14 @@ impl Records {
         *self.statuses.lock().expect("status lock").entry(status).or_default() += 1;
     }
 
-    /// Counts a delivery of `token`.
-    pub fn delivered(&self, platform: Platform, token: &[u8], now: Instant) {
+    /// Counts a delivery of `token`; `collapsible` when it carried a
+    /// collapse id (APNs) or key (FCM), so a second copy replaces the first.
+    pub fn delivered(&self, platform: Platform, token: &[u8], now: Instant, collapsible: bool) {
         let k = key(platform, token);
         self.deliveries.fetch_add(1, Ordering::Relaxed);
+        if !collapsible {
+            self.without_collapse.fetch_add(1, Ordering::Relaxed);
+        }
         let version = self.mark_version.load(Ordering::Acquire);
         let mut shard = self.shards[(k as usize) % SHARDS].lock().expect("records lock");
         *shard.tokens.entry(k).or_default() += 1;
@@ -164,6 +173,7 @@ impl Records {
         let secs = |d: Duration| d.as_secs_f64();
         GatewayStats {
             deliveries: self.deliveries.load(Ordering::Relaxed),
+            without_collapse_id: self.without_collapse.load(Ordering::Relaxed),
             unique_tokens: unique,
             duplicates: dup,
             statuses: self.statuses.lock().expect("status lock").iter().map(|(k, v)| (*k, *v)).collect(),
@@ -180,6 +190,7 @@ impl Records {
             *shard.lock().expect("records lock") = Shard::default();
         }
         self.deliveries.store(0, Ordering::Relaxed);
+        self.without_collapse.store(0, Ordering::Relaxed);
         *self.mark.lock().expect("mark lock") = None;
         self.mark_version.fetch_add(1, Ordering::Release);
         self.statuses.lock().expect("status lock").clear();

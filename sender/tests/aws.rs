@@ -1,0 +1,418 @@
+//! AWS mode against a real AWS API emulator (moto server on 127.0.0.1,
+//! installed by `make test`), the loopback push gateway as a separate
+//! process, and `kickoff-sender worker` processes.
+//!
+//! The emulator's gaps, and how these tests stay honest about them:
+//! - FIFO deduplication only covers messages still in the queue (SQS keeps
+//!   ids for 5 minutes): the dedup test sends both copies while the first is
+//!   queued, and the "after the window" test deletes the first message so
+//!   SQS would accept a copy; the S3 ledger must refuse it.
+//! - ECS reaches running == desired at once: the scaling test checks the
+//!   counts and the calls, not the wait.
+//! - GetMetricData does not filter by namespace: each test has its own
+//!   emulator, so only its own points exist.
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kickoff_sender::aws::control::{AwsWorkers, AwsWorkersOptions};
+use kickoff_sender::aws::fleet::AwsFleet;
+use kickoff_sender::aws::provision::{ProvisionOptions, provision};
+use kickoff_sender::aws::queues::Queues;
+use kickoff_sender::aws::{Aws, AwsConfig};
+use kickoff_sender::campaign::{self, Campaign};
+use kickoff_sender::fanout::{Claim, FireClaim, FireOutcome};
+use kickoff_sender::fleet::{Fleet, Group};
+use kickoff_sender::push::choice::ProviderChoice;
+use kickoff_sender::queue::FireMsg;
+use kickoff_sender::recorder::live::LiveMetrics;
+use kickoff_sender::runbook::file::AudienceSource;
+use kickoff_sender::runbook::services::Workers;
+
+use super::util;
+
+/// A moto server on a free loopback port, stopped on drop.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+fn moto_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("KICKOFF_MOTO_SERVER") {
+        return p.into();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server")
+}
+
+impl Moto {
+    fn start() -> Self {
+        let bin = moto_server();
+        assert!(bin.is_file(), "the AWS API emulator is not installed at {}: run `make deps-moto` (make test does)", bin.display());
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The loopback gateway as its own process (h2c), with its keys and
+/// `kickoff.toml` in `dir`.
+struct GatewayProc {
+    child: Child,
+    config: PathBuf,
+}
+
+impl GatewayProc {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(util::bin())
+            .args(["gateway", "--keys", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--h2c"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        Self { child, config: dir.join("kickoff.toml") }
+    }
+
+    /// Stops it and returns what it counted.
+    fn stats(mut self) -> serde_json::Value {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest).unwrap();
+        self.child.wait().unwrap();
+        serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("gateway stats {rest:?}: {e}"))
+    }
+}
+
+/// Writes the AWS configuration (and a credentials file) for `moto`.
+fn write_config(dir: &Path, moto: &Moto, push: Option<&Path>, worker: &str) -> PathBuf {
+    std::fs::write(dir.join("credentials"), "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n").unwrap();
+    let push = push.map(|p| format!("push_config = {:?}\n", p.to_str().unwrap())).unwrap_or_default();
+    let text = format!(
+        r#"region = "us-east-1"
+credentials_file = "credentials"
+endpoint_url = "{url}"
+bucket = "kickoff-test"
+prefix = "env/test"
+fire_queue = "kickoff-fire.fifo"
+batch_queue = "kickoff-batches"
+cluster = "kickoff"
+service = "kickoff-notifier"
+asg = "kickoff-workers"
+
+[worker]
+wait_time = "1s"
+heartbeat = "300ms"
+{push}{worker}
+"#,
+        url = moto.url
+    );
+    let path = dir.join("aws.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn connect(config: &Path) -> Aws {
+    let aws = Aws::connect(AwsConfig::load(config).unwrap()).await.unwrap();
+    provision(&aws, &ProvisionOptions::default()).await.unwrap();
+    aws
+}
+
+/// A worker process, killed on drop if still running.
+struct WorkerProc(Child);
+
+impl WorkerProc {
+    fn start(config: &Path, log: &Path) -> Self {
+        let log = std::fs::File::create(log).unwrap();
+        Self(Command::new(util::bin()).args(["worker", "--config", config.to_str().unwrap()]).env("KICKOFF_LOG", "info").stderr(log).spawn().unwrap())
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo_campaign(dir: &Path) -> Arc<Campaign> {
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, campaign::DEMO_CAMPAIGN).unwrap();
+    Arc::new(Campaign::load(&path).unwrap())
+}
+
+fn workers(aws: &Aws, dir: &Path, event: &str) -> AwsWorkers {
+    let opts = AwsWorkersOptions {
+        source: AudienceSource::Path(dir.join("audience")),
+        work_dir: dir.join("work"),
+        fire_suffix: format!("@{event}"),
+        provider: ProviderChoice::Null,
+        warm_timeout: Duration::from_secs(90),
+    };
+    AwsWorkers::new(aws.clone(), opts, Arc::new(LiveMetrics::new(None)))
+}
+
+/// Waits until every dispatched batch of `fire_id` has its record.
+async fn wait_all_done(aws: &Aws, fire_id: &str, markets: usize, timeout: Duration) -> (u64, usize) {
+    let store = aws.store();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let dispatched = store.all_dispatched(fire_id).await.unwrap();
+        let done = store.done_names(fire_id).await.unwrap().len();
+        let batches: u64 = dispatched.iter().map(|d| d.batches).sum();
+        if dispatched.len() == markets && done as u64 == batches {
+            return (batches, done);
+        }
+        assert!(Instant::now() < deadline, "{done} of {batches} batches done, {} of {markets} markets dispatched", dispatched.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_deliver_100k_devices_once_and_a_concurrent_second_press_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    util::audience(dir.path(), 100_000, 5, 8);
+    let gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 8\n");
+    let aws = connect(&config).await;
+    let procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let campaign = demo_campaign(dir.path());
+    let w = workers(&aws, dir.path(), "e1");
+    let warm = w.warm(campaign.clone(), 3).await.unwrap();
+    assert_eq!(warm.workers.len(), 3, "{warm:?}");
+    assert!(warm.all_shards_warm(), "every worker loaded every shard from S3: {warm:?}");
+    assert_eq!(warm.workers[0].shards_total, 8);
+    let targeted = warm.devices;
+    assert!(targeted > 50_000, "{targeted}");
+
+    // Two presses from two processes at the same moment.
+    let press = |who: &str| Command::new(util::bin()).args(["aws", "fire", "--config", config.to_str().unwrap(), "--operator", who]).output().unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| press("alice"));
+        let b = s.spawn(|| press("bob"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let outcomes: Vec<String> = [&a, &b]
+        .iter()
+        .map(|o| {
+            let j: serde_json::Value = serde_json::from_str(util::stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {}", util::stderr(o)));
+            j["outcome"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["already_fired", "fired"], "exactly one press fires");
+    let loser = if outcomes[0] == "fired" { &b } else { &a };
+    assert_eq!(loser.status.code(), Some(3), "the second press exits 'already fired'");
+
+    let fire_id = format!("{}@e1", campaign.id);
+    let (batches, done) = wait_all_done(&aws, &fire_id, campaign.markets.len(), Duration::from_secs(240)).await;
+    assert_eq!(done as u64, batches);
+    // A batch record per batch, and every worker took part.
+    let store = aws.store();
+    let mut by_worker = std::collections::BTreeMap::<String, u64>::new();
+    let mut delivered = 0u64;
+    for name in store.done_names(&fire_id).await.unwrap() {
+        let r = store.done(&fire_id, &name).await.unwrap().unwrap();
+        delivered += u64::from(r.done.delivered);
+        *by_worker.entry(r.worker).or_default() += 1;
+    }
+    assert_eq!(delivered, targeted, "the batch records add up to the audience");
+    assert_eq!(by_worker.len(), 3, "all three workers sent: {by_worker:?}");
+
+    // CloudWatch: the workers' 1-second points, read back.
+    let mut series = kickoff_sender::aws::metrics::Series::default();
+    for _ in 0..40 {
+        let from = SystemTime::now() - Duration::from_secs(600);
+        series = kickoff_sender::aws::metrics::read_delivered(&aws.cloudwatch, &aws.config.namespace, &fire_id, from, SystemTime::now() + Duration::from_secs(60))
+            .await
+            .unwrap();
+        if series.total() == targeted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(series.total(), targeted, "CloudWatch holds every delivery, per second");
+
+    for p in procs {
+        assert!(p.terminate().success(), "a worker exits cleanly on SIGTERM");
+    }
+    let stats = gateway.stats();
+    assert_eq!(stats["unique_tokens"], targeted, "0 missing, counted per token at the gateway: {stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    assert_eq!(stats["deliveries"], targeted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_killed_mid_send_loses_nothing_and_duplicates_only_its_held_batches_with_the_collapse_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    util::audience(dir.path(), 30_000, 9, 4);
+    // Slow answers and few streams, so the fire lasts long enough to kill a worker in it.
+    let gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "150-250", "--gateway-streams", "40"]);
+    let max_batches = 3u64;
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), &format!("notifiers = 1\nmax_batches = {max_batches}\nvisibility_timeout = \"4s\"\n"));
+    let aws = connect(&config).await;
+    let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let campaign = demo_campaign(dir.path());
+    let w = workers(&aws, dir.path(), "e2");
+    let warm = w.warm(campaign.clone(), 3).await.unwrap();
+    let targeted = warm.devices;
+    let handle = match w.fire("carol").unwrap() {
+        FireOutcome::Started(h) => h,
+        FireOutcome::AlreadyFired(r) => panic!("{r}"),
+    };
+    // Kill one worker once sending is under way.
+    let store = aws.store();
+    let fire_id = handle.campaign_id().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.done_names(&fire_id).await.unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "no batch finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let victim = procs.remove(0);
+    let _ = Command::new("kill").args(["-KILL", &victim.0.id().to_string()]).status();
+    drop(victim);
+    let report = tokio::time::timeout(Duration::from_secs(300), handle.wait()).await.expect("the fire completes");
+    assert_eq!(report.delivered, targeted, "the app's report, from the batch records: {report:?}");
+    assert_eq!(report.not_sent, 0);
+    let (batches, done) = wait_all_done(&aws, &fire_id, campaign.markets.len(), Duration::from_secs(10)).await;
+    assert_eq!(done as u64, batches, "one record per batch");
+    let record = store.fire_record(&fire_id).await.unwrap().unwrap();
+    assert_eq!(record.status, kickoff_sender::fanout::FireStatus::Completed, "the end is in the S3 ledger");
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!(stats["unique_tokens"], targeted, "0 missing after kill -9: {stats}");
+    let dups = stats["duplicates"].as_u64().unwrap();
+    assert!(dups <= max_batches * 500, "duplicates only from the killed worker's held batches (at most {max_batches} x 500): {dups}");
+    assert_eq!(stats["without_collapse_id"], 0, "every copy carried the campaign's collapse id: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let config = write_config(dir.path(), &moto, None, "");
+    let aws = connect(&config).await;
+    let queues = Queues::open(&aws).await.unwrap();
+    let msg = FireMsg { campaign_id: "c@e".into(), campaign_hash: "h".into(), operator: "a".into(), fired_at_ms: 1, market: Some("US".into()) };
+    queues.send_fire(&msg).await.unwrap();
+    queues.send_fire(&FireMsg { operator: "b".into(), ..msg.clone() }).await.unwrap();
+    queues.send_fire(&FireMsg { market: Some("CA".into()), ..msg.clone() }).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        for r in queues.receive_fires(Duration::from_secs(1), Duration::from_secs(30)).await.unwrap() {
+            queues.delete_fire(&r.handle).await.unwrap();
+            got.push((r.msg.operator, r.msg.market.unwrap()));
+        }
+    }
+    got.sort();
+    assert_eq!(got, [("a".to_owned(), "CA".to_owned()), ("a".to_owned(), "US".to_owned())], "one message per market; the second press was deduplicated");
+
+    // After the window (here: the first message is gone, so SQS would take a
+    // copy), the ledger is what refuses.
+    let campaign = Campaign::clone(&demo_campaign(dir.path())).with_id("late@e".into());
+    let first = kickoff_sender::aws::control::fire(&aws, &campaign, "alice").await.unwrap();
+    assert!(matches!(first, Claim::Won(_)));
+    // One message per market, handed out one at a time (one message group).
+    let mut markets = Vec::new();
+    loop {
+        let got = queues.receive_fires(Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for r in got {
+            queues.delete_fire(&r.handle).await.unwrap();
+            markets.push(r.msg.market.unwrap());
+        }
+    }
+    let mut expected: Vec<String> = campaign.markets.iter().map(|m| m.code.clone()).collect();
+    markets.sort();
+    expected.sort();
+    assert_eq!(markets, expected);
+    match kickoff_sender::aws::control::fire(&aws, &campaign, "bob").await.unwrap() {
+        Claim::AlreadyFired(r) => assert_eq!(r.operator, "alice"),
+        Claim::Won(_) => panic!("a second fire was claimed"),
+    }
+    for _ in 0..3 {
+        assert!(queues.receive_fires(Duration::from_secs(1), Duration::from_secs(30)).await.unwrap().is_empty(), "nothing was queued by the refused press");
+    }
+    // The claim is a conditional put: racing claims, one winner.
+    let claim = FireClaim { campaign_id: "race@e".into(), campaign_hash: "h".into(), operator: String::new(), at: SystemTime::now() };
+    let store = aws.store();
+    let results = futures_util::future::join_all((0..8).map(|i| {
+        let (store, claim) = (store.clone(), FireClaim { operator: format!("op{i}"), ..claim.clone() });
+        async move { store.claim(&claim).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(results.iter().filter(|c| matches!(c, Claim::Won(_))).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_steps_drive_the_auto_scaling_group_and_the_ecs_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let config = write_config(dir.path(), &moto, None, "");
+    let aws = connect(&config).await;
+    let fleet = AwsFleet::new(&aws);
+    assert_eq!(fleet.status(Group::Asg).await.unwrap().desired, 0);
+    let report = kickoff_sender::fleet::scale_and_wait(&fleet, Group::Asg, 3, Duration::from_secs(30), Duration::from_millis(100), &|_, _| {}).await.unwrap();
+    assert!(report.reached, "{report:?}");
+    let asg = fleet.status(Group::Asg).await.unwrap();
+    assert_eq!((asg.desired, asg.running), (3, 3));
+    fleet.set_desired(Group::Service, 4).await.unwrap();
+    let svc = fleet.status(Group::Service).await.unwrap();
+    assert_eq!(svc.desired, 4, "UpdateService reached the service: {svc:?}");
+    // A group that does not exist is an error naming it.
+    let mut cfg = aws.config.clone();
+    cfg.asg = "nope".into();
+    let other = AwsFleet::new(&Aws::connect(cfg).await.unwrap());
+    let e = other.status(Group::Asg).await.unwrap_err().to_string();
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn a_broken_aws_config_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aws.toml");
+    std::fs::write(&path, "region = \"us-east-1\"\nbucket = 3\n").unwrap();
+    let e = AwsConfig::load(&path).unwrap_err().to_string();
+    assert!(e.contains("aws.toml") && e.contains("line 2"), "{e}");
+    std::fs::write(
+        &path,
+        "region = \"r\"\nbucket = \"b\"\nfire_queue = \"f\"\nbatch_queue = \"q\"\ncluster = \"c\"\nservice = \"s\"\nasg = \"a\"\n",
+    )
+    .unwrap();
+    let e = AwsConfig::load(&path).unwrap_err().to_string();
+    assert!(e.contains("FIFO"), "{e}");
+}
