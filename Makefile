@@ -32,7 +32,7 @@ endef
 DEVICES ?= 4000000
 PROVIDER ?= null
 
-.PHONY: help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean deps-e2e e2e screenshots
+.PHONY: deps-moto help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean deps-e2e e2e screenshots
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -82,8 +82,22 @@ run: build ## Start the desktop app in embedded mode.
 
 test: deps ui lint test-rust test-ui e2e ## Every test of the workspace and the UI, end to end, plus lint and format.
 
-test-rust:
-	$(CARGO) test --workspace
+test-rust: deps-moto
+	KICKOFF_MOTO_SERVER=$(abspath $(MOTO_VENV))/bin/moto_server $(CARGO) test --workspace
+
+# The AWS API emulator the AWS-mode tests start on 127.0.0.1 (moto server, PyPI).
+MOTO_VENV := .tools/moto-venv
+MOTO_VERSION := 5.2.5
+
+deps-moto: ## The AWS API emulator (moto server from PyPI) in a venv under .tools/.
+	@if [ ! -x $(MOTO_VENV)/bin/moto_server ]; then \
+	  python3 -c 'import venv, ensurepip' 2>/dev/null || { \
+	    $(SUDO) apt-get update -qq; \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3 python3-venv; }; \
+	  echo "==> moto[server]==$(MOTO_VERSION) into $(MOTO_VENV)"; \
+	  python3 -m venv $(MOTO_VENV); \
+	  $(MOTO_VENV)/bin/pip install -q "moto[server]==$(MOTO_VERSION)"; \
+	fi
 
 test-ui: deps-ui
 	cd ui && npm test

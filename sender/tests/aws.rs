@@ -45,7 +45,7 @@ fn moto_server() -> PathBuf {
     if let Some(p) = std::env::var_os("KICKOFF_MOTO_SERVER") {
         return p.into();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/moto-venv/bin/moto_server")
 }
 
 impl Moto {
@@ -146,7 +146,14 @@ struct WorkerProc(Child);
 impl WorkerProc {
     fn start(config: &Path, log: &Path) -> Self {
         let log = std::fs::File::create(log).unwrap();
-        Self(Command::new(util::bin()).args(["worker", "--config", config.to_str().unwrap()]).env("KICKOFF_LOG", "info").stderr(log).spawn().unwrap())
+        Self(
+            Command::new(util::bin())
+                .args(["worker", "--config", config.to_str().unwrap()])
+                .env("KICKOFF_LOG", "info")
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
@@ -214,7 +221,9 @@ async fn three_worker_processes_deliver_100k_devices_once_and_a_concurrent_secon
     assert!(targeted > 50_000, "{targeted}");
 
     // Two presses from two processes at the same moment.
-    let press = |who: &str| Command::new(util::bin()).args(["aws", "fire", "--config", config.to_str().unwrap(), "--operator", who]).output().unwrap();
+    let press = |who: &str| {
+        Command::new(util::bin()).args(["aws", "fire", "--config", config.to_str().unwrap(), "--operator", who]).output().unwrap()
+    };
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| press("alice"));
         let b = s.spawn(|| press("bob"));
@@ -252,9 +261,15 @@ async fn three_worker_processes_deliver_100k_devices_once_and_a_concurrent_secon
     let mut series = kickoff_sender::aws::metrics::Series::default();
     for _ in 0..40 {
         let from = SystemTime::now() - Duration::from_secs(600);
-        series = kickoff_sender::aws::metrics::read_delivered(&aws.cloudwatch, &aws.config.namespace, &fire_id, from, SystemTime::now() + Duration::from_secs(60))
-            .await
-            .unwrap();
+        series = kickoff_sender::aws::metrics::read_delivered(
+            &aws.cloudwatch,
+            &aws.config.namespace,
+            &fire_id,
+            from,
+            SystemTime::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
         if series.total() == targeted {
             break;
         }
@@ -279,7 +294,12 @@ async fn a_notifier_killed_mid_send_loses_nothing_and_duplicates_only_its_held_b
     // Slow answers and few streams, so the fire lasts long enough to kill a worker in it.
     let gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "150-250", "--gateway-streams", "40"]);
     let max_batches = 3u64;
-    let config = write_config(dir.path(), &moto, Some(&gateway.config), &format!("notifiers = 1\nmax_batches = {max_batches}\nvisibility_timeout = \"4s\"\n"));
+    let config = write_config(
+        dir.path(),
+        &moto,
+        Some(&gateway.config),
+        &format!("notifiers = 1\nmax_batches = {max_batches}\nvisibility_timeout = \"4s\"\n"),
+    );
     let aws = connect(&config).await;
     let mut procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
     let campaign = demo_campaign(dir.path());
@@ -325,7 +345,8 @@ async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_af
     let config = write_config(dir.path(), &moto, None, "");
     let aws = connect(&config).await;
     let queues = Queues::open(&aws).await.unwrap();
-    let msg = FireMsg { campaign_id: "c@e".into(), campaign_hash: "h".into(), operator: "a".into(), fired_at_ms: 1, market: Some("US".into()) };
+    let msg =
+        FireMsg { campaign_id: "c@e".into(), campaign_hash: "h".into(), operator: "a".into(), fired_at_ms: 1, market: Some("US".into()) };
     queues.send_fire(&msg).await.unwrap();
     queues.send_fire(&FireMsg { operator: "b".into(), ..msg.clone() }).await.unwrap();
     queues.send_fire(&FireMsg { market: Some("CA".into()), ..msg.clone() }).await.unwrap();
@@ -337,7 +358,11 @@ async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_af
         }
     }
     got.sort();
-    assert_eq!(got, [("a".to_owned(), "CA".to_owned()), ("a".to_owned(), "US".to_owned())], "one message per market; the second press was deduplicated");
+    assert_eq!(
+        got,
+        [("a".to_owned(), "CA".to_owned()), ("a".to_owned(), "US".to_owned())],
+        "one message per market; the second press was deduplicated"
+    );
 
     // After the window (here: the first message is gone, so SQS would take a
     // copy), the ledger is what refuses.
@@ -365,7 +390,10 @@ async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_af
         Claim::Won(_) => panic!("a second fire was claimed"),
     }
     for _ in 0..3 {
-        assert!(queues.receive_fires(Duration::from_secs(1), Duration::from_secs(30)).await.unwrap().is_empty(), "nothing was queued by the refused press");
+        assert!(
+            queues.receive_fires(Duration::from_secs(1), Duration::from_secs(30)).await.unwrap().is_empty(),
+            "nothing was queued by the refused press"
+        );
     }
     // The claim is a conditional put: racing claims, one winner.
     let claim = FireClaim { campaign_id: "race@e".into(), campaign_hash: "h".into(), operator: String::new(), at: SystemTime::now() };
@@ -386,7 +414,10 @@ async fn scale_steps_drive_the_auto_scaling_group_and_the_ecs_service() {
     let aws = connect(&config).await;
     let fleet = AwsFleet::new(&aws);
     assert_eq!(fleet.status(Group::Asg).await.unwrap().desired, 0);
-    let report = kickoff_sender::fleet::scale_and_wait(&fleet, Group::Asg, 3, Duration::from_secs(30), Duration::from_millis(100), &|_, _| {}).await.unwrap();
+    let report =
+        kickoff_sender::fleet::scale_and_wait(&fleet, Group::Asg, 3, Duration::from_secs(30), Duration::from_millis(100), &|_, _| {})
+            .await
+            .unwrap();
     assert!(report.reached, "{report:?}");
     let asg = fleet.status(Group::Asg).await.unwrap();
     assert_eq!((asg.desired, asg.running), (3, 3));

@@ -102,7 +102,16 @@ pub struct AwsWorkers {
 impl AwsWorkers {
     /// Workers behind `aws`, reporting to `live`.
     pub fn new(aws: Aws, opts: AwsWorkersOptions, live: Arc<LiveMetrics>) -> Self {
-        Self { store: aws.store(), aws, opts, live, warmed: Mutex::new(None), audience: tokio::sync::Mutex::new(None), handle: Mutex::new(None), setup: tokio::sync::Mutex::new(None) }
+        Self {
+            store: aws.store(),
+            aws,
+            opts,
+            live,
+            warmed: Mutex::new(None),
+            audience: tokio::sync::Mutex::new(None),
+            handle: Mutex::new(None),
+            setup: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The runbook's audience, compiled here once per event.
@@ -155,7 +164,15 @@ impl AwsWorkers {
             }
             let warm: Vec<_> = current.iter().filter(|w| w.state == "warm" && w.campaign_hash == hash).collect();
             if warm.len() >= tasks as usize {
-                break warm.into_iter().map(|w| WorkerWarm { worker: w.worker.clone(), shards: w.shards, shards_total, campaign_hash: w.campaign_hash.clone() }).collect();
+                break warm
+                    .into_iter()
+                    .map(|w| WorkerWarm {
+                        worker: w.worker.clone(),
+                        shards: w.shards,
+                        shards_total,
+                        campaign_hash: w.campaign_hash.clone(),
+                    })
+                    .collect();
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -198,7 +215,12 @@ impl AwsWorkers {
 /// then queues one FIFO message per market. Whoever loses the claim, in any
 /// process and at any time, gets [`Claim::AlreadyFired`] and queues nothing.
 pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Claim, String> {
-    let claim = FireClaim { campaign_id: campaign.id.clone(), campaign_hash: campaign.hash().to_owned(), operator: operator.to_owned(), at: SystemTime::now() };
+    let claim = FireClaim {
+        campaign_id: campaign.id.clone(),
+        campaign_hash: campaign.hash().to_owned(),
+        operator: operator.to_owned(),
+        at: SystemTime::now(),
+    };
     let record = match aws.store().claim(&claim).await.map_err(|e| format!("fire ledger: {e}; nothing was sent"))? {
         Claim::AlreadyFired(r) => return Ok(Claim::AlreadyFired(r)),
         Claim::Won(r) => r,
@@ -220,7 +242,8 @@ pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Clai
 /// The campaign the workers hold (from S3), under its fire id.
 pub async fn warmed_campaign(aws: &Aws) -> Result<(WarmSpec, Campaign), String> {
     let store = aws.store();
-    let (spec, text) = store.warm().await.map_err(|e| e.to_string())?.ok_or_else(|| format!("nothing is warm: no {}", store.url("campaign/warm.json")))?;
+    let (spec, text) =
+        store.warm().await.map_err(|e| e.to_string())?.ok_or_else(|| format!("nothing is warm: no {}", store.url("campaign/warm.json")))?;
     let mut campaign = Campaign::parse(&text, std::path::Path::new(&store.url("campaign/campaign.toml"))).map_err(|e| e.to_string())?;
     if spec.silent {
         campaign = campaign.into_silent();
@@ -286,7 +309,12 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
                                 }
                             }
                             run.first_sends(u64::from(d.handed_off));
-                            run.unsent(UnsentRange { shard: d.msg.shard, platform: d.msg.platform, start: d.msg.end - d.unsent, end: d.msg.end });
+                            run.unsent(UnsentRange {
+                                shard: d.msg.shard,
+                                platform: d.msg.platform,
+                                start: d.msg.end - d.unsent,
+                                end: d.msg.end,
+                            });
                             run.apply(delta);
                             seen.insert(name);
                         }
@@ -406,9 +434,10 @@ impl FlagStore for PublishedFlags {
     fn switch(&self, switch: &Switch) -> Result<ZombieFlag, FlagError> {
         let flag = self.inner.switch(switch)?;
         let (doc, _) = FlagsDocument::at(&self.inner.flags()?, crate::zombie::now_ms());
-        block_on(self.store.put_flags(&doc))
-            .and_then(|r| r.map_err(|e: AwsError| e.to_string()))
-            .map_err(|e| FlagError::Store { path: PathBuf::from(self.store.url("flags.json")), message: format!("switched here, but not published: {e}") })?;
+        block_on(self.store.put_flags(&doc)).and_then(|r| r.map_err(|e: AwsError| e.to_string())).map_err(|e| FlagError::Store {
+            path: PathBuf::from(self.store.url("flags.json")),
+            message: format!("switched here, but not published: {e}"),
+        })?;
         Ok(flag)
     }
 

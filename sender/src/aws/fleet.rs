@@ -117,10 +117,10 @@ impl Fleet for AwsFleet {
                             message: format!("{}: {}", f.arn().unwrap_or(&self.service), f.reason().unwrap_or("not found")),
                         });
                     }
-                    let s = out
-                        .services()
-                        .first()
-                        .ok_or_else(|| FleetError::Platform { group, message: format!("no ECS service {} in {}", self.service, self.cluster) })?;
+                    let s = out.services().first().ok_or_else(|| FleetError::Platform {
+                        group,
+                        message: format!("no ECS service {} in {}", self.service, self.cluster),
+                    })?;
                     Ok(GroupStatus {
                         desired: count(s.desired_count()),
                         pending: count(s.pending_count()),

@@ -75,7 +75,8 @@ impl MetricsSink for CloudWatchSink {
             for platform in Platform::ALL {
                 let n = counts[platform as usize];
                 if n > 0 {
-                    *p.entry(("Delivered", campaign_id.to_owned(), platform.as_str().to_owned(), base + second as u64)).or_default() += n as f64;
+                    *p.entry(("Delivered", campaign_id.to_owned(), platform.as_str().to_owned(), base + second as u64)).or_default() +=
+                        n as f64;
                 }
             }
         }

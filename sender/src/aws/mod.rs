@@ -264,7 +264,10 @@ impl Aws {
         }
         if let Some(f) = &config.credentials_file {
             if !f.is_file() {
-                return Err(AwsError::Config { path: config.source.clone(), message: format!("credentials_file {} does not exist", f.display()) });
+                return Err(AwsError::Config {
+                    path: config.source.clone(),
+                    message: format!("credentials_file {} does not exist", f.display()),
+                });
             }
             let files = EnvConfigFiles::builder()
                 .include_default_credentials_file(true)

@@ -90,7 +90,8 @@ pub async fn provision(aws: &Aws, opts: &ProvisionOptions) -> Result<Provisioned
         );
     }
     if let Err(e) = create.send().await {
-        let owned = e.as_service_error().is_some_and(aws_sdk_s3::operation::create_bucket::CreateBucketError::is_bucket_already_owned_by_you);
+        let owned =
+            e.as_service_error().is_some_and(aws_sdk_s3::operation::create_bucket::CreateBucketError::is_bucket_already_owned_by_you);
         if !owned {
             return Err(AwsError::call("S3", "CreateBucket", e));
         }
@@ -101,7 +102,9 @@ pub async fn provision(aws: &Aws, opts: &ProvisionOptions) -> Result<Provisioned
     let redrive = |arn: &str| format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{}"}}"#, opts.max_receive_count);
     let fire_base = c.fire_queue.trim_end_matches(".fifo");
     let fifo = |extra: Vec<(QueueAttributeName, String)>| {
-        let mut m: HashMap<_, _> = [(QueueAttributeName::FifoQueue, "true".to_owned()), (QueueAttributeName::ContentBasedDeduplication, "false".to_owned())].into();
+        let mut m: HashMap<_, _> =
+            [(QueueAttributeName::FifoQueue, "true".to_owned()), (QueueAttributeName::ContentBasedDeduplication, "false".to_owned())]
+                .into();
         m.extend(extra);
         m
     };
@@ -112,7 +115,8 @@ pub async fn provision(aws: &Aws, opts: &ProvisionOptions) -> Result<Provisioned
         fifo(vec![(QueueAttributeName::VisibilityTimeout, "60".into()), (QueueAttributeName::RedrivePolicy, redrive(&fire_dlq_arn))]),
     )
     .await?;
-    let (dlq_url, dlq_arn) = queue(aws, &format!("{}-dlq", c.batch_queue), [(QueueAttributeName::MessageRetentionPeriod, "1209600".to_owned())].into()).await?;
+    let (dlq_url, dlq_arn) =
+        queue(aws, &format!("{}-dlq", c.batch_queue), [(QueueAttributeName::MessageRetentionPeriod, "1209600".to_owned())].into()).await?;
     let (batch_url, _) = queue(
         aws,
         &c.batch_queue,

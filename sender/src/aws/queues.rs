@@ -63,7 +63,11 @@ impl Queues {
                 out.queue_url().map(str::to_owned).ok_or_else(|| AwsError::Data(format!("SQS has no URL for queue {name}")))
             }
         };
-        Ok(Self { sqs: aws.sqs.clone(), fire_url: url(aws.config.fire_queue.clone()).await?, batch_url: url(aws.config.batch_queue.clone()).await? })
+        Ok(Self {
+            sqs: aws.sqs.clone(),
+            fire_url: url(aws.config.fire_queue.clone()).await?,
+            batch_url: url(aws.config.batch_queue.clone()).await?,
+        })
     }
 
     /// Queues one market's fire message.
@@ -121,7 +125,9 @@ impl Queues {
                 Ok(msg) => got.push(Received { msg, handle: handle.to_owned(), receives }),
                 // Left in the queue: after the redrive policy's receives it
                 // moves to the dead-letter queue, where it can be read.
-                Err(e) => tracing::error!(queue = url, message_id = m.message_id().unwrap_or("?"), error = %e, "a message Kickoff cannot read; left for the dead-letter queue"),
+                Err(e) => {
+                    tracing::error!(queue = url, message_id = m.message_id().unwrap_or("?"), error = %e, "a message Kickoff cannot read; left for the dead-letter queue");
+                }
             }
         }
         Ok(got)
@@ -164,7 +170,11 @@ impl Queues {
                     break;
                 }
                 if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
-                    return Err(AwsError::Data(format!("SQS SendMessageBatch refused a batch: {} {}", f.code(), f.message().unwrap_or(""))));
+                    return Err(AwsError::Data(format!(
+                        "SQS SendMessageBatch refused a batch: {} {}",
+                        f.code(),
+                        f.message().unwrap_or("")
+                    )));
                 }
                 if attempt >= 8 {
                     return Err(AwsError::Data(format!("SQS SendMessageBatch: {} entries still failing after retries", failed.len())));
@@ -227,7 +237,13 @@ impl Queues {
     }
 
     async fn delete(&self, url: &str, handle: &str) -> Result<(), AwsError> {
-        self.sqs.delete_message().queue_url(url).receipt_handle(handle).send().await.map_err(|e| AwsError::call("SQS", "DeleteMessage", e))?;
+        self.sqs
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .map_err(|e| AwsError::call("SQS", "DeleteMessage", e))?;
         Ok(())
     }
 }

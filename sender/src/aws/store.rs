@@ -238,7 +238,8 @@ impl Store {
             if name.contains('/') {
                 continue;
             }
-            let body = self.get(&format!("audience/{name}")).await?.ok_or_else(|| AwsError::Data(format!("{} vanished", self.url(name))))?;
+            let body =
+                self.get(&format!("audience/{name}")).await?.ok_or_else(|| AwsError::Data(format!("{} vanished", self.url(name))))?;
             let tmp = dir.join(format!(".{name}.part"));
             std::fs::write(&tmp, body).map_err(io)?;
             std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
@@ -256,7 +257,10 @@ impl Store {
     /// What the workers should warm, with the campaign text.
     pub async fn warm(&self) -> Result<Option<(WarmSpec, String)>, AwsError> {
         let Some(spec) = self.get_json::<WarmSpec>("campaign/warm.json").await? else { return Ok(None) };
-        let text = self.get("campaign/campaign.toml").await?.ok_or_else(|| AwsError::Data(format!("{} is missing", self.url("campaign/campaign.toml"))))?;
+        let text = self
+            .get("campaign/campaign.toml")
+            .await?
+            .ok_or_else(|| AwsError::Data(format!("{} is missing", self.url("campaign/campaign.toml"))))?;
         let text = String::from_utf8(text).map_err(|e| AwsError::Data(format!("{}: {e}", self.url("campaign/campaign.toml"))))?;
         Ok(Some((spec, text)))
     }
@@ -280,7 +284,10 @@ impl Store {
         if self.put_new(&rel, serde_json::to_vec_pretty(&record).expect("record serializes")).await? {
             return Ok(Claim::Won(record));
         }
-        let first = self.fire_record(&claim.campaign_id).await?.ok_or_else(|| AwsError::Data(format!("{} refused the claim but cannot be read", self.url(&rel))))?;
+        let first = self
+            .fire_record(&claim.campaign_id)
+            .await?
+            .ok_or_else(|| AwsError::Data(format!("{} refused the claim but cannot be read", self.url(&rel))))?;
         Ok(Claim::AlreadyFired(first))
     }
 
@@ -328,12 +335,14 @@ impl Store {
     /// Records a finished batch; false if it was recorded before (a
     /// redelivered batch: the first record stays).
     pub async fn put_done(&self, fire_id: &str, done: &DoneRecord) -> Result<bool, AwsError> {
-        self.put_new(&fire_key(fire_id, &format!("done/{}", batch_name(&done.done.msg))), serde_json::to_vec(done).expect("serializes")).await
+        self.put_new(&fire_key(fire_id, &format!("done/{}", batch_name(&done.done.msg))), serde_json::to_vec(done).expect("serializes"))
+            .await
     }
 
     /// True if the batch was finished before.
     pub async fn is_done(&self, fire_id: &str, msg: &BatchMsg) -> Result<bool, AwsError> {
-        let r = self.s3.head_object().bucket(&self.bucket).key(self.key(&fire_key(fire_id, &format!("done/{}", batch_name(msg))))).send().await;
+        let r =
+            self.s3.head_object().bucket(&self.bucket).key(self.key(&fire_key(fire_id, &format!("done/{}", batch_name(msg))))).send().await;
         match r {
             Ok(_) => Ok(true),
             Err(e) if status_of(&e) == Some(404) => Ok(false),

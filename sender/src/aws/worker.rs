@@ -62,9 +62,9 @@ struct Loaded {
 /// Runs a worker until `stop` completes.
 pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<(), AwsError> {
     let aws = Aws::connect(config).await?;
-    let store = aws.store();
     let queues = Queues::open(&aws).await?;
-    let id = worker_id(&aws.config);
+    let ctx = Ctx { store: aws.store(), queues, id: worker_id(&aws.config), aws };
+    let (aws, store, id) = (&ctx.aws, &ctx.store, ctx.id.clone());
     let cfg = aws.config.worker.clone();
     let cache = cfg.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("kickoff-worker").join(&id));
     let push = match &cfg.push_config {
@@ -88,7 +88,7 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
         // Wait for something to warm.
         let spec = loop {
             match store.warm().await {
-                Ok(Some((spec, text))) => match load(&aws, &spec, &text, &cache, push.as_ref()).await {
+                Ok(Some((spec, text))) => match load(aws, &spec, &text, &cache, push.as_ref()).await {
                     Ok(loaded) => break loaded,
                     Err(e) => {
                         tracing::error!(error = %e, "could not warm");
@@ -101,11 +101,11 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
                 Ok(None) => status.state = "waiting".into(),
                 Err(e) => tracing::warn!(error = %e, "cannot read the warm spec"),
             }
-            write_status(&store, &mut status).await;
+            write_status(store, &mut status).await;
             tokio::select! {
                 () = &mut stop => {
                     status.state = "stopped".into();
-                    write_status(&store, &mut status).await;
+                    write_status(store, &mut status).await;
                     return Ok(());
                 }
                 () = tokio::time::sleep(cfg.heartbeat) => {}
@@ -118,14 +118,14 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
         status.campaign_hash = loaded.spec.campaign_hash.clone();
         status.shards = loaded.shards;
         status.shards_total = loaded.shards;
-        write_status(&store, &mut status).await;
+        write_status(store, &mut status).await;
         tracing::info!(fire = %loaded.spec.fire_id, shards = loaded.shards, "warm");
-        let stopped = serve(&aws, &store, &queues, &id, &loaded, done_rx, &mut status, &mut stop).await;
+        let stopped = Box::pin(serve(&ctx, &loaded, done_rx, &mut status, &mut stop)).await;
         loaded.sink.flush(&aws.cloudwatch, &aws.config.namespace).await.ok();
         loaded.engine.shutdown();
         if stopped {
             status.state = "stopped".into();
-            write_status(&store, &mut status).await;
+            write_status(store, &mut status).await;
             tracing::info!(worker = %id, "worker stopped");
             return Ok(());
         }
@@ -154,11 +154,17 @@ async fn load(
     store.download_audience(&dir).await?;
     let audience = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Audience::load(&dir)).await.map_err(|e| AwsError::Data(e.to_string()))?.map_err(|e| AwsError::Data(e.to_string()))?
+        tokio::task::spawn_blocking(move || Audience::load(&dir))
+            .await
+            .map_err(|e| AwsError::Data(e.to_string()))?
+            .map_err(|e| AwsError::Data(e.to_string()))?
     };
     let checksum = format!("{:016x}", audience.checksum());
     if checksum != spec.audience_checksum {
-        return Err(AwsError::Data(format!("the audience in S3 has checksum {checksum}, the warm spec expects {}", spec.audience_checksum)));
+        return Err(AwsError::Data(format!(
+            "the audience in S3 has checksum {checksum}, the warm spec expects {}",
+            spec.audience_checksum
+        )));
     }
     let source = PathBuf::from(store.url("campaign/campaign.toml"));
     let mut campaign = Campaign::parse(campaign_text, &source).map_err(|e| AwsError::Data(e.to_string()))?;
@@ -243,17 +249,23 @@ fn spawn_receiver(
 
 /// Serves the roles for `loaded` until the warm spec changes (false) or
 /// `stop` completes (true).
+/// What a worker talks to.
+struct Ctx {
+    aws: Aws,
+    store: Store,
+    queues: Queues,
+    id: String,
+}
+
 async fn serve(
-    aws: &Aws,
-    store: &Store,
-    queues: &Queues,
-    id: &str,
+    ctx: &Ctx,
     loaded: &Loaded,
     mut done_rx: mpsc::UnboundedReceiver<BatchDone>,
     status: &mut WorkerStatus,
     stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> bool {
-    let cfg = &aws.config.worker;
+    let (store, queues, id) = (&ctx.store, &ctx.queues, ctx.id.as_str());
+    let cfg = &ctx.aws.config.worker;
     let fire_id = loaded.spec.fire_id.clone();
     let dispatch = cfg.roles.contains(&Role::Dispatch);
     let mut held: HashMap<String, Held> = HashMap::new();

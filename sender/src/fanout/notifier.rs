@@ -442,7 +442,11 @@ impl<S: Session> Notifier<S> {
         local.delta.batches_done += 1;
         local.open_batches -= 1;
         if let Some(hook) = &self.shared.on_batch_done {
-            let failed = FailReason::ALL.iter().filter(|r| batch.failed[r.index()] > 0).map(|r| (r.as_str().to_owned(), batch.failed[r.index()])).collect();
+            let failed = FailReason::ALL
+                .iter()
+                .filter(|r| batch.failed[r.index()] > 0)
+                .map(|r| (r.as_str().to_owned(), batch.failed[r.index()]))
+                .collect();
             hook(super::BatchDone {
                 handed_off: batch.next - batch.msg.start,
                 unsent: batch.msg.end - batch.next,
