@@ -82,6 +82,15 @@ struct GatewayProc {
     config: PathBuf,
 }
 
+/// A test that fails before `stats` must not leave the gateway running: it
+/// holds the test's output pipe open.
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl GatewayProc {
     fn start(dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(util::bin())
@@ -97,7 +106,7 @@ impl GatewayProc {
     }
 
     /// Stops it and returns what it counted.
-    fn stats(mut self) -> serde_json::Value {
+    fn stats(&mut self) -> serde_json::Value {
         let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
         let mut rest = String::new();
         std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest).unwrap();
@@ -207,7 +216,7 @@ async fn three_worker_processes_deliver_100k_devices_once_and_a_concurrent_secon
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
     util::audience(dir.path(), 100_000, 5, 8);
-    let gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
     let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 8\n");
     let aws = connect(&config).await;
     let procs: Vec<WorkerProc> = (0..3).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
@@ -292,7 +301,7 @@ async fn a_notifier_killed_mid_send_loses_nothing_and_duplicates_only_its_held_b
     let moto = Moto::start();
     util::audience(dir.path(), 30_000, 9, 4);
     // Slow answers and few streams, so the fire lasts long enough to kill a worker in it.
-    let gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "150-250", "--gateway-streams", "40"]);
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "150-250", "--gateway-streams", "40"]);
     let max_batches = 3u64;
     let config = write_config(
         dir.path(),

@@ -24,8 +24,8 @@ use crate::campaign::{Campaign, Mode};
 use crate::fanout::run::{Completion, FireRun, RunDelta, UnsentRange};
 use crate::fanout::{Claim, FireClaim, FireHandle, FireLedger, FireOutcome, FireRecord, FireStatus, LedgerError, RetryPolicy, Warm};
 use crate::metrics::MetricsSink;
+use crate::push::FailReason;
 use crate::push::choice::{ProviderChoice, Received, Setup};
-use crate::push::{ApnsHeaders, FailReason};
 use crate::queue::FireMsg;
 use crate::recorder::live::LiveMetrics;
 use crate::runbook::file::AudienceSource;
@@ -80,7 +80,6 @@ pub struct AwsWorkersOptions {
 /// What the last verify-warm published.
 #[derive(Debug, Clone)]
 struct Warmed {
-    fire_id: String,
     campaign: Arc<Campaign>,
     audience: Arc<Audience>,
     targeted: u64,
@@ -184,7 +183,7 @@ impl AwsWorkers {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        *self.warmed.lock().expect("warm lock") = Some(Warmed { fire_id, campaign: fired, audience, targeted: warm.targeted() });
+        *self.warmed.lock().expect("warm lock") = Some(Warmed { campaign: fired, audience, targeted: warm.targeted() });
         Ok(WarmReport { campaign_hash: hash, checksum: warm.checksum().to_owned(), devices: warm.targeted(), workers })
     }
 
@@ -194,16 +193,7 @@ impl AwsWorkers {
             Claim::AlreadyFired(r) => return Ok(FireOutcome::AlreadyFired(r)),
             Claim::Won(r) => r,
         };
-        let at = record.fired_at();
-        let run = Arc::new(FireRun::new(
-            warmed.fire_id.clone(),
-            record.campaign_hash.clone(),
-            record.operator.clone(),
-            Instant::now(),
-            at,
-            ApnsHeaders::for_fire(&warmed.campaign.apns, at),
-            warmed.targeted,
-        ));
+        let run = Arc::new(FireRun::joined(&record, &warmed.campaign.apns, warmed.targeted));
         let handle = FireHandle::from_run(run.clone());
         *self.handle.lock().expect("handle lock") = Some(handle.clone());
         tokio::spawn(follow(self.aws.clone(), record, warmed, run, self.live.clone()));
@@ -244,14 +234,8 @@ pub async fn warmed_campaign(aws: &Aws) -> Result<(WarmSpec, Campaign), String> 
     let store = aws.store();
     let (spec, text) =
         store.warm().await.map_err(|e| e.to_string())?.ok_or_else(|| format!("nothing is warm: no {}", store.url("campaign/warm.json")))?;
-    let mut campaign = Campaign::parse(&text, std::path::Path::new(&store.url("campaign/campaign.toml"))).map_err(|e| e.to_string())?;
-    if spec.silent {
-        campaign = campaign.into_silent();
-    }
-    if campaign.hash() != spec.campaign_hash {
-        return Err(format!("{} does not match the hash in warm.json", store.url("campaign/campaign.toml")));
-    }
-    Ok((spec.clone(), campaign.with_id(spec.fire_id)))
+    let campaign = spec.campaign(&text, std::path::Path::new(&store.url("campaign/campaign.toml"))).map_err(|e| e.to_string())?;
+    Ok((spec, campaign))
 }
 
 /// Follows a fire to its end: batch records into the run, CloudWatch into

@@ -30,14 +30,7 @@ impl AwsFleet {
 }
 
 fn platform<E: std::error::Error>(group: Group, operation: &str, e: E) -> FleetError {
-    let mut message = format!("{operation}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    FleetError::Platform { group, message }
+    FleetError::Platform { group, message: format!("{operation}: {}", super::chain(&e)) }
 }
 
 fn count(n: i32) -> u32 {

@@ -25,25 +25,25 @@ type Pending = BTreeMap<(&'static str, String, String, u64), f64>;
 /// The workers' metrics sink.
 #[derive(Debug)]
 pub struct CloudWatchSink {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
     fired_at_s: Mutex<BTreeMap<String, u64>>,
-    pending: Arc<Mutex<Pending>>,
+    pending: Mutex<Pending>,
 }
 
 impl CloudWatchSink {
     /// A sink whose points a task on the current runtime puts every second
     /// into `namespace`; the task ends when the sink is dropped.
     pub fn start(client: aws_sdk_cloudwatch::Client, namespace: String) -> Arc<Self> {
-        let sink = Arc::new(Self { fired_at_s: Mutex::default(), pending: Arc::default() });
-        let pending = Arc::downgrade(&sink.pending);
+        let sink = Arc::new(Self { client, namespace, fired_at_s: Mutex::default(), pending: Mutex::default() });
+        let weak = Arc::downgrade(&sink);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let Some(p) = pending.upgrade() else { return };
-                let batch = std::mem::take(&mut *p.lock().expect("metrics lock"));
-                drop(p);
-                if let Err(e) = put(&client, &namespace, batch).await {
-                    tracing::warn!(error = %e, "CloudWatch points lost");
+                let Some(sink) = weak.upgrade() else { return };
+                if let Err(e) = sink.flush().await {
+                    tracing::warn!(error = %e, "CloudWatch points not put yet; kept for the next second");
                 }
             }
         });
@@ -56,10 +56,18 @@ impl CloudWatchSink {
         self.fired_at_s.lock().expect("metrics lock").insert(campaign_id.to_owned(), fired_at_ms / 1000);
     }
 
-    /// Puts what is pending now (at shutdown).
-    pub async fn flush(&self, client: &aws_sdk_cloudwatch::Client, namespace: &str) -> Result<(), AwsError> {
+    /// Puts what is pending now (every second, and at shutdown). Points a
+    /// failed call did not put are kept for the next flush.
+    pub async fn flush(&self) -> Result<(), AwsError> {
         let batch = std::mem::take(&mut *self.pending.lock().expect("metrics lock"));
-        put(client, namespace, batch).await
+        let (result, unsent) = put(&self.client, &self.namespace, batch).await;
+        if !unsent.is_empty() {
+            let mut p = self.pending.lock().expect("metrics lock");
+            for (key, n) in unsent {
+                *p.entry(key).or_default() += n;
+            }
+        }
+        result
     }
 }
 
@@ -90,32 +98,36 @@ impl MetricsSink for CloudWatchSink {
     }
 }
 
-async fn put(client: &aws_sdk_cloudwatch::Client, namespace: &str, batch: Pending) -> Result<(), AwsError> {
-    let data: Vec<MetricDatum> = batch
-        .into_iter()
-        .map(|((metric, campaign, value, second), n)| {
-            let dim = if metric == "Delivered" { "Platform" } else { "Reason" };
-            MetricDatum::builder()
-                .metric_name(metric)
-                .dimensions(Dimension::builder().name("Campaign").value(campaign).build())
-                .dimensions(Dimension::builder().name(dim).value(value).build())
-                .timestamp(DateTime::from_secs(second as i64))
-                .value(n)
-                .unit(StandardUnit::Count)
-                .storage_resolution(1)
-                .build()
-        })
-        .collect();
-    for chunk in data.chunks(1000) {
-        client
-            .put_metric_data()
-            .namespace(namespace)
-            .set_metric_data(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| AwsError::call("CloudWatch", "PutMetricData", e))?;
+/// Puts `batch`, up to 1,000 points to a call; returns the points of the
+/// calls that failed, with the first failure.
+async fn put(client: &aws_sdk_cloudwatch::Client, namespace: &str, batch: Pending) -> (Result<(), AwsError>, Pending) {
+    let points: Vec<_> = batch.into_iter().collect();
+    let mut result = Ok(());
+    let mut unsent = Pending::new();
+    for chunk in points.chunks(1000) {
+        let data: Vec<MetricDatum> = chunk
+            .iter()
+            .map(|((metric, campaign, value, second), n)| {
+                let dim = if *metric == "Delivered" { "Platform" } else { "Reason" };
+                MetricDatum::builder()
+                    .metric_name(*metric)
+                    .dimensions(Dimension::builder().name("Campaign").value(campaign).build())
+                    .dimensions(Dimension::builder().name(dim).value(value).build())
+                    .timestamp(DateTime::from_secs(*second as i64))
+                    .value(*n)
+                    .unit(StandardUnit::Count)
+                    .storage_resolution(1)
+                    .build()
+            })
+            .collect();
+        if let Err(e) = client.put_metric_data().namespace(namespace).set_metric_data(Some(data)).send().await {
+            unsent.extend(chunk.iter().cloned());
+            if result.is_ok() {
+                result = Err(AwsError::call("CloudWatch", "PutMetricData", e));
+            }
+        }
     }
-    Ok(())
+    (result, unsent)
 }
 
 /// A fire's deliveries per second, read back from CloudWatch.

@@ -63,15 +63,20 @@ impl AwsError {
     /// Wraps an SDK error with the call it came from. The SDK's `Display`
     /// of a service error is terse; the debug form names the code.
     pub(crate) fn call<E: std::error::Error>(service: &'static str, operation: &'static str, e: E) -> Self {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Self::Call { service, operation, message }
+        Self::Call { service, operation, message: chain(&e) }
     }
+}
+
+/// An error and its sources, `: `-separated (the SDK's own `Display` is terse).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }
 
 /// The worker's part of the configuration.

@@ -254,9 +254,14 @@ impl Store {
         self.put("campaign/warm.json", serde_json::to_vec_pretty(spec).expect("spec serializes")).await
     }
 
+    /// What the workers should warm (the spec alone: one small read).
+    pub async fn warm_spec(&self) -> Result<Option<WarmSpec>, AwsError> {
+        self.get_json("campaign/warm.json").await
+    }
+
     /// What the workers should warm, with the campaign text.
     pub async fn warm(&self) -> Result<Option<(WarmSpec, String)>, AwsError> {
-        let Some(spec) = self.get_json::<WarmSpec>("campaign/warm.json").await? else { return Ok(None) };
+        let Some(spec) = self.warm_spec().await? else { return Ok(None) };
         let text = self
             .get("campaign/campaign.toml")
             .await?
@@ -395,6 +400,26 @@ impl Store {
     /// The flags document, if written.
     pub async fn flags(&self) -> Result<Option<crate::zombie::FlagsDocument>, AwsError> {
         self.get_json("flags.json").await
+    }
+}
+
+impl WarmSpec {
+    /// The campaign of `text` as the workers send it: silent if the spec
+    /// says so, checked against the spec's hash, under the fire id.
+    pub fn campaign(&self, text: &str, source: &Path) -> Result<crate::campaign::Campaign, AwsError> {
+        let mut campaign = crate::campaign::Campaign::parse(text, source).map_err(|e| AwsError::Data(e.to_string()))?;
+        if self.silent {
+            campaign = campaign.into_silent();
+        }
+        if campaign.hash() != self.campaign_hash {
+            return Err(AwsError::Data(format!(
+                "the campaign in {} has hash {}, the warm spec expects {}: verify-warm again",
+                source.display(),
+                &campaign.hash()[..12],
+                &self.campaign_hash[..12.min(self.campaign_hash.len())]
+            )));
+        }
+        Ok(campaign.with_id(self.fire_id.clone()))
     }
 }
 

@@ -29,8 +29,7 @@ use super::queues::{Queues, Received};
 use super::store::{Dispatched, DoneRecord, Store, WarmSpec, WorkerStatus};
 use super::{Aws, AwsConfig, AwsError};
 use crate::audience::Audience;
-use crate::campaign::Campaign;
-use crate::fanout::{BatchDone, Engine, EngineConfig, FireHandle, FireRecord, Warm};
+use crate::fanout::{BatchDone, Engine, EngineConfig, FireHandle, Warm};
 use crate::push::PushConfig;
 use crate::push::choice::{ProviderChoice, Setup};
 use crate::queue::BatchMsg;
@@ -86,7 +85,7 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
     };
     loop {
         // Wait for something to warm.
-        let spec = loop {
+        let (loaded, done_rx) = loop {
             match store.warm().await {
                 Ok(Some((spec, text))) => match load(aws, &spec, &text, &cache, push.as_ref()).await {
                     Ok(loaded) => break loaded,
@@ -111,7 +110,6 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
                 () = tokio::time::sleep(cfg.heartbeat) => {}
             }
         };
-        let (loaded, done_rx) = spec;
         status.state = "warm".into();
         status.error = None;
         status.fire_id = loaded.spec.fire_id.clone();
@@ -121,7 +119,9 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
         write_status(store, &mut status).await;
         tracing::info!(fire = %loaded.spec.fire_id, shards = loaded.shards, "warm");
         let stopped = Box::pin(serve(&ctx, &loaded, done_rx, &mut status, &mut stop)).await;
-        loaded.sink.flush(&aws.cloudwatch, &aws.config.namespace).await.ok();
+        if let Err(e) = loaded.sink.flush().await {
+            tracing::warn!(error = %e, "CloudWatch points lost at shutdown");
+        }
         loaded.engine.shutdown();
         if stopped {
             status.state = "stopped".into();
@@ -166,19 +166,7 @@ async fn load(
             spec.audience_checksum
         )));
     }
-    let source = PathBuf::from(store.url("campaign/campaign.toml"));
-    let mut campaign = Campaign::parse(campaign_text, &source).map_err(|e| AwsError::Data(e.to_string()))?;
-    if spec.silent {
-        campaign = campaign.into_silent();
-    }
-    if campaign.hash() != spec.campaign_hash {
-        return Err(AwsError::Data(format!(
-            "the campaign in S3 has hash {}, the warm spec expects {}: verify-warm again",
-            &campaign.hash()[..12],
-            &spec.campaign_hash[..12.min(spec.campaign_hash.len())]
-        )));
-    }
-    let campaign = Arc::new(campaign.with_id(spec.fire_id.clone()));
+    let campaign = Arc::new(spec.campaign(campaign_text, &PathBuf::from(store.url("campaign/campaign.toml")))?);
     let audience = Arc::new(audience);
     let warm = Warm::new(audience.clone(), campaign.clone()).map_err(|e| AwsError::Data(e.to_string()))?;
     let choice = match push {
@@ -269,7 +257,8 @@ async fn serve(
     let fire_id = loaded.spec.fire_id.clone();
     let dispatch = cfg.roles.contains(&Role::Dispatch);
     let mut held: HashMap<String, Held> = HashMap::new();
-    let mut fire: Option<(FireRecord, FireHandle)> = None;
+    // The fire this worker sends, once its first batch arrives.
+    let mut fire: Option<FireHandle> = None;
     let mut last_extend = Instant::now();
     let (tx, mut received) = mpsc::channel(10);
     let receiver = cfg
@@ -295,10 +284,10 @@ async fn serve(
             () = &mut dispatcher => {}
             Some(d) = done_rx.recv() => finish_batch(store, queues, id, &fire_id, &mut held, d).await,
             Some((r, permit)) = received.recv() => {
-                take_batch(store, queues, &loaded.engine, &loaded.sink, &fire_id, &mut fire, &mut held, r, permit).await;
+                take_batch(ctx, loaded, &mut fire, &mut held, r, permit).await;
             }
             _ = beat.tick() => {
-                if let Some((_, h)) = &fire
+                if let Some(h) = &fire
                     && !h.progress().aborted
                     && let Ok(Some(mark)) = store.abort_mark(&fire_id).await
                 {
@@ -306,7 +295,7 @@ async fn serve(
                     h.abort(&mark.by);
                 }
                 write_status(store, status).await;
-                if let Ok(Some((spec, _))) = store.warm().await
+                if let Ok(Some(spec)) = store.warm_spec().await
                     && spec != loaded.spec
                     && held.is_empty()
                 {
@@ -352,18 +341,15 @@ async fn serve(
 
 /// Takes one received batch: skips done ones, refuses foreign ones, adopts
 /// the fire and hands the batch to the notifiers.
-#[allow(clippy::too_many_arguments)]
 async fn take_batch(
-    store: &Store,
-    queues: &Queues,
-    engine: &Engine,
-    sink: &CloudWatchSink,
-    fire_id: &str,
-    fire: &mut Option<(FireRecord, FireHandle)>,
+    ctx: &Ctx,
+    loaded: &Loaded,
+    fire: &mut Option<FireHandle>,
     held: &mut HashMap<String, Held>,
     r: Received<BatchMsg>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let (store, queues, engine, fire_id) = (&ctx.store, &ctx.queues, &loaded.engine, loaded.spec.fire_id.as_str());
     let name = super::store::batch_name(&r.msg);
     if r.msg.campaign_id != fire_id {
         tracing::error!(batch = %name, campaign = %r.msg.campaign_id, holds = %fire_id, "a batch of a fire this worker is not warm for; left in the queue");
@@ -385,12 +371,12 @@ async fn take_batch(
     if fire.is_none() {
         match store.fire_record(fire_id).await {
             Ok(Some(record)) => {
-                sink.begin(fire_id, record.fired_at_ms);
+                loaded.sink.begin(fire_id, record.fired_at_ms);
                 let h = engine.adopt(&record);
                 if let Ok(Some(mark)) = store.abort_mark(fire_id).await {
                     h.abort(&mark.by);
                 }
-                *fire = Some((record, h));
+                *fire = Some(h);
             }
             Ok(None) => {
                 tracing::error!(fire = %fire_id, "a batch of a fire the ledger does not know; left in the queue");

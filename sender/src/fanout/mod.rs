@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 use crate::metrics::MetricsSink;
-use crate::push::{ApnsHeaders, Provider, ProviderError, Session as _};
+use crate::push::{Provider, ProviderError, Session as _};
 use crate::queue::{BatchMsg, EmbeddedQueue, FireMsg};
 
 pub mod dispatch;
@@ -311,15 +311,7 @@ impl Engine {
             Claim::AlreadyFired(record) => return Ok(FireOutcome::AlreadyFired(record)),
             Claim::Won(record) => record,
         };
-        let run = Arc::new(FireRun::new(
-            claim.campaign_id.clone(),
-            claim.campaign_hash,
-            claim.operator,
-            pressed,
-            at,
-            ApnsHeaders::for_fire(&campaign.apns, at),
-            self.shared.warm.targeted(),
-        ));
+        let run = Arc::new(FireRun::for_record(&record, &campaign.apns, self.shared.warm.targeted(), pressed));
         self.shared.runs.lock().expect("runs lock").insert(claim.campaign_id.clone(), run.clone());
         self.shared.fire_queue.send_all([FireMsg {
             campaign_id: claim.campaign_id,
@@ -337,21 +329,9 @@ impl Engine {
     /// existing handle if the fire is known.
     pub fn adopt(&self, record: &FireRecord) -> FireHandle {
         let mut runs = self.shared.runs.lock().expect("runs lock");
-        let run = runs.entry(record.campaign_id.clone()).or_insert_with(|| {
-            // The fire's age on this clock: the wall clocks of the app and the
-            // workers agree to NTP precision.
-            let age = SystemTime::now().duration_since(record.fired_at()).unwrap_or_default();
-            let pressed = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-            Arc::new(FireRun::new(
-                record.campaign_id.clone(),
-                record.campaign_hash.clone(),
-                record.operator.clone(),
-                pressed,
-                record.fired_at(),
-                ApnsHeaders::for_fire(&self.shared.warm.campaign.apns, record.fired_at()),
-                self.shared.warm.targeted(),
-            ))
-        });
+        let run = runs
+            .entry(record.campaign_id.clone())
+            .or_insert_with(|| Arc::new(FireRun::joined(record, &self.shared.warm.campaign.apns, self.shared.warm.targeted())));
         FireHandle { run: run.clone() }
     }
 

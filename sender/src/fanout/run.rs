@@ -8,9 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
-use super::ledger::{FireLedger, FireStatus};
+use super::ledger::{FireLedger, FireRecord, FireStatus};
 use super::retry::RetryBudget;
 use crate::audience::{Audience, Platform};
+use crate::campaign::ApnsOptions;
 use crate::push::{ApnsHeaders, DeviceRef, FailReason};
 
 /// At most this many unsent ranges are listed in a report; the total is
@@ -197,22 +198,17 @@ pub(crate) struct Completion<'a> {
 }
 
 impl FireRun {
-    pub(crate) fn new(
-        campaign_id: String,
-        campaign_hash: String,
-        operator: String,
-        fired_at: Instant,
-        fired_at_wall: SystemTime,
-        apns: ApnsHeaders,
-        targeted: u64,
-    ) -> Self {
+    /// The run of the fire `record` claimed, pressed at `pressed` on this
+    /// clock, sending `apns` headers to `targeted` devices.
+    pub(crate) fn for_record(record: &FireRecord, apns: &ApnsOptions, targeted: u64, pressed: Instant) -> Self {
+        let fired_at_wall = record.fired_at();
         Self {
-            campaign_id,
-            campaign_hash,
-            operator,
-            fired_at,
+            campaign_id: record.campaign_id.clone(),
+            campaign_hash: record.campaign_hash.clone(),
+            operator: record.operator.clone(),
+            fired_at: pressed,
             fired_at_wall,
-            apns,
+            apns: ApnsHeaders::for_fire(apns, fired_at_wall),
             targeted,
             aborted: AtomicBool::new(false),
             abort_at_ns: AtomicU64::new(NOT_YET),
@@ -235,6 +231,14 @@ impl FireRun {
             completed: AtomicBool::new(false),
             report: watch::channel(None).0,
         }
+    }
+
+    /// [`FireRun::for_record`] for a fire pressed elsewhere: its instant on
+    /// this clock is derived from its age (wall clocks agree to NTP precision).
+    pub(crate) fn joined(record: &FireRecord, apns: &ApnsOptions, targeted: u64) -> Self {
+        let age = SystemTime::now().duration_since(record.fired_at()).unwrap_or_default();
+        let pressed = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        Self::for_record(record, apns, targeted, pressed)
     }
 
     fn since_fire_ns(&self, t: Instant) -> u64 {
