@@ -456,3 +456,154 @@ fn a_broken_aws_config_names_the_file_and_line() {
     let e = AwsConfig::load(&path).unwrap_err().to_string();
     assert!(e.contains("FIFO"), "{e}");
 }
+
+/// The workers' logs, for a failure's message.
+fn worker_logs(dir: &Path) -> String {
+    (0..3).filter_map(|i| std::fs::read_to_string(dir.join(format!("worker-{i}.log"))).ok()).collect::<Vec<_>>().join("\n---\n")
+}
+
+/// A rehearsal runbook for AWS mode: two instances, two tasks (the two
+/// worker processes the test starts), a zombie switch, one fire.
+fn aws_runbook(dir: &Path, devices: u64) -> PathBuf {
+    std::fs::write(dir.join("demo.toml"), campaign::DEMO_CAMPAIGN).unwrap();
+    let text = format!(
+        r#"name = "AWS rehearsal"
+campaign = "demo.toml"
+
+[audience]
+generate = {devices}
+seed = 11
+
+[backends.api]
+capacity_rps = 5_000
+
+[abort]
+text = "Abort; it is a rehearsal."
+
+[[steps]]
+id = "scale-asg"
+title = "Scale the ASG to 2 instances"
+role = "ops"
+kind = "scale-asg"
+params = {{ desired = 2, timeout = "1m" }}
+
+[[steps]]
+id = "scale-ecs"
+title = "Scale the notifier service to 2 tasks"
+role = "ops"
+kind = "scale-ecs"
+params = {{ desired = 2, timeout = "1m" }}
+
+[[steps]]
+id = "verify-warm"
+title = "Verify the workers are warm"
+role = "engineer"
+kind = "verify-warm"
+
+[[steps]]
+id = "test-send"
+title = "Test-send to our devices"
+role = "engineer"
+kind = "test-send"
+
+[[steps]]
+id = "confirm"
+title = "Confirm the test devices got it"
+role = "marketer"
+kind = "confirm"
+
+[[steps]]
+id = "arm"
+title = "Arm"
+role = "engineer"
+kind = "arm"
+
+[[steps]]
+id = "fire"
+title = "Fire"
+role = "marketer"
+kind = "fire"
+
+[[steps]]
+id = "watch"
+title = "Watch it to the end"
+role = "ops"
+kind = "watch"
+params = {{ max_missing = 0, timeout = "4m" }}
+
+[[steps]]
+id = "scale-down"
+title = "Scale back down"
+role = "ops"
+kind = "scale-down"
+params = {{ asg = 1, ecs = 1 }}
+"#
+    );
+    let path = dir.join("aws-rehearsal.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_walked_in_aws_mode_scales_warms_fires_once_and_charts_from_cloudwatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 8\n");
+    let aws = connect(&config).await;
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let runbook = aws_runbook(dir.path(), 20_000);
+    let script = dir.path().join("walk.txt");
+    std::fs::write(&script, "zombie on api 2m\nauto\n").unwrap();
+    let record = dir.path().join("walk.kickoff.sqlite");
+    let walk = |record: &Path| {
+        Command::new(util::bin())
+            .args(["runbook", "walk", runbook.to_str().unwrap(), "--script", script.to_str().unwrap(), "--operator", "dana"])
+            .args(["--aws", config.to_str().unwrap(), "--record", record.to_str().unwrap()])
+            .args(["--state", dir.path().join("state.sqlite").to_str().unwrap()])
+            .env("KICKOFF_DATA_DIR", dir.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let out = walk(&record);
+    assert!(out.status.success(), "walk: {}\n{}", util::stdout(&out), util::stderr(&out));
+    let text = util::stdout(&out);
+    assert!(text.contains("AWS: auto-scaling group kickoff-workers"), "{text}");
+    assert!(text.contains("2 workers warm"), "verify-warm read the workers' status from S3: {text}");
+
+    // The fleet: scaled up, then back down, through the ASG and ECS APIs.
+    let fleet = AwsFleet::new(&aws);
+    assert_eq!(fleet.status(Group::Asg).await.unwrap().desired, 1);
+    assert_eq!(fleet.status(Group::Service).await.unwrap().desired, 1);
+
+    // Zombie mode was published to S3 for client apps.
+    let flags = aws.store().flags().await.unwrap().expect("flags.json in S3");
+    let doc = serde_json::to_value(&flags).unwrap();
+    assert!(doc.to_string().contains("\"api\""), "{doc}");
+
+    // The ledger holds one completed fire of the campaign id.
+    let campaign = demo_campaign(dir.path());
+    let record_s3 = aws.store().fire_record(&campaign.id).await.unwrap().expect("the fire is in the S3 ledger");
+    assert_eq!(record_s3.operator, "dana");
+    assert_eq!(record_s3.status, kickoff_sender::fanout::FireStatus::Completed, "{record_s3:?}");
+
+    // The recorder's points came from CloudWatch: the replay adds up to the audience.
+    let replay = Command::new(util::bin()).args(["replay", record.to_str().unwrap(), "--speed", "0", "--json"]).output().unwrap();
+    let last: serde_json::Value = serde_json::from_str(util::stdout(&replay).trim().lines().last().unwrap()).unwrap();
+    let targeted = last["summary"]["devices"].as_u64().unwrap();
+    assert!(targeted > 10_000, "{last}");
+    assert_eq!(last["summary"]["delivered"], targeted, "the charted points add up: {}\n{}", last["summary"], worker_logs(dir.path()));
+
+    // A second walk of the same campaign, later and elsewhere (a new event,
+    // a new recorder): the S3 ledger refuses it and nothing more is sent.
+    let again = walk(&dir.path().join("again.kickoff.sqlite"));
+    let again_text = format!("{}{}", util::stdout(&again), util::stderr(&again));
+    assert!(again_text.contains("already fired") && again_text.contains("dana"), "{again_text}");
+
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!(stats["unique_tokens"], targeted, "0 missing, counted per token at the gateway: {stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+}

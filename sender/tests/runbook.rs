@@ -10,7 +10,7 @@ use kickoff_sender::recorder::replay;
 use kickoff_sender::recorder::{EventLog, report};
 use kickoff_sender::runbook::engine::{ActError, Actor, StepState};
 use kickoff_sender::runbook::walk::{self, WalkObserver};
-use kickoff_sender::runbook::{EmbeddedOptions, Event, Role, Runbook, Services};
+use kickoff_sender::runbook::{Event, Role, Runbook, ServiceOptions, Services};
 use kickoff_sender::zombie::server::FlagServer;
 use kickoff_sender::zombie::{FlagStore, FlagsDocument, SqliteFlagStore, Switch, now_ms};
 
@@ -110,7 +110,7 @@ text = "Stop."
 
 fn open_event(dir: &Path, runbook: &Path, record: bool) -> Arc<Event> {
     let rb = Runbook::load(runbook).unwrap();
-    let opts = EmbeddedOptions {
+    let opts = ServiceOptions {
         state_db: dir.join("state.sqlite"),
         work_dir: dir.join("work"),
         recorder: record.then(|| dir.join("event.kickoff.sqlite")),

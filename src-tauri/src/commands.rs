@@ -75,7 +75,7 @@ pub async fn run_drill(
 pub struct AppInfo {
     /// Version of the app.
     pub version: &'static str,
-    /// `embedded` (AWS mode comes with its settings).
+    /// `embedded` or `aws`, from the settings.
     pub mode: &'static str,
     /// Where the ledger and recordings live.
     pub data_dir: String,
@@ -88,7 +88,10 @@ pub struct AppInfo {
 pub fn app_info(state: State<'_, AppState>) -> AppInfo {
     AppInfo {
         version: env!("CARGO_PKG_VERSION"),
-        mode: "embedded",
+        mode: match state.settings.lock().expect("settings lock").mode {
+            crate::settings::Mode::Embedded => "embedded",
+            crate::settings::Mode::Aws => "aws",
+        },
         data_dir: state.data_dir.display().to_string(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     }

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kickoff_sender::aws::Aws;
+use kickoff_sender::aws::fleet::AwsFleet;
+use kickoff_sender::fleet;
+use kickoff_sender::push::choice::ProviderChoice;
 use kickoff_sender::recorder::charts::Chart;
 use kickoff_sender::recorder::replay::{self, EventSummary, Frame};
 use kickoff_sender::recorder::{AuditEntry, EventLog, report};
 use kickoff_sender::runbook::engine::{ActError, Actor};
 use kickoff_sender::runbook::registry::EventRegistry;
-use kickoff_sender::runbook::{self, EmbeddedOptions, Event, EventState, Runbook, Services, Step, StepStatus};
+use kickoff_sender::runbook::{self, Event, EventState, Runbook, ServiceOptions, Services, Step, StepStatus};
 use kickoff_sender::zombie::{Switch, ZombieFlag};
 use tauri::State;
 use tauri::ipc::Channel;
@@ -158,18 +162,23 @@ pub fn list_runbooks(state: State<'_, AppState>) -> Result<Vec<RunbookInfo>, Com
 #[tauri::command]
 pub async fn open_event(state: State<'_, AppState>, runbook: String) -> Result<EventView, CommandError> {
     let settings = state.settings.lock().expect("settings lock").clone();
-    if settings.mode == Mode::Aws {
-        return Err(CommandError {
-            code: "unavailable",
-            message: "AWS mode is not available in this build yet; switch to embedded in Settings".into(),
-        });
-    }
     let dir = std::fs::canonicalize(state.data_dir.join("runbooks")).map_err(CommandError::internal)?;
     let path = std::fs::canonicalize(&runbook).map_err(|e| CommandError::invalid(format!("{runbook}: {e}")))?;
     if !path.starts_with(&dir) {
         return Err(CommandError::invalid(format!("runbooks open from {} only", dir.display())));
     }
     let rb = Runbook::load(&path).map_err(|e| CommandError { code: "runbook", message: e.to_string() })?;
+    // AWS mode: the profile is checked, and AWS answers, before anything is opened.
+    let (aws, provider) = match settings.mode {
+        Mode::Embedded => (None, ProviderChoice::gateway()),
+        Mode::Aws => {
+            let config = settings.aws.config(&state.data_dir.join("settings.json")).map_err(CommandError::invalid)?;
+            let provider = settings.aws.provider().map_err(CommandError::invalid)?;
+            let aws = Aws::connect(config).await.map_err(|e| CommandError::invalid(e.to_string()))?;
+            fleet::check(&AwsFleet::new(&aws)).await.map_err(|message| CommandError { code: "unavailable", message })?;
+            (Some(aws), provider)
+        }
+    };
     let mut slot = state.event.lock().await;
     if let Some(old) = slot.as_ref() {
         let s = old.event.state();
@@ -188,15 +197,19 @@ pub async fn open_event(state: State<'_, AppState>, runbook: String) -> Result<E
     let (event_id, joined) = EventRegistry::open(&state_db).and_then(|r| r.join_or_open(&rb)).map_err(CommandError::internal)?;
     let stem = format!("{}-{}", rb.name, std::process::id());
     let record = kickoff_sender::recorder::event_path(&state.data_dir.join("events"), &stem);
-    let opts = EmbeddedOptions {
+    let opts = ServiceOptions {
         state_db,
         work_dir: state.data_dir.join("work").join(event_id.replace(['@', ':'], "-")),
         recorder: Some(record.clone()),
-        provider: kickoff_sender::push::choice::ProviderChoice::gateway(),
+        provider,
         flag_server: Some(([127, 0, 0, 1], 0).into()),
         event_id: event_id.clone(),
     };
-    let services = Services::embedded(&rb, &opts).map_err(CommandError::internal)?;
+    let services = match aws {
+        None => Services::embedded(&rb, &opts),
+        Some(aws) => Services::aws(&rb, &opts, aws),
+    }
+    .map_err(CommandError::internal)?;
     let event = Event::new(&event_id, rb, services).map_err(act_error)?;
     let ticker = event.start_ticker();
     let open = OpenEvent { event, ticker, record, joined };

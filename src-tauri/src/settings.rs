@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use kickoff_sender::aws::{AwsConfig, WorkerConfig};
+use kickoff_sender::push::PushConfig;
+use kickoff_sender::push::choice::ProviderChoice;
 use kickoff_sender::runbook::Role;
 
 /// Where the sender runs.
@@ -26,24 +29,67 @@ pub struct AwsProfile {
     pub profile: String,
     /// Region.
     pub region: String,
+    /// An endpoint for every service (an emulator, a VPC endpoint); empty:
+    /// AWS's own, or `AWS_ENDPOINT_URL`.
+    pub endpoint_url: String,
     /// ECS cluster.
     pub cluster: String,
     /// ECS service of the workers.
     pub service: String,
     /// Auto-scaling group.
     pub asg: String,
-    /// FIFO fire queue URL.
+    /// FIFO fire queue (name or URL).
     pub fire_queue: String,
-    /// Batch queue URL.
+    /// Batch queue (name or URL).
     pub batch_queue: String,
     /// S3 bucket for snapshots, campaign, flags and the fire ledger.
     pub bucket: String,
-    /// CloudWatch metrics namespace.
+    /// Key prefix in the bucket (one per environment); empty: `kickoff`.
+    pub prefix: String,
+    /// CloudWatch metrics namespace; empty: `Kickoff`.
     pub namespace: String,
-    /// Path of the APNs `.p8` key file (the key stays in the file).
-    pub apns_key_file: String,
-    /// Path of the FCM service-account JSON file.
-    pub fcm_service_account: String,
+    /// Provider credentials for test-sends: a `kickoff.toml` with `[apns]`
+    /// (the `.p8` key file's path and ids) and `[fcm]` (the service-account
+    /// file's path). Empty: test-sends go to the loopback gateway.
+    pub push_config: String,
+}
+
+/// A queue's name from its name or URL.
+fn queue_name(q: &str) -> String {
+    q.trim().trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+impl AwsProfile {
+    /// The configuration the CLI and the workers read from a file, built
+    /// from these settings; errors name `source` (the settings file).
+    pub fn config(&self, source: &Path) -> Result<AwsConfig, String> {
+        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let config = AwsConfig {
+            region: self.region.trim().to_owned(),
+            profile: text(&self.profile),
+            credentials_file: None,
+            endpoint_url: text(&self.endpoint_url),
+            bucket: self.bucket.trim().to_owned(),
+            prefix: text(&self.prefix).unwrap_or_else(|| "kickoff".into()),
+            fire_queue: queue_name(&self.fire_queue),
+            batch_queue: queue_name(&self.batch_queue),
+            cluster: self.cluster.trim().to_owned(),
+            service: self.service.trim().to_owned(),
+            asg: self.asg.trim().to_owned(),
+            namespace: text(&self.namespace).unwrap_or_else(|| "Kickoff".into()),
+            worker: WorkerConfig::default(),
+            source: source.to_owned(),
+        };
+        config.checked(source).map_err(|e| e.to_string())
+    }
+
+    /// How test-sends reach the providers.
+    pub fn provider(&self) -> Result<ProviderChoice, String> {
+        if self.push_config.trim().is_empty() {
+            return Ok(ProviderChoice::gateway());
+        }
+        PushConfig::load(Path::new(self.push_config.trim())).map(ProviderChoice::Http).map_err(|e| e.to_string())
+    }
 }
 
 /// The settings.
@@ -95,11 +141,8 @@ impl Settings {
                     return Err(format!("AWS mode needs the {field}"));
                 }
             }
-            for (field, value) in [("APNs key file", &a.apns_key_file), ("FCM service account", &a.fcm_service_account)] {
-                if !value.is_empty() && !Path::new(value).is_file() {
-                    return Err(format!("{field}: {value} is not a file"));
-                }
-            }
+            a.config(Path::new("settings"))?;
+            a.provider().map_err(|e| format!("provider credentials: {e}"))?;
         }
         Ok(())
     }

@@ -8,15 +8,16 @@ import { el } from "./dom";
 const AWS_FIELDS: [string, string][] = [
   ["profile", "AWS profile (~/.aws/config)"],
   ["region", "Region"],
+  ["endpoint_url", "Endpoint URL (empty: AWS; or an emulator)"],
   ["cluster", "ECS cluster"],
   ["service", "ECS service"],
   ["asg", "Auto-scaling group"],
-  ["fire_queue", "Fire queue URL (FIFO)"],
-  ["batch_queue", "Batch queue URL"],
+  ["fire_queue", "Fire queue, name or URL (FIFO)"],
+  ["batch_queue", "Batch queue, name or URL"],
   ["bucket", "S3 bucket"],
-  ["namespace", "CloudWatch namespace"],
-  ["apns_key_file", "APNs key file (.p8) path"],
-  ["fcm_service_account", "FCM service-account file path"],
+  ["prefix", "S3 key prefix (empty: kickoff)"],
+  ["namespace", "CloudWatch namespace (empty: Kickoff)"],
+  ["push_config", "Provider credentials for test-sends: kickoff.toml path (empty: loopback gateway)"],
 ];
 
 export function settingsPanel(root: HTMLElement, notify: (text: string, bad?: boolean) => void): void {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
 
+use super::Aws;
 use super::queues::Queues;
 use super::store::{Store, WarmSpec};
-use super::{Aws, AwsError};
 use crate::audience::Audience;
 use crate::campaign::{Campaign, Mode};
 use crate::fanout::run::{Completion, FireRun, RunDelta, UnsentRange};
@@ -52,14 +52,35 @@ impl FireLedger for WorkerLedger {
     }
 }
 
-/// Runs `fut` to completion from synchronous code on a multi-threaded
-/// runtime (the app's and the CLI's).
-pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| "AWS mode needs a tokio runtime".to_owned())?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err("AWS mode needs a multi-threaded tokio runtime".into());
+/// Runs `f` with fresh clients on a runtime and a thread of its own, and
+/// waits for it. The runbook engine calls the fire and the zombie switch
+/// from synchronous code, the fire under its event lock: the work must not
+/// need the caller's runtime, whose other threads may be waiting on that
+/// lock (they would never drive its I/O).
+pub(crate) fn run_apart<T, F, Fut>(config: &super::AwsConfig, f: F) -> Result<T, String>
+where
+    T: Send,
+    F: FnOnce(Aws) -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+{
+    let work = || {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                    rt.block_on(async {
+                        let aws = Aws::connect(config.clone()).await.map_err(|e| e.to_string())?;
+                        Ok(f(aws).await)
+                    })
+                })
+                .join()
+                .map_err(|_| "an AWS call panicked".to_owned())?
+        })
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
     }
-    Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
 }
 
 /// Options of the AWS workers.
@@ -187,16 +208,18 @@ impl AwsWorkers {
         Ok(WarmReport { campaign_hash: hash, checksum: warm.checksum().to_owned(), devices: warm.targeted(), workers })
     }
 
-    async fn fire_async(&self, operator: &str) -> Result<FireOutcome, String> {
+    fn fire_now(&self, operator: &str) -> Result<FireOutcome, String> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| "AWS mode needs a tokio runtime".to_owned())?;
         let warmed = self.warmed.lock().expect("warm lock").clone().ok_or("the workers are not warm")?;
-        let record = match fire(&self.aws, &warmed.campaign, operator).await? {
+        let campaign = &warmed.campaign;
+        let record = match run_apart(&self.aws.config, |aws| async move { fire(&aws, campaign, operator).await })?? {
             Claim::AlreadyFired(r) => return Ok(FireOutcome::AlreadyFired(r)),
             Claim::Won(r) => r,
         };
         let run = Arc::new(FireRun::joined(&record, &warmed.campaign.apns, warmed.targeted));
         let handle = FireHandle::from_run(run.clone());
         *self.handle.lock().expect("handle lock") = Some(handle.clone());
-        tokio::spawn(follow(self.aws.clone(), record, warmed, run, self.live.clone()));
+        runtime.spawn(follow(self.aws.clone(), record, warmed, run, self.live.clone()));
         Ok(FireOutcome::Started(handle))
     }
 }
@@ -238,6 +261,10 @@ pub async fn warmed_campaign(aws: &Aws) -> Result<(WarmSpec, Campaign), String> 
     Ok((spec, campaign))
 }
 
+/// How long a finished fire waits for CloudWatch to catch up with the
+/// batch records.
+const CHART_GRACE: Duration = Duration::from_secs(15);
+
 /// Follows a fire to its end: batch records into the run, CloudWatch into
 /// the live metrics, an abort out to the workers, the end into the ledger.
 async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>, live: Arc<LiveMetrics>) {
@@ -245,7 +272,8 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
     let fire_id = record.campaign_id.clone();
     let markets = warmed.campaign.markets.len();
     let mut seen: HashSet<String> = HashSet::new();
-    let mut dispatched = false;
+    let mut batches: Option<u64> = None;
+    let mut records_complete_at: Option<Instant> = None;
     let mut abort_sent = false;
     let mut charted = super::metrics::Series::default();
     let fired_at_s = record.fired_at_ms / 1000;
@@ -258,11 +286,12 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
                 Err(e) => tracing::error!(error = %e, "could not record the abort in S3; retrying"),
             }
         }
-        if !dispatched {
+        if batches.is_none() {
             match store.all_dispatched(&fire_id).await {
                 Ok(d) if d.len() >= markets => {
-                    run.dispatched(d.iter().map(|d| d.batches).sum());
-                    dispatched = true;
+                    let n = d.iter().map(|d| d.batches).sum();
+                    run.dispatched(n);
+                    batches = Some(n);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading dispatch records"),
@@ -326,6 +355,17 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
             }
             charted = series;
         }
+        // Every batch has its record: give CloudWatch a few seconds to hold
+        // the same count, so the chart agrees with the outcome when the fire
+        // is reported done (the workers put their points every second).
+        if records_complete_at.is_none() && batches.is_some_and(|n| seen.len() as u64 >= n) {
+            records_complete_at = Some(Instant::now());
+        }
+        let chart_lags = charted.total() < run.progress().delivered;
+        if chart_lags && !run.is_aborted() && records_complete_at.is_some_and(|at| at.elapsed() < CHART_GRACE) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
         run.try_complete(Completion {
             ledger: &captured,
             audience: &warmed.audience,
@@ -385,7 +425,7 @@ impl Workers for AwsWorkers {
     }
 
     fn fire(&self, operator: &str) -> Result<FireOutcome, String> {
-        block_on(self.fire_async(operator))?
+        self.fire_now(operator)
     }
 
     fn handle(&self) -> Option<FireHandle> {
@@ -404,13 +444,14 @@ impl Workers for AwsWorkers {
 #[derive(Debug)]
 pub struct PublishedFlags {
     inner: Arc<dyn FlagStore>,
-    store: Store,
+    config: super::AwsConfig,
+    url: String,
 }
 
 impl PublishedFlags {
-    /// Publishes `inner`'s switches through `store`.
-    pub fn new(inner: Arc<dyn FlagStore>, store: Store) -> Self {
-        Self { inner, store }
+    /// Publishes `inner`'s switches to the bucket of `aws`.
+    pub fn new(inner: Arc<dyn FlagStore>, aws: &Aws) -> Self {
+        Self { inner, config: aws.config.clone(), url: aws.store().url("flags.json") }
     }
 }
 
@@ -418,10 +459,10 @@ impl FlagStore for PublishedFlags {
     fn switch(&self, switch: &Switch) -> Result<ZombieFlag, FlagError> {
         let flag = self.inner.switch(switch)?;
         let (doc, _) = FlagsDocument::at(&self.inner.flags()?, crate::zombie::now_ms());
-        block_on(self.store.put_flags(&doc)).and_then(|r| r.map_err(|e: AwsError| e.to_string())).map_err(|e| FlagError::Store {
-            path: PathBuf::from(self.store.url("flags.json")),
-            message: format!("switched here, but not published: {e}"),
-        })?;
+        let doc = &doc;
+        run_apart(&self.config, |aws| async move { aws.store().put_flags(doc).await.map_err(|e| e.to_string()) })
+            .and_then(|r| r)
+            .map_err(|e| FlagError::Store { path: PathBuf::from(&self.url), message: format!("switched here, but not published: {e}") })?;
         Ok(flag)
     }
 

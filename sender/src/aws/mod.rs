@@ -192,13 +192,21 @@ impl AwsConfig {
                 None => e.message().to_owned(),
             })
         })?;
-        cfg.source = path.to_owned();
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.credentials_file, &mut cfg.worker.push_config, &mut cfg.worker.cache_dir].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
+        cfg.checked(path)
+    }
+
+    /// Checks a configuration built in code (the app's settings); errors
+    /// name `path`.
+    pub fn checked(self, path: &Path) -> Result<Self, AwsError> {
+        let err = |message: String| AwsError::Config { path: path.to_owned(), message };
+        let mut cfg = self;
+        cfg.source = path.to_owned();
         for (name, value) in [
             ("region", &cfg.region),
             ("bucket", &cfg.bucket),

@@ -52,10 +52,23 @@ pub fn worker_id(config: &AwsConfig) -> String {
 /// A loaded campaign and audience, with the sending engine.
 struct Loaded {
     spec: WarmSpec,
+    /// Every market's batches, planned at warm time: the dispatcher needs
+    /// nothing else, so it runs as its own task.
+    plans: Arc<Plans>,
     engine: Engine,
     sink: Arc<CloudWatchSink>,
     shards: u32,
     _setup: Setup,
+}
+
+/// The batches of each campaign market (and of all of them, under `""`).
+type Plans = HashMap<String, Vec<(Duration, BatchMsg)>>;
+
+fn plans(warm: &Warm, fire_id: &str) -> Plans {
+    let mut plans: Plans =
+        warm.campaign.markets.iter().map(|m| (m.code.clone(), crate::fanout::dispatch::plan(warm, fire_id, Some(&m.code)))).collect();
+    plans.insert(String::new(), crate::fanout::dispatch::plan(warm, fire_id, None));
+    plans
 }
 
 /// Runs a worker until `stop` completes.
@@ -169,6 +182,7 @@ async fn load(
     let campaign = Arc::new(spec.campaign(campaign_text, &PathBuf::from(store.url("campaign/campaign.toml")))?);
     let audience = Arc::new(audience);
     let warm = Warm::new(audience.clone(), campaign.clone()).map_err(|e| AwsError::Data(e.to_string()))?;
+    let plans = Arc::new(plans(&warm, &spec.fire_id));
     let choice = match push {
         Some(p) => ProviderChoice::Http(p.clone()),
         None => ProviderChoice::Null,
@@ -183,7 +197,7 @@ async fn load(
     let engine = Engine::start_with(warm, setup.provider.clone(), Arc::new(super::control::WorkerLedger), sink.clone(), config, Some(hook))
         .await
         .map_err(|e| AwsError::Data(e.to_string()))?;
-    Ok((Loaded { spec: spec.clone(), engine, sink, shards: audience.shards().len() as u32, _setup: setup }, rx))
+    Ok((Loaded { spec: spec.clone(), plans, engine, sink, shards: audience.shards().len() as u32, _setup: setup }, rx))
 }
 
 /// A batch this worker holds.
@@ -265,24 +279,28 @@ async fn serve(
         .roles
         .contains(&Role::Notify)
         .then(|| spawn_receiver(queues.clone(), Arc::new(tokio::sync::Semaphore::new(cfg.max_batches)), cfg.clone(), tx));
-    let dispatcher = async {
-        if !dispatch {
-            return std::future::pending::<()>().await;
-        }
-        loop {
-            if let Err(e) = dispatch_once(store, queues, id, &loaded.engine, &fire_id, cfg.wait_time).await {
-                tracing::error!(error = %e, "dispatch");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    // The dispatcher runs on its own: a busy notifier loop never delays a
+    // market's dispatch (FIFO messages of one fire are served one at a time).
+    let dispatcher = dispatch.then(|| {
+        let (store, queues, id, plans, fire_id, wait) =
+            (store.clone(), queues.clone(), id.to_owned(), loaded.plans.clone(), fire_id.clone(), cfg.wait_time);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = dispatch_once(&store, &queues, &id, &plans, &fire_id, wait).await {
+                    tracing::error!(error = %e, "dispatch");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-        }
-    };
-    tokio::pin!(dispatcher);
+        })
+    });
+    // Finished batches are recorded and deleted concurrently.
+    let mut finishing = tokio::task::JoinSet::new();
     let mut beat = tokio::time::interval(cfg.heartbeat);
     let stopped = loop {
         tokio::select! {
             () = &mut *stop => break true,
-            () = &mut dispatcher => {}
-            Some(d) = done_rx.recv() => finish_batch(store, queues, id, &fire_id, &mut held, d).await,
+            Some(d) = done_rx.recv() => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d),
+            Some(_) = finishing.join_next(), if !finishing.is_empty() => {}
             Some((r, permit)) = received.recv() => {
                 take_batch(ctx, loaded, &mut fire, &mut held, r, permit).await;
             }
@@ -316,6 +334,11 @@ async fn serve(
     if let Some(r) = receiver {
         r.abort();
     }
+    if let Some(d) = dispatcher {
+        // A fire message it held reappears after its visibility timeout; a
+        // market already recorded as dispatched is not dispatched again.
+        d.abort();
+    }
     // Batches received but not yet taken go back at once.
     received.close();
     while let Some((r, _)) = received.recv().await {
@@ -327,7 +350,7 @@ async fn serve(
         let deadline = Instant::now() + grace;
         while !held.is_empty() {
             match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
-                Ok(Some(d)) => finish_batch(store, queues, id, &fire_id, &mut held, d).await,
+                Ok(Some(d)) => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d),
                 _ => break,
             }
         }
@@ -336,6 +359,9 @@ async fn serve(
             let _ = queues.release(&h.handle).await;
         }
     }
+    // Every finished batch's record is written (or its message left to
+    // reappear) before the worker moves on or exits.
+    while finishing.join_next().await.is_some() {}
     stopped
 }
 
@@ -394,26 +420,30 @@ async fn take_batch(
     }
 }
 
-/// Records a finished batch, then deletes its message.
-async fn finish_batch(store: &Store, queues: &Queues, id: &str, fire_id: &str, held: &mut HashMap<String, Held>, d: BatchDone) {
+/// Records a finished batch, then deletes its message (in a task of
+/// `finishing`: records of many batches are written at once).
+fn finish_batch(ctx: &Ctx, fire_id: &str, held: &mut HashMap<String, Held>, finishing: &mut tokio::task::JoinSet<()>, d: BatchDone) {
     let name = super::store::batch_name(&d.msg);
-    let record = DoneRecord { done: d, worker: id.to_owned() };
-    if let Err(e) = store.put_done(fire_id, &record).await {
-        // Not deleted: the message reappears and the batch is sent again
-        // rather than lost.
-        tracing::error!(error = %e, batch = %name, "could not record a finished batch");
-        held.remove(&name);
-        return;
-    }
-    if let Some(h) = held.remove(&name)
-        && let Err(e) = queues.delete_batch(&h.handle).await
-    {
-        tracing::warn!(error = %e, batch = %name, "could not delete a finished batch (its record stops a resend)");
-    }
+    let handle = held.remove(&name).map(|h| h.handle);
+    let (store, queues, fire_id) = (ctx.store.clone(), ctx.queues.clone(), fire_id.to_owned());
+    let record = DoneRecord { done: d, worker: ctx.id.clone() };
+    finishing.spawn(async move {
+        if let Err(e) = store.put_done(&fire_id, &record).await {
+            // Not deleted: the message reappears and the batch is sent again
+            // rather than lost.
+            tracing::error!(error = %e, batch = %name, "could not record a finished batch");
+            return;
+        }
+        if let Some(handle) = handle
+            && let Err(e) = queues.delete_batch(&handle).await
+        {
+            tracing::warn!(error = %e, batch = %name, "could not delete a finished batch (its record stops a resend)");
+        }
+    });
 }
 
 /// Handles at most one fire message.
-async fn dispatch_once(store: &Store, queues: &Queues, id: &str, engine: &Engine, fire_id: &str, wait: Duration) -> Result<(), AwsError> {
+async fn dispatch_once(store: &Store, queues: &Queues, id: &str, plans: &Plans, fire_id: &str, wait: Duration) -> Result<(), AwsError> {
     let got = queues.receive_fires(wait, Duration::from_secs(60)).await?;
     for r in got {
         let fire = r.msg;
@@ -431,7 +461,10 @@ async fn dispatch_once(store: &Store, queues: &Queues, id: &str, engine: &Engine
             continue;
         };
         let aborted = store.abort_mark(fire_id).await?.is_some();
-        let planned = if aborted { Vec::new() } else { crate::fanout::dispatch::plan(engine.warm(), fire_id, fire.market.as_deref()) };
+        let planned = match plans.get(&market) {
+            Some(p) if !aborted => p.as_slice(),
+            _ => &[],
+        };
         let devices = planned.iter().map(|(_, b)| u64::from(b.len())).sum();
         let fired_at = UNIX_EPOCH + Duration::from_millis(record.fired_at_ms);
         let batches = queues.send_batches(&planned, fired_at).await?;

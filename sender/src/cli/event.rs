@@ -13,7 +13,7 @@ use kickoff_sender::recorder::replay::{self, EventSummary};
 use kickoff_sender::recorder::{EventLog, report};
 use kickoff_sender::runbook::engine::{Actor, StepProgress};
 use kickoff_sender::runbook::walk::{self, WalkObserver};
-use kickoff_sender::runbook::{self, EmbeddedOptions, Event, Role, Runbook, Services, StepState};
+use kickoff_sender::runbook::{self, Event, Role, Runbook, ServiceOptions, Services, StepState};
 use kickoff_sender::zombie::{self, FlagStore, FlagsDocument, SqliteFlagStore, Switch};
 
 use super::{ProviderArgs, default_operator};
@@ -28,7 +28,8 @@ pub(crate) enum RunbookCmd {
         /// The runbook.
         file: PathBuf,
     },
-    /// Walk a runbook step by step in the terminal (embedded mode).
+    /// Walk a runbook step by step in the terminal (embedded mode, or AWS
+    /// mode with --aws).
     Walk(Box<WalkArgs>),
 }
 
@@ -59,9 +60,15 @@ pub(crate) struct WalkArgs {
     /// Event id (default: from the runbook's event_time, else new).
     #[arg(long)]
     event: Option<String>,
-    /// Serve the zombie flags to client apps on this address.
+    /// Serve the zombie flags to client apps on this address (embedded
+    /// mode; in AWS mode they are published to S3).
     #[arg(long, default_value = "127.0.0.1:0")]
     flags_listen: std::net::SocketAddr,
+    /// AWS mode: the AWS profile file (as `worker --config`). The scale
+    /// steps call the ASG and ECS, the service's workers warm and send;
+    /// the provider options apply to test-sends.
+    #[arg(long, value_name = "FILE")]
+    aws: Option<PathBuf>,
     #[command(flatten)]
     provider: ProviderArgs,
 }
@@ -252,6 +259,7 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let aws = args.aws.as_deref().map(kickoff_sender::aws::AwsConfig::load).transpose()?;
     let interactive = !args.yes && script.is_none();
     if interactive && !std::io::stdin().is_terminal() {
         bail!("no terminal to ask on: pass --yes or --script FILE");
@@ -269,7 +277,7 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
     }
     let data = kickoff_sender::sys::data_dir();
     let record = args.record.clone().unwrap_or_else(|| kickoff_sender::recorder::event_path(&data.join("events"), &rb.name));
-    let opts = EmbeddedOptions {
+    let opts = ServiceOptions {
         state_db,
         work_dir: data.join("work").join(event_id.replace(['@', ':'], "-")),
         recorder: Some(record.clone()),
@@ -279,7 +287,15 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let services = Services::embedded(&rb, &opts).map_err(anyhow::Error::msg)?;
+        let services = match &aws {
+            None => Services::embedded(&rb, &opts),
+            Some(config) => {
+                let aws = kickoff_sender::aws::Aws::connect(config.clone()).await?;
+                kickoff_sender::fleet::check(&kickoff_sender::aws::fleet::AwsFleet::new(&aws)).await.map_err(anyhow::Error::msg)?;
+                Services::aws(&rb, &opts, aws)
+            }
+        }
+        .map_err(anyhow::Error::msg)?;
         println!("Runbook {:?}, event {event_id}", rb.name);
         println!("  fleet: {}", services.fleet.describe());
         if let Some(url) = &services.flag_url {

@@ -327,6 +327,20 @@ impl ScaleReport {
 /// Sets `group` to `desired` and waits until that many are running (scaling
 /// up) or no more than that remain (scaling down), up to `timeout`,
 /// reporting the counts every `poll`.
+/// Checks that `fleet` answers for both groups (in AWS mode: the
+/// credentials, the endpoint, the ASG and the ECS service), so a wrong
+/// profile fails when an event opens, not at its first step.
+pub async fn check(fleet: &dyn Fleet) -> Result<(), String> {
+    for group in [Group::Asg, Group::Service] {
+        match tokio::time::timeout(Duration::from_secs(20), fleet.status(group)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("{}: {e}", fleet.describe())),
+            Err(_) => return Err(format!("{}: no answer in 20 s", fleet.describe())),
+        }
+    }
+    Ok(())
+}
+
 pub async fn scale_and_wait(
     fleet: &dyn Fleet,
     group: Group,

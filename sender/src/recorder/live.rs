@@ -3,7 +3,9 @@
 //!
 //! Points (names are the recorder's vocabulary, shared with replay):
 //! - `sent{platform}`: deliveries acknowledged in each second after the fire
-//!   (stamped at the start of that second);
+//!   (stamped at the start of that second); counts that arrive after their
+//!   second closed (CloudWatch's, in AWS mode, lag by a second or two) are
+//!   written as further points of the same second, so sums stay exact;
 //! - `delivered_total`, `failed_total{reason}`: running totals;
 //! - `latency_s{q=p50|p95|p99}`: delivery time so far (fire to acknowledgment);
 //! - `rtt_s{q=p50|p99}`: provider round trips in the last interval;
@@ -25,8 +27,8 @@ struct Live {
     fired_at_ms: u64,
     totals: FanoutStats,
     rtt_interval: LatencyHistogram,
-    /// Seconds already emitted as `sent` points.
-    emitted: usize,
+    /// What was emitted as `sent` points, per second.
+    emitted: Vec<[u64; 2]>,
 }
 
 /// One sample of a fire, for live charts.
@@ -97,13 +99,21 @@ impl LiveMetrics {
         if let Some(rec) = &self.recorder {
             let closed =
                 if last { t.delivered_per_second.len() } else { (now_ms.saturating_sub(live.fired_at_ms + SETTLE_MS) / 1000) as usize };
-            for s in live.emitted..closed.min(t.delivered_per_second.len()) {
+            let closed = closed.min(t.delivered_per_second.len());
+            // Late counts of seconds emitted before, then the newly closed seconds.
+            let emitted = live.emitted.len();
+            live.emitted.resize(closed.max(emitted), [0, 0]);
+            for (s, done) in live.emitted.iter_mut().enumerate() {
+                let now = t.delivered_per_second[s];
                 let at = live.fired_at_ms + s as u64 * 1000;
-                let [ios, android] = t.delivered_per_second[s];
-                rec.point(Point::new(at, "sent", &[("platform", "ios")], ios as f64));
-                rec.point(Point::new(at, "sent", &[("platform", "android")], android as f64));
+                for (i, platform) in ["ios", "android"].into_iter().enumerate() {
+                    let new = now[i].saturating_sub(done[i]);
+                    if new > 0 || s >= emitted {
+                        rec.point(Point::new(at, "sent", &[("platform", platform)], new as f64));
+                    }
+                }
+                *done = now;
             }
-            live.emitted = live.emitted.max(closed.min(t.delivered_per_second.len()));
             rec.point(Point::new(now_ms, "delivered_total", &[], sample.delivered as f64));
             for (reason, n) in &sample.failed_by_reason {
                 rec.point(Point::new(now_ms, "failed_total", &[("reason", reason)], *n as f64));

@@ -30,7 +30,13 @@ fn rfc3339(ms: u64) -> String {
 fn split(log: &EventLog, name: &str, dim: &str, origin: u64, scale: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in log.series(name) {
-        out.entry(p.dim(dim).unwrap_or("").to_owned()).or_default().push((x_of(p.t_ms, origin), p.value * scale));
+        let points = out.entry(p.dim(dim).unwrap_or("").to_owned()).or_default();
+        let x = x_of(p.t_ms, origin);
+        // A count written in parts (late counts of a closed second) is one point.
+        match points.last_mut() {
+            Some(last) if name == "sent" && last.0 == x => last.1 += p.value * scale,
+            _ => points.push((x, p.value * scale)),
+        }
     }
     out
 }

@@ -12,7 +12,7 @@ pub mod walk;
 
 pub use engine::{ActError, Actor, Event, EventState, StepState, StepStatus};
 pub use file::{Role, Runbook, RunbookError, Step, StepKind};
-pub use services::{EmbeddedOptions, Services};
+pub use services::{ServiceOptions, Services};
 
 /// An event id for `runbook`: `<file stem>@<event time>` when the runbook
 /// has one (so every process walking the same event shares one fire), else

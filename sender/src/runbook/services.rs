@@ -1,7 +1,10 @@
 //! What the runbook engine drives: the fleet, the workers, the flag store,
 //! the test-send store, the recorder. [`Services::embedded`] builds the
 //! embedded set: simulated fleet, in-process workers, the loopback push
-//! gateway, SQLite flags and a loopback flag server.
+//! gateway, SQLite flags and a loopback flag server. [`Services::aws`]
+//! builds the AWS set: the ASG and the ECS service, the workers of that
+//! service driven through S3 and SQS, flags published to S3, live charts
+//! from CloudWatch.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -93,38 +96,53 @@ pub struct Services {
     _flag_server: Option<Arc<FlagServer>>,
 }
 
-/// Options of the embedded services.
+/// Options of the services, embedded or AWS.
 #[derive(Debug, Clone)]
-pub struct EmbeddedOptions {
+pub struct ServiceOptions {
     /// State database (fire ledger, test-sends, zombie flags).
     pub state_db: PathBuf,
     /// Where the generated audience and reports go.
     pub work_dir: PathBuf,
     /// The recorder file (none: do not record).
     pub recorder: Option<PathBuf>,
-    /// The provider (the loopback gateway by default).
+    /// The provider (the loopback gateway by default). In AWS mode, the
+    /// provider of test-sends (sent from here; the workers send the fire).
     pub provider: ProviderChoice,
-    /// Serve the flags on 127.0.0.1 (port 0: any).
+    /// Serve the flags on 127.0.0.1 (port 0: any). Embedded mode only: in
+    /// AWS mode client apps read the flags document from S3.
     pub flag_server: Option<std::net::SocketAddr>,
     /// The fire's id in the ledger: `<campaign id>@<event id>`.
     pub event_id: String,
 }
 
-impl Services {
-    /// The embedded set for `runbook`.
-    pub fn embedded(runbook: &Runbook, opts: &EmbeddedOptions) -> Result<Self, String> {
-        let recorder = match &opts.recorder {
+impl ServiceOptions {
+    /// The recorder (if any) and the live metrics that write to it.
+    fn recorder(&self) -> Result<(Option<Arc<Recorder>>, Arc<LiveMetrics>), String> {
+        let recorder = match &self.recorder {
             Some(p) => Some(Arc::new(Recorder::create(p).map_err(|e| e.to_string())?)),
             None => None,
         };
         let live = Arc::new(LiveMetrics::new(recorder.clone()));
+        Ok((recorder, live))
+    }
+}
+
+/// The runbook's audience; without one, 10,000 generated devices.
+fn audience_of(runbook: &Runbook) -> AudienceSource {
+    runbook.audience.clone().unwrap_or(AudienceSource::Generate { devices: 10_000, seed: 1 })
+}
+
+impl Services {
+    /// The embedded set for `runbook`.
+    pub fn embedded(runbook: &Runbook, opts: &ServiceOptions) -> Result<Self, String> {
+        let (recorder, live) = opts.recorder()?;
         let flags: Arc<dyn FlagStore> = Arc::new(SqliteFlagStore::open(&opts.state_db).map_err(|e| e.to_string())?);
         let flag_server = match opts.flag_server {
             Some(addr) => Some(Arc::new(FlagServer::start(flags.clone(), addr).map_err(|e| format!("flag server on {addr}: {e}"))?)),
             None => None,
         };
         let workers = EmbeddedWorkers {
-            source: runbook.audience.clone().unwrap_or(AudienceSource::Generate { devices: 10_000, seed: 1 }),
+            source: audience_of(runbook),
             work_dir: opts.work_dir.clone(),
             ledger: opts.state_db.clone(),
             provider: opts.provider.clone(),
@@ -144,6 +162,44 @@ impl Services {
             live,
             flag_url: flag_server.as_ref().map(|s| s.url()),
             _flag_server: flag_server,
+        })
+    }
+
+    /// The AWS set for `runbook`: the scale steps call the ASG and ECS,
+    /// verify-warm publishes the audience and campaign to S3 and waits for
+    /// the service's workers to report them warm, the fire is claimed in
+    /// the S3 ledger and queued on SQS, the live charts read CloudWatch,
+    /// and zombie switches are published to S3 as `flags.json`. Test-sends
+    /// go from here through `opts.provider`.
+    pub fn aws(runbook: &Runbook, opts: &ServiceOptions, aws: crate::aws::Aws) -> Result<Self, String> {
+        use crate::aws::control::{AwsWorkers, AwsWorkersOptions, PublishedFlags};
+        let (recorder, live) = opts.recorder()?;
+        let store = aws.store();
+        let local: Arc<dyn FlagStore> = Arc::new(SqliteFlagStore::open(&opts.state_db).map_err(|e| e.to_string())?);
+        let flag_url = Some(store.url("flags.json"));
+        let workers = AwsWorkers::new(
+            aws.clone(),
+            AwsWorkersOptions {
+                source: audience_of(runbook),
+                work_dir: opts.work_dir.clone(),
+                // One fire per campaign id and environment, ever: windows
+                // and CLI walks on other machines have other local events
+                // but fire the same campaign, which the S3 ledger admits once.
+                fire_suffix: String::new(),
+                provider: opts.provider.clone(),
+                warm_timeout: Duration::from_secs(300),
+            },
+            live.clone(),
+        );
+        Ok(Self {
+            fleet: Arc::new(crate::aws::fleet::AwsFleet::new(&aws)),
+            workers: Arc::new(workers),
+            flags: Arc::new(PublishedFlags::new(local, &aws)),
+            testsends: Arc::new(TestSendStore::open(&opts.state_db).map_err(|e| e.to_string())?),
+            recorder,
+            live,
+            flag_url,
+            _flag_server: None,
         })
     }
 }
