@@ -467,7 +467,7 @@ async fn dispatch_once(store: &Store, queues: &Queues, id: &str, plans: &Plans, 
         };
         let devices = planned.iter().map(|(_, b)| u64::from(b.len())).sum();
         let fired_at = UNIX_EPOCH + Duration::from_millis(record.fired_at_ms);
-        let batches = queues.send_batches(&planned, fired_at).await?;
+        let batches = queues.send_batches(planned, fired_at).await?;
         store.put_dispatched(fire_id, &Dispatched { market: market.clone(), batches, devices, worker: id.to_owned() }).await?;
         queues.delete_fire(&r.handle).await?;
         tracing::info!(fire = %fire_id, market = %market, batches, devices, "dispatched");
