@@ -114,8 +114,8 @@ deps-e2e: deps-apt ## Xvfb, WebKitWebDriver and tauri-driver (installs only the 
 	$(call apt_install,$(APT_E2E))
 	@command -v tauri-driver >/dev/null || $(CARGO) install tauri-driver --locked
 
-e2e: deps-e2e build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver).
-	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test ui/e2e/control-room.e2e.mjs
+e2e: deps-e2e deps-moto build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver), embedded and against the AWS emulator.
+	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test --test-concurrency=1 ui/e2e/control-room.e2e.mjs ui/e2e/aws.e2e.mjs
 
 screenshots: deps-e2e build ## The README's screenshots of the app, taken under Xvfb (docs/screenshots/).
 	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1500x950x24" node ui/e2e/screenshots.mjs

@@ -155,3 +155,38 @@ impl Settings {
         std::fs::rename(tmp, file(dir))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> AwsProfile {
+        AwsProfile {
+            region: "eu-west-1".into(),
+            cluster: "kickoff".into(),
+            service: "notifier".into(),
+            asg: "workers".into(),
+            fire_queue: "https://sqs.eu-west-1.amazonaws.com/123456789012/kickoff-fire.fifo".into(),
+            batch_queue: "kickoff-batches".into(),
+            bucket: "launch".into(),
+            ..AwsProfile::default()
+        }
+    }
+
+    #[test]
+    fn the_aws_profile_becomes_the_config_the_cli_and_workers_read() {
+        let c = profile().config(Path::new("settings.json")).unwrap();
+        assert_eq!(c.fire_queue, "kickoff-fire.fifo", "a queue URL gives its name");
+        assert_eq!((c.prefix.as_str(), c.namespace.as_str()), ("kickoff", "Kickoff"), "empty fields take the defaults");
+        assert_eq!(c.endpoint_url, None);
+        let mut p = profile();
+        p.fire_queue = "kickoff-fire".into();
+        let e = p.config(Path::new("settings.json")).unwrap_err();
+        assert!(e.contains("settings.json") && e.contains("FIFO"), "{e}");
+        p = profile();
+        p.push_config = "/nonexistent/kickoff.toml".into();
+        assert!(p.provider().unwrap_err().contains("/nonexistent/kickoff.toml"));
+        let s = Settings { mode: Mode::Aws, aws: p, ..Settings::default() };
+        assert!(s.check().is_err(), "a missing provider credentials file is refused when saving");
+    }
+}

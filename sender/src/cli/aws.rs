@@ -43,7 +43,8 @@ pub enum AwsCmd {
         #[arg(long)]
         operator: String,
     },
-    /// The workers' status and the ledger's record of the warm fire.
+    /// The workers' status, the ledger's record of the warm fire, and the
+    /// zombie flags published to client apps.
     Status {
         /// The AWS configuration.
         #[arg(long)]
@@ -109,7 +110,11 @@ pub fn aws_cmd(cmd: AwsCmd) -> anyhow::Result<ExitCode> {
                 Some(w) => store.fire_record(&w.fire_id).await.context("the ledger")?,
                 None => None,
             };
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "warm": warm, "workers": workers, "fire": record }))?);
+            let flags = store.flags().await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "warm": warm, "workers": workers, "fire": record, "flags": flags }))?
+            );
             Ok(ExitCode::SUCCESS)
         }),
     }
