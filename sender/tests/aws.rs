@@ -462,85 +462,13 @@ fn worker_logs(dir: &Path) -> String {
     (0..3).filter_map(|i| std::fs::read_to_string(dir.join(format!("worker-{i}.log"))).ok()).collect::<Vec<_>>().join("\n---\n")
 }
 
-/// A rehearsal runbook for AWS mode: two instances, two tasks (the two
-/// worker processes the test starts), a zombie switch, one fire.
-fn aws_runbook(dir: &Path, devices: u64) -> PathBuf {
-    std::fs::write(dir.join("demo.toml"), campaign::DEMO_CAMPAIGN).unwrap();
-    let text = format!(
-        r#"name = "AWS rehearsal"
-campaign = "demo.toml"
-
-[audience]
-generate = {devices}
-seed = 11
-
-[backends.api]
-capacity_rps = 5_000
-
-[abort]
-text = "Abort; it is a rehearsal."
-
-[[steps]]
-id = "scale-asg"
-title = "Scale the ASG to 2 instances"
-role = "ops"
-kind = "scale-asg"
-params = {{ desired = 2, timeout = "1m" }}
-
-[[steps]]
-id = "scale-ecs"
-title = "Scale the notifier service to 2 tasks"
-role = "ops"
-kind = "scale-ecs"
-params = {{ desired = 2, timeout = "1m" }}
-
-[[steps]]
-id = "verify-warm"
-title = "Verify the workers are warm"
-role = "engineer"
-kind = "verify-warm"
-
-[[steps]]
-id = "test-send"
-title = "Test-send to our devices"
-role = "engineer"
-kind = "test-send"
-
-[[steps]]
-id = "confirm"
-title = "Confirm the test devices got it"
-role = "marketer"
-kind = "confirm"
-
-[[steps]]
-id = "arm"
-title = "Arm"
-role = "engineer"
-kind = "arm"
-
-[[steps]]
-id = "fire"
-title = "Fire"
-role = "marketer"
-kind = "fire"
-
-[[steps]]
-id = "watch"
-title = "Watch it to the end"
-role = "ops"
-kind = "watch"
-params = {{ max_missing = 0, timeout = "4m" }}
-
-[[steps]]
-id = "scale-down"
-title = "Scale back down"
-role = "ops"
-kind = "scale-down"
-params = {{ asg = 1, ecs = 1 }}
-"#
-    );
+/// The AWS-mode rehearsal (shared with the app's end-to-end test), with the
+/// demo campaign beside it.
+fn aws_runbook(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("campaigns")).unwrap();
+    std::fs::write(dir.join("campaigns/demo.toml"), campaign::DEMO_CAMPAIGN).unwrap();
     let path = dir.join("aws-rehearsal.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws-rehearsal.toml"), &path).unwrap();
     path
 }
 
@@ -552,7 +480,7 @@ async fn a_runbook_walked_in_aws_mode_scales_warms_fires_once_and_charts_from_cl
     let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 8\n");
     let aws = connect(&config).await;
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
-    let runbook = aws_runbook(dir.path(), 20_000);
+    let runbook = aws_runbook(dir.path());
     let script = dir.path().join("walk.txt");
     std::fs::write(&script, "zombie on api 2m\nauto\n").unwrap();
     let record = dir.path().join("walk.kickoff.sqlite");

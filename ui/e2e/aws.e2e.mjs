@@ -7,17 +7,18 @@
 // The app's Settings are in AWS mode; the operator walks a rehearsal runbook
 // in the control room: the scale steps call the emulator's ASG and ECS,
 // verify-warm waits for both workers to report the campaign warm from S3,
-// the square button fires through the S3 ledger and SQS, the live chart reads
+// the square button fires through the S3 ledger and SQS (the runbook is
+// sender/tests/aws-rehearsal.toml, which the CLI test walks too), the live chart reads
 // CloudWatch, a zombie switch is published to S3. The gateway counts every
 // device once; a second press sends nothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Session, cli, root, sleep, startDrivers } from "./driver.mjs";
+import { Session, cli, root, startDrivers, until } from "./driver.mjs";
 
 const moto = process.env.KICKOFF_MOTO_SERVER ?? join(root, ".tools/moto-venv/bin/moto_server");
 
@@ -30,14 +31,6 @@ function freePort() {
       s.close(() => resolve(port));
     });
   });
-}
-
-async function waitFor(what, f, timeout = 60_000) {
-  const end = Date.now() + timeout;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 /** Reads the child's stdout until a line matches; returns that line. */
@@ -57,71 +50,6 @@ function lineOf(child, re) {
   });
 }
 
-const RUNBOOK = `name = "AWS rehearsal"
-campaign = "campaigns/demo.toml"
-
-[audience]
-generate = 20_000
-seed = 5
-
-[backends.api]
-capacity_rps = 5_000
-
-[abort]
-text = "Abort; it is a rehearsal."
-
-[[steps]]
-id = "scale-asg"
-title = "Scale the ASG to 2 instances"
-role = "ops"
-kind = "scale-asg"
-params = { desired = 2, timeout = "1m" }
-
-[[steps]]
-id = "scale-ecs"
-title = "Scale the notifier service to 2 tasks"
-role = "ops"
-kind = "scale-ecs"
-params = { desired = 2, timeout = "1m" }
-
-[[steps]]
-id = "verify-warm"
-title = "Verify the workers are warm"
-role = "engineer"
-kind = "verify-warm"
-
-[[steps]]
-id = "test-send"
-title = "Test-send to our devices"
-role = "engineer"
-kind = "test-send"
-
-[[steps]]
-id = "confirm"
-title = "Confirm the test devices got it"
-role = "marketer"
-kind = "confirm"
-
-[[steps]]
-id = "arm"
-title = "Arm"
-role = "engineer"
-kind = "arm"
-
-[[steps]]
-id = "fire"
-title = "Fire"
-role = "marketer"
-kind = "fire"
-
-[[steps]]
-id = "watch"
-title = "Watch it to the end"
-role = "ops"
-kind = "watch"
-params = { max_missing = 0, timeout = "4m" }
-`;
-
 test("AWS mode in the desktop app: the emulator's ASG, ECS, S3, SQS and CloudWatch, one send", { timeout: 900_000 }, async () => {
   assert.ok(existsSync(moto), `the AWS API emulator is not installed at ${moto}: run make deps-moto`);
   const work = mkdtempSync(join(tmpdir(), "kickoff-e2e-aws-"));
@@ -133,7 +61,7 @@ test("AWS mode in the desktop app: the emulator's ASG, ECS, S3, SQS and CloudWat
     const port = await freePort();
     const motoUrl = `http://127.0.0.1:${port}`;
     procs.push(spawn(moto, ["-H", "127.0.0.1", "-p", String(port)], { stdio: "ignore" }));
-    await waitFor("moto server", () => fetch(`${motoUrl}/moto-api/`).then(() => true, () => false), 60_000);
+    await until("moto server", () => fetch(`${motoUrl}/moto-api/`).then(() => true, () => false), 60_000);
 
     // The gateway process (h2c), and the workers' configuration.
     const gateway = spawn(cli, ["gateway", "--keys", join(work, "keys"), "--listen", "127.0.0.1:0", "--h2c"], { stdio: ["ignore", "pipe", "inherit"] });
@@ -171,7 +99,7 @@ push_config = "${join(work, "keys", "kickoff.toml")}"
     const drivers = await startDrivers(1);
     stopDrivers = drivers.stop;
     mkdirSync(join(drivers.data, "runbooks"), { recursive: true });
-    writeFileSync(join(drivers.data, "runbooks", "aws-rehearsal.toml"), RUNBOOK);
+    copyFileSync(join(root, "sender/tests/aws-rehearsal.toml"), join(drivers.data, "runbooks", "aws-rehearsal.toml"));
     const aws = {
       profile: "",
       region: "us-east-1",

@@ -12,6 +12,16 @@ export const cli = join(root, "target/debug/kickoff-sender");
 export const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `f` until it returns true; fails after `timeout` ms naming `what`. */
+export async function until(what, f, timeout = 120_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    if (await f()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(250);
+  }
+}
+
 async function wd(base, method, path, body) {
   const res = await fetch(base + path, { signal: AbortSignal.timeout(180_000), method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = await res.json();
@@ -76,13 +86,8 @@ export class Session {
   async state(step) {
     return this.js("const e = document.querySelector(`[data-testid=\"step-${arguments[0]}\"]`); return e ? e.dataset.state : null;", [step]);
   }
-  async until(what, f, timeout = 120_000) {
-    const end = Date.now() + timeout;
-    for (;;) {
-      if (await f()) return;
-      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-      await sleep(250);
-    }
+  until(what, f, timeout = 120_000) {
+    return until(what, f, timeout);
   }
   async runStep(step) {
     // The panel re-renders as the event changes: press the step's button

@@ -61,14 +61,11 @@ struct Loaded {
     _setup: Setup,
 }
 
-/// The batches of each campaign market (and of all of them, under `""`).
+/// The batches of each campaign market.
 type Plans = HashMap<String, Vec<(Duration, BatchMsg)>>;
 
 fn plans(warm: &Warm, fire_id: &str) -> Plans {
-    let mut plans: Plans =
-        warm.campaign.markets.iter().map(|m| (m.code.clone(), crate::fanout::dispatch::plan(warm, fire_id, Some(&m.code)))).collect();
-    plans.insert(String::new(), crate::fanout::dispatch::plan(warm, fire_id, None));
-    plans
+    warm.campaign.markets.iter().map(|m| (m.code.clone(), crate::fanout::dispatch::plan(warm, fire_id, Some(&m.code)))).collect()
 }
 
 /// Runs a worker until `stop` completes.
@@ -461,13 +458,15 @@ async fn dispatch_once(store: &Store, queues: &Queues, id: &str, plans: &Plans, 
             continue;
         };
         let aborted = store.abort_mark(fire_id).await?.is_some();
-        let planned = match plans.get(&market) {
-            Some(p) if !aborted => p.as_slice(),
-            _ => &[],
+        // A message without a market (not one Kickoff sends) stands for all of them.
+        let planned: std::borrow::Cow<'_, [(Duration, BatchMsg)]> = match &fire.market {
+            _ if aborted => (&[][..]).into(),
+            Some(m) => plans.get(m).map_or(&[][..], Vec::as_slice).into(),
+            None => plans.values().flatten().cloned().collect::<Vec<_>>().into(),
         };
         let devices = planned.iter().map(|(_, b)| u64::from(b.len())).sum();
         let fired_at = UNIX_EPOCH + Duration::from_millis(record.fired_at_ms);
-        let batches = queues.send_batches(planned, fired_at).await?;
+        let batches = queues.send_batches(&planned, fired_at).await?;
         store.put_dispatched(fire_id, &Dispatched { market: market.clone(), batches, devices, worker: id.to_owned() }).await?;
         queues.delete_fire(&r.handle).await?;
         tracing::info!(fire = %fire_id, market = %market, batches, devices, "dispatched");

@@ -30,15 +30,19 @@ fn rfc3339(ms: u64) -> String {
 fn split(log: &EventLog, name: &str, dim: &str, origin: u64, scale: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in log.series(name) {
-        let points = out.entry(p.dim(dim).unwrap_or("").to_owned()).or_default();
-        let x = x_of(p.t_ms, origin);
-        // A count written in parts (late counts of a closed second) is one point.
-        match points.last_mut() {
-            Some(last) if name == "sent" && last.0 == x => last.1 += p.value * scale,
-            _ => points.push((x, p.value * scale)),
-        }
+        out.entry(p.dim(dim).unwrap_or("").to_owned()).or_default().push((x_of(p.t_ms, origin), p.value * scale));
     }
     out
+}
+
+/// Deliveries per second, by platform: a second written in parts (counts
+/// that arrived after it closed) is one point.
+fn sent_by_platform(log: &EventLog, origin: u64) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut seconds: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    for p in log.series("sent") {
+        *seconds.entry(p.dim("platform").unwrap_or("").to_owned()).or_default().entry(p.t_ms).or_default() += p.value;
+    }
+    seconds.into_iter().map(|(platform, s)| (platform, s.into_iter().map(|(t, n)| (x_of(t, origin), n)).collect())).collect()
 }
 
 fn color_for(key: &str, i: usize) -> (u8, u8, u8) {
@@ -74,7 +78,7 @@ pub fn charts(log: &EventLog, summary: &EventSummary) -> Vec<(&'static str, Char
             title: "Delivered per second, by platform".into(),
             x_label: x_label.into(),
             y_label: "notifications/s".into(),
-            series: lines(split(log, "sent", "platform", origin, 1.0), ""),
+            series: lines(sent_by_platform(log, origin), ""),
             markers: actions.clone(),
             ..Chart::default()
         },
