@@ -20,8 +20,8 @@ use kickoff_sender::campaign;
 use kickoff_sender::drill::{self, DrillOptions};
 use kickoff_sender::fanout::{Engine, EngineConfig, FireOutcome, SqliteLedger, Warm};
 use kickoff_sender::metrics::MemoryMetrics;
+use kickoff_sender::provider::{ProviderChoice, Setup};
 use kickoff_sender::push::PushConfig;
-use kickoff_sender::push::choice::{ProviderChoice, Setup};
 
 fn scale() -> f64 {
     std::env::var("KICKOFF_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::audience::generate::{self, GenerateSpec};
 use crate::audience::{Audience, AudienceError, CompileOptions, store};
 use crate::campaign::{self, Campaign, CampaignError};
-use crate::fanout::{Engine, EngineConfig, EngineError, FireOutcome, FireRecord, LedgerError, Progress, SqliteLedger, Warm, WarmError};
-use crate::metrics::MemoryMetrics;
-pub use crate::push::choice::ProviderChoice;
-use crate::push::choice::{Setup, SetupError};
+use crate::fanout::{
+    Engine, EngineConfig, EngineError, FireLedger, FireOutcome, FireRecord, LedgerError, Progress, SqliteLedger, Warm, WarmError,
+};
+use crate::metrics::{MemoryMetrics, MetricsSink};
+pub use crate::provider::ProviderChoice;
+use crate::provider::{Setup, SetupError};
 
 /// What to drill.
 #[derive(Debug, Clone)]
@@ -240,15 +242,47 @@ fn prepare_audience(opts: &DrillOptions, work: &Path, on_event: &(dyn Fn(&DrillE
     }
 }
 
+/// A fire started in this process: the provider, the warm engine and the
+/// outcome of the press.
+#[derive(Debug)]
+pub struct LocalFire {
+    /// The started provider (the in-process gateway stops when it drops).
+    pub setup: Setup,
+    /// The engine; shut it down when the fire is over.
+    pub engine: Engine,
+    /// Started, or already fired (by anyone, ever, in `ledger`).
+    pub outcome: FireOutcome,
+}
+
+/// Starts `provider`, warms an engine on `warm` and presses fire as
+/// `operator`: the one sequence the drill and `kickoff-sender fire` share.
+/// Arrival times at the receiving end count from the press.
+pub async fn fire_local(
+    warm: Warm,
+    provider: &ProviderChoice,
+    ledger: Arc<dyn FireLedger>,
+    metrics: Arc<dyn MetricsSink>,
+    config: EngineConfig,
+    operator: &str,
+) -> Result<LocalFire, DrillError> {
+    let audience = warm.audience().clone();
+    let topic = warm.campaign().apns.topic.clone();
+    let setup = Setup::start(provider, &audience, &topic).await?;
+    let engine = Engine::start(warm, setup.provider.clone(), ledger, metrics, config).await?;
+    setup.mark_fire();
+    let outcome = engine.fire(operator)?;
+    Ok(LocalFire { setup, engine, outcome })
+}
+
 /// Runs a drill on the caller's runtime. Generating or compiling the
 /// audience runs inline (CPU-bound, seconds for millions of devices); from a
 /// UI thread, prefer [`run_blocking`] on a blocking thread.
 pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + Sync)) -> Result<DrillSummary, DrillError> {
     if opts.audience.is_none() && opts.devices == 0 {
-        return Err(DrillError::Invalid("--devices must be at least 1".into()));
+        return Err(DrillError::Invalid("a drill needs at least 1 device".into()));
     }
     if let ProviderChoice::Model(m) = &opts.provider {
-        m.check().map_err(DrillError::Invalid)?;
+        m.check().map_err(|e| DrillError::Invalid(e.to_string()))?;
     }
     opts.generate.check()?;
     let _tmp;
@@ -299,11 +333,9 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
     let workers = opts.engine.workers.max(1);
     let mut config = opts.engine.clone();
     config.reports_dir.get_or_insert_with(|| work.join("reports"));
-    let setup = Setup::start(&opts.provider, &audience, &campaign.apns.topic).await?;
-    let engine = Engine::start(warm, setup.provider.clone(), ledger, metrics.clone(), config).await?;
+    let LocalFire { setup, engine, outcome } = fire_local(warm, &opts.provider, ledger, metrics.clone(), config, &opts.operator).await?;
     on_event(&DrillEvent::Warm { devices, workers });
-    setup.mark_fire();
-    let handle = match engine.fire(&opts.operator)? {
+    let handle = match outcome {
         FireOutcome::Started(h) => h,
         FireOutcome::AlreadyFired(record) => return Err(DrillError::AlreadyFired(Box::new(record))),
     };

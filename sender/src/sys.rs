@@ -36,18 +36,29 @@ pub fn state_db_in(dir: &std::path::Path) -> PathBuf {
     dir.join("kickoff.sqlite")
 }
 
+/// The shared state database could not be opened. The cause only: callers
+/// name the file in their own error.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDbError {
+    /// Its directory could not be created.
+    #[error("creating its directory: {0}")]
+    Dir(#[source] std::io::Error),
+    /// SQLite could not open it, take its lock, or create the tables.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
 /// Opens a table set in the shared state database at `path` (fire ledger,
 /// test-sends, zombie flags, event registry): creates its directory, waits up
-/// to 30 s for another process's lock, uses WAL, and runs `schema`. The
-/// error is the cause only; callers name the file in their own error.
-pub fn open_state_db(path: &std::path::Path, schema: &str) -> Result<rusqlite::Connection, String> {
+/// to 30 s for another process's lock, uses WAL, and runs `schema`.
+pub fn open_state_db(path: &std::path::Path, schema: &str) -> Result<rusqlite::Connection, StateDbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir).map_err(StateDbError::Dir)?;
     }
-    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
-    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| e.to_string())?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
-    conn.execute_batch(schema).map_err(|e| e.to_string())?;
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.execute_batch(schema)?;
     Ok(conn)
 }
 

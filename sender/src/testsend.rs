@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::audience::Platform;
 use crate::campaign::{Campaign, Payloads};
-use crate::push::choice::AnyProvider;
+use crate::provider::AnyProvider;
 use crate::push::{ApnsHeaders, DeviceRef, Provider, PushRequest, Session};
 
 /// What one test recipient got.
@@ -82,9 +82,7 @@ pub enum TestSendError {
     Confirm(String),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::now_ms;
 
 /// Sends each test recipient its message through `provider`.
 pub async fn send(campaign: &Campaign, provider: &AnyProvider, operator: &str) -> Result<TestSendReport, TestSendError> {
@@ -94,7 +92,7 @@ pub async fn send(campaign: &Campaign, provider: &AnyProvider, operator: &str) -
     let AnyProvider::Push(_) = provider else { return Err(TestSendError::Provider(provider.name())) };
     let payloads = Payloads::render(campaign).expect("a loaded campaign renders");
     let apns = ApnsHeaders::for_fire(&campaign.apns, SystemTime::now());
-    let crate::push::choice::AnySession::Push(mut session) = provider.session() else { unreachable!("checked above") };
+    let crate::provider::AnySession::Push(mut session) = provider.session() else { unreachable!("checked above") };
     let session = &mut *session;
     session.warm().await?;
     let mut results = Vec::new();
@@ -208,7 +206,7 @@ impl TestSendStore {
             );
             CREATE INDEX IF NOT EXISTS test_sends_campaign ON test_sends (campaign_id, id);",
         )
-        .map_err(|message| TestSendError::Store { path: path.to_owned(), message })?;
+        .map_err(|e| TestSendError::Store { path: path.to_owned(), message: e.to_string() })?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

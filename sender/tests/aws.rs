@@ -27,7 +27,7 @@ use kickoff_sender::aws::{Aws, AwsConfig};
 use kickoff_sender::campaign::{self, Campaign};
 use kickoff_sender::fanout::{Claim, FireClaim, FireOutcome};
 use kickoff_sender::fleet::{Fleet, Group};
-use kickoff_sender::push::choice::ProviderChoice;
+use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::queue::FireMsg;
 use kickoff_sender::recorder::live::LiveMetrics;
 use kickoff_sender::runbook::file::AudienceSource;

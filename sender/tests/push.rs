@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::{Method, Request};
 use kickoff_sender::audience::Platform;
 use kickoff_sender::fanout::{EngineConfig, FireOutcome, SqliteLedger, Warm};
+use kickoff_sender::gateway::{Gateway, GatewayConfig};
 use kickoff_sender::metrics::MemoryMetrics;
+use kickoff_sender::provider::{ProviderChoice, Setup};
 use kickoff_sender::push::auth::{ApnsKey, ServiceAccount, unix_now};
-use kickoff_sender::push::choice::{ProviderChoice, Setup};
-use kickoff_sender::push::gateway::{Gateway, GatewayConfig};
 use kickoff_sender::push::h2client::{Endpoint, Pool, RawResponse, client_tls};
 use kickoff_sender::push::{PushConfig, Session};
 

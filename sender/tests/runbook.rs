@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kickoff_sender::campaign;
-use kickoff_sender::push::choice::ProviderChoice;
+use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::recorder::replay;
 use kickoff_sender::recorder::{EventLog, report};
 use kickoff_sender::runbook::engine::{ActError, Actor, StepState};

@@ -6,16 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kickoff_sender::aws::Aws;
-use kickoff_sender::aws::fleet::AwsFleet;
-use kickoff_sender::fleet;
-use kickoff_sender::push::choice::ProviderChoice;
+use kickoff_sender::aws::AwsError;
 use kickoff_sender::recorder::charts::Chart;
 use kickoff_sender::recorder::replay::{self, EventSummary, Frame};
 use kickoff_sender::recorder::{AuditEntry, EventLog, report};
 use kickoff_sender::runbook::engine::{ActError, Actor};
-use kickoff_sender::runbook::registry::EventRegistry;
-use kickoff_sender::runbook::{self, Event, EventState, Runbook, ServiceOptions, Services, Step, StepStatus};
+use kickoff_sender::runbook::{self, Event, EventState, FailureCause, Runbook, Step, StepStatus};
+use kickoff_sender::session::{Session, SessionError, SessionOptions};
 use kickoff_sender::zombie::{Switch, ZombieFlag};
 use tauri::State;
 use tauri::ipc::Channel;
@@ -23,20 +20,9 @@ use tauri::ipc::Channel;
 use crate::settings::{Mode, Settings};
 use crate::{AppState, CommandError};
 
-/// The event the app has open.
-#[derive(Debug)]
-pub struct OpenEvent {
-    event: Arc<Event>,
-    ticker: tokio::task::JoinHandle<()>,
-    record: PathBuf,
-    joined: bool,
-}
-
-impl Drop for OpenEvent {
-    fn drop(&mut self) {
-        self.ticker.abort();
-    }
-}
+/// The event the app has open: a [`Session`] of the library, the same one
+/// a CLI walk opens.
+pub type OpenEvent = Session;
 
 /// A runbook the app can open.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,7 +81,7 @@ pub struct EventUpdate {
 }
 
 fn view(open: &OpenEvent) -> EventView {
-    let e = &open.event;
+    let e = open.event();
     let rb = e.runbook();
     EventView {
         state: e.state(),
@@ -103,8 +89,8 @@ fn view(open: &OpenEvent) -> EventView {
         abort_plan: rb.abort_plan.clone(),
         flags: e.services().flags.flags().unwrap_or_default(),
         backends: rb.backends.clone(),
-        record: open.record.display().to_string(),
-        joined: open.joined,
+        record: open.record().display().to_string(),
+        joined: open.joined(),
         event_time_ms: rb.event_time_ms,
         now_ms: kickoff_sender::recorder::now_ms(),
         flag_url: e.services().flag_url.clone(),
@@ -126,13 +112,27 @@ fn actor(settings: &Settings) -> Actor {
 
 fn act_error(e: ActError) -> CommandError {
     let code = match &e {
-        ActError::AlreadyFired { .. } => "already_fired",
+        ActError::AlreadyFired { .. } | ActError::Failed { cause: FailureCause::AlreadyFired, .. } => "already_fired",
         ActError::Gated { .. } => "gated",
         ActError::Role { .. } => "role",
         ActError::Busy { .. } | ActError::AlreadyDone { .. } => "busy",
         ActError::Aborted { .. } => "aborted",
-        ActError::Failed { .. } => "step_failed",
+        ActError::Failed { cause: FailureCause::Unavailable, .. } => "unavailable",
+        ActError::Failed { cause: FailureCause::Capacity, .. } => "capacity",
+        ActError::Failed { cause: FailureCause::Credentials, .. } => "credentials",
+        ActError::Failed { cause: FailureCause::Internal, .. } => "internal",
+        ActError::Failed { cause: FailureCause::Step, .. } => "step_failed",
         ActError::NoStep(_) | ActError::Invalid(_) => "invalid",
+    };
+    CommandError { code, message: e.to_string() }
+}
+
+fn session_error(e: SessionError) -> CommandError {
+    let code = match &e {
+        SessionError::Aws(AwsError::Config { .. }) => "invalid",
+        SessionError::Aws(_) | SessionError::Fleet(_) => "unavailable",
+        SessionError::Event(_) => "campaign",
+        SessionError::Registry(_) | SessionError::Services(_) => "internal",
     };
     CommandError { code, message: e.to_string() }
 }
@@ -143,7 +143,7 @@ async fn current(state: &AppState) -> Result<Arc<Event>, CommandError> {
         .lock()
         .await
         .as_ref()
-        .map(|o| o.event.clone())
+        .map(|o| o.event().clone())
         .ok_or_else(|| CommandError::invalid("no event is open: open a runbook first"))
 }
 
@@ -168,53 +168,23 @@ pub async fn open_event(state: State<'_, AppState>, runbook: String) -> Result<E
         return Err(CommandError::invalid(format!("runbooks open from {} only", dir.display())));
     }
     let rb = Runbook::load(&path).map_err(|e| CommandError { code: "runbook", message: e.to_string() })?;
-    // AWS mode: the profile is checked, and AWS answers, before anything is opened.
-    let (aws, provider) = match settings.mode {
-        Mode::Embedded => (None, ProviderChoice::gateway()),
-        Mode::Aws => {
-            let config = settings.aws.config(&state.data_dir.join("settings.json")).map_err(CommandError::invalid)?;
-            let provider = settings.aws.provider().map_err(CommandError::invalid)?;
-            let aws = Aws::connect(config).await.map_err(|e| CommandError::invalid(e.to_string()))?;
-            fleet::check(&AwsFleet::new(&aws)).await.map_err(|message| CommandError { code: "unavailable", message })?;
-            (Some(aws), provider)
-        }
-    };
+    let mut opts = SessionOptions::embedded(state.data_dir.clone());
+    if settings.mode == Mode::Aws {
+        opts.aws = Some(settings.aws.config(&state.data_dir.join("settings.json")).map_err(CommandError::invalid)?);
+        opts.provider = settings.aws.provider().map_err(CommandError::invalid)?;
+    }
     let mut slot = state.event.lock().await;
-    if let Some(old) = slot.as_ref() {
-        let s = old.event.state();
-        if s.fired.is_some() && s.summary.is_none() && s.aborted.is_none() {
-            return Err(CommandError::busy("a send is in progress; watch it to the end (or abort) before opening another event"));
-        }
+    if slot.as_ref().is_some_and(Session::sending) {
+        return Err(CommandError::busy("a send is in progress; watch it to the end (or abort) before opening another event"));
     }
+    // The old event closes first: reopening the same runbook then opens a
+    // new event instead of joining the one being closed.
     if let Some(old) = slot.take() {
-        old.event.close().await;
-        if !old.joined {
-            let db = kickoff_sender::sys::state_db_in(&state.data_dir);
-            let _ = EventRegistry::open(&db).and_then(|r| r.close(old.event.id()));
-        }
+        old.close().await;
     }
-    let state_db = kickoff_sender::sys::state_db_in(&state.data_dir);
-    let (event_id, joined) = EventRegistry::open(&state_db).and_then(|r| r.join_or_open(&rb)).map_err(CommandError::internal)?;
-    let stem = format!("{}-{}", rb.name, std::process::id());
-    let record = kickoff_sender::recorder::event_path(&state.data_dir.join("events"), &stem);
-    let opts = ServiceOptions {
-        state_db,
-        work_dir: state.data_dir.join("work").join(event_id.replace(['@', ':'], "-")),
-        recorder: Some(record.clone()),
-        provider,
-        flag_server: Some(([127, 0, 0, 1], 0).into()),
-        event_id: event_id.clone(),
-    };
-    let services = match aws {
-        None => Services::embedded(&rb, &opts),
-        Some(aws) => Services::aws(&rb, &opts, aws),
-    }
-    .map_err(CommandError::internal)?;
-    let event = Event::new(&event_id, rb, services).map_err(act_error)?;
-    let ticker = event.start_ticker();
-    let open = OpenEvent { event, ticker, record, joined };
-    let v = view(&open);
-    *slot = Some(open);
+    let session = Session::open(rb, opts).await.map_err(session_error)?;
+    let v = view(&session);
+    *slot = Some(session);
     Ok(v)
 }
 
@@ -235,7 +205,7 @@ pub async fn watch_event(state: State<'_, AppState>, on_update: Channel<EventUpd
         let (v, record) = {
             let slot = state.event.lock().await;
             match slot.as_ref() {
-                Some(o) if Arc::ptr_eq(&o.event, &event) => (view(o), o.record.clone()),
+                Some(o) if Arc::ptr_eq(o.event(), &event) => (view(o), o.record().to_owned()),
                 _ => return Ok(()),
             }
         };

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use kickoff_sender::aws::{AwsConfig, WorkerConfig};
+use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::push::PushConfig;
-use kickoff_sender::push::choice::ProviderChoice;
 use kickoff_sender::runbook::Role;
 
 /// Where the sender runs.

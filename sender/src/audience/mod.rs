@@ -18,11 +18,13 @@ pub mod compile;
 pub mod generate;
 pub mod input;
 pub mod snapshot;
+pub mod source;
 pub mod store;
 pub mod token;
 
 pub use compile::{CompileOptions, CompileReport, compile};
 pub use snapshot::{MarketRun, Shard, SnapshotError};
+pub use source::AudienceSource;
 pub use store::{Audience, Manifest};
 
 /// A push platform. The discriminants are stored in shard files.

@@ -16,48 +16,35 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
 
-use super::Aws;
 use super::queues::Queues;
+use super::store::WorkerState;
 use super::store::{Store, WarmSpec};
+use super::worker::WorkerLedger;
+use super::{Aws, AwsError};
 use crate::audience::Audience;
+use crate::audience::AudienceSource;
 use crate::campaign::{Campaign, Mode};
 use crate::fanout::run::{Completion, FireRun, RunDelta, UnsentRange};
 use crate::fanout::{Claim, FireClaim, FireHandle, FireLedger, FireOutcome, FireRecord, FireStatus, LedgerError, RetryPolicy, Warm};
 use crate::metrics::MetricsSink;
+use crate::provider::{ProviderChoice, Received, Setup};
 use crate::push::FailReason;
-use crate::push::choice::{ProviderChoice, Received, Setup};
 use crate::queue::FireMsg;
 use crate::recorder::live::LiveMetrics;
-use crate::runbook::file::AudienceSource;
-use crate::runbook::services::{WarmReport, WorkerWarm, Workers};
+use crate::runbook::file::Runbook;
+use crate::runbook::workers::{WarmReport, WorkerWarm, Workers, WorkersError, load_audience};
+use crate::runbook::{ServiceOptions, Services, ServicesError};
 use crate::testsend::TestSendReport;
+use crate::testsend::TestSendStore;
+use crate::zombie::SqliteFlagStore;
 use crate::zombie::{FlagError, FlagStore, FlagsDocument, Switch, ZombieFlag};
-
-/// The ledger of runs that never complete where they run (an AWS worker's
-/// adopted fires) or whose end is written elsewhere (the app's mirror).
-#[derive(Debug, Default)]
-pub struct WorkerLedger;
-
-impl FireLedger for WorkerLedger {
-    fn claim(&self, claim: &FireClaim) -> Result<Claim, LedgerError> {
-        Err(LedgerError { path: PathBuf::from("s3"), message: format!("{}: fires are claimed in the S3 ledger", claim.campaign_id) })
-    }
-
-    fn finish(&self, _: &str, _: FireStatus, _: &str) -> Result<(), LedgerError> {
-        Ok(())
-    }
-
-    fn get(&self, _: &str) -> Result<Option<FireRecord>, LedgerError> {
-        Ok(None)
-    }
-}
 
 /// Runs `f` with fresh clients on a runtime and a thread of its own, and
 /// waits for it. The runbook engine calls the fire and the zombie switch
 /// from synchronous code, the fire under its event lock: the work must not
 /// need the caller's runtime, whose other threads may be waiting on that
 /// lock (they would never drive its I/O).
-pub(crate) fn run_apart<T, F, Fut>(config: &super::AwsConfig, f: F) -> Result<T, String>
+pub(crate) fn run_apart<T, F, Fut>(config: &super::AwsConfig, f: F) -> Result<T, AwsError>
 where
     T: Send,
     F: FnOnce(Aws) -> Fut + Send,
@@ -67,20 +54,45 @@ where
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AwsError::Runtime)?;
                     rt.block_on(async {
-                        let aws = Aws::connect(config.clone()).await.map_err(|e| e.to_string())?;
+                        let aws = Aws::connect(config.clone()).await?;
                         Ok(f(aws).await)
                     })
                 })
                 .join()
-                .map_err(|_| "an AWS call panicked".to_owned())?
+                .map_err(|_| AwsError::Panicked)?
         })
     };
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
         _ => work(),
     }
+}
+
+/// An AWS failure as the runbook's workers report it.
+fn platform(e: impl std::error::Error + Send + Sync + 'static) -> WorkersError {
+    WorkersError::Platform(Box::new(e))
+}
+
+/// A fire that could not be claimed or queued.
+#[derive(Debug, thiserror::Error)]
+pub enum FireError {
+    /// The S3 ledger could not be written: nothing was sent.
+    #[error("fire ledger: {0}; nothing was sent")]
+    Claim(#[source] AwsError),
+    /// Claimed, but the fire queue could not be opened.
+    #[error("the fire is claimed but cannot be queued: {0}")]
+    Queues(#[source] AwsError),
+    /// Claimed, but a market's message could not be queued.
+    #[error("the fire is claimed but market {market} could not be queued: {source}")]
+    Market {
+        /// The market.
+        market: String,
+        /// The cause.
+        #[source]
+        source: AwsError,
+    },
 }
 
 /// Options of the AWS workers.
@@ -135,27 +147,20 @@ impl AwsWorkers {
     }
 
     /// The runbook's audience, compiled here once per event.
-    async fn local_audience(&self) -> Result<(PathBuf, Arc<Audience>), String> {
+    async fn local_audience(&self) -> Result<(PathBuf, Arc<Audience>), WorkersError> {
         let mut slot = self.audience.lock().await;
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
         }
-        let (source, work) = (self.opts.source.clone(), self.opts.work_dir.clone());
-        let (dir, audience) = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-            let dir = crate::runbook::services::prepare(&source, &work)?;
-            let audience = Audience::load(&dir).map_err(|e| e.to_string())?;
-            Ok::<_, String>((dir, Arc::new(audience)))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let (dir, audience) = load_audience(&self.opts.source, &self.opts.work_dir).await?;
+        let audience = Arc::new(audience);
         *slot = Some((dir.clone(), audience.clone()));
         Ok((dir, audience))
     }
 
-    async fn warm_async(&self, campaign: Arc<Campaign>, tasks: u32) -> Result<WarmReport, String> {
+    async fn warm_async(&self, campaign: Arc<Campaign>, tasks: u32) -> Result<WarmReport, WorkersError> {
         if tasks == 0 {
-            return Err("no ECS task is running: scale the service first".into());
+            return Err(WorkersError::NoTasks);
         }
         let (dir, audience) = self.local_audience().await?;
         let fire_id = format!("{}{}", campaign.id, self.opts.fire_suffix);
@@ -163,26 +168,28 @@ impl AwsWorkers {
         let fired = Arc::new(Campaign::clone(&campaign).with_id(fire_id.clone()));
         // Checked here first: a campaign the audience cannot take fails now,
         // with the file's name, not in every worker.
-        let warm = Warm::new(audience.clone(), fired.clone()).map_err(|e| e.to_string())?;
-        let text = std::fs::read_to_string(campaign.source()).map_err(|e| format!("{}: {e}", campaign.source().display()))?;
+        let warm = Warm::new(audience.clone(), fired.clone())?;
+        let text =
+            std::fs::read_to_string(campaign.source()).map_err(|source| WorkersError::Io { path: campaign.source().to_owned(), source })?;
         let spec = WarmSpec {
             fire_id: fire_id.clone(),
             campaign_hash: hash.clone(),
             silent: campaign.mode == Mode::Silent,
             audience_checksum: format!("{:016x}", audience.checksum()),
         };
-        self.store.upload_audience(&dir).await.map_err(|e| e.to_string())?;
-        self.store.put_warm(&spec, &text).await.map_err(|e| e.to_string())?;
+        self.store.upload_audience(&dir).await.map_err(platform)?;
+        self.store.put_warm(&spec, &text).await.map_err(platform)?;
         let since = crate::fanout::ledger::ms(SystemTime::now());
         let deadline = Instant::now() + self.opts.warm_timeout;
         let shards_total = audience.shards().len() as u32;
         let workers = loop {
-            let all = self.store.workers().await.map_err(|e| e.to_string())?;
-            let current: Vec<_> = all.iter().filter(|w| w.fire_id == fire_id && w.at_ms + 2_000 >= since && w.state != "stopped").collect();
-            if let Some(bad) = current.iter().find(|w| w.state == "error") {
-                return Err(format!("worker {} could not warm: {}", bad.worker, bad.error.as_deref().unwrap_or("?")));
+            let all = self.store.workers().await.map_err(platform)?;
+            let current: Vec<_> =
+                all.iter().filter(|w| w.fire_id == fire_id && w.at_ms + 2_000 >= since && w.state != WorkerState::Stopped).collect();
+            if let Some(bad) = current.iter().find(|w| w.state == WorkerState::Error) {
+                return Err(WorkersError::WorkerFailed { worker: bad.worker.clone(), error: bad.error.clone().unwrap_or_default() });
             }
-            let warm: Vec<_> = current.iter().filter(|w| w.state == "warm" && w.campaign_hash == hash).collect();
+            let warm: Vec<_> = current.iter().filter(|w| w.state == WorkerState::Warm && w.campaign_hash == hash).collect();
             if warm.len() >= tasks as usize {
                 break warm
                     .into_iter()
@@ -195,12 +202,12 @@ impl AwsWorkers {
                     .collect();
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} of {tasks} workers warm after {}: see {}",
-                    warm.len(),
-                    humantime::format_duration(self.opts.warm_timeout),
-                    self.store.url("workers/")
-                ));
+                return Err(WorkersError::WarmTimeout {
+                    warm: warm.len(),
+                    tasks,
+                    after: self.opts.warm_timeout,
+                    status: self.store.url("workers/"),
+                });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
@@ -208,11 +215,12 @@ impl AwsWorkers {
         Ok(WarmReport { campaign_hash: hash, checksum: warm.checksum().to_owned(), devices: warm.targeted(), workers })
     }
 
-    fn fire_now(&self, operator: &str) -> Result<FireOutcome, String> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| "AWS mode needs a tokio runtime".to_owned())?;
-        let warmed = self.warmed.lock().expect("warm lock").clone().ok_or("the workers are not warm")?;
+    fn fire_now(&self, operator: &str) -> Result<FireOutcome, WorkersError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| WorkersError::Internal(e.to_string()))?;
+        let warmed = self.warmed.lock().expect("warm lock").clone().ok_or(WorkersError::NotWarm)?;
         let campaign = &warmed.campaign;
-        let record = match run_apart(&self.aws.config, |aws| async move { fire(&aws, campaign, operator).await })?? {
+        let claim = run_apart(&self.aws.config, |aws| async move { fire(&aws, campaign, operator).await }).map_err(platform)?;
+        let record = match claim.map_err(platform)? {
             Claim::AlreadyFired(r) => return Ok(FireOutcome::AlreadyFired(r)),
             Claim::Won(r) => r,
         };
@@ -227,18 +235,18 @@ impl AwsWorkers {
 /// Fires `campaign` (its id is the fire id): claims it in the S3 ledger,
 /// then queues one FIFO message per market. Whoever loses the claim, in any
 /// process and at any time, gets [`Claim::AlreadyFired`] and queues nothing.
-pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Claim, String> {
+pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Claim, FireError> {
     let claim = FireClaim {
         campaign_id: campaign.id.clone(),
         campaign_hash: campaign.hash().to_owned(),
         operator: operator.to_owned(),
         at: SystemTime::now(),
     };
-    let record = match aws.store().claim(&claim).await.map_err(|e| format!("fire ledger: {e}; nothing was sent"))? {
+    let record = match aws.store().claim(&claim).await.map_err(FireError::Claim)? {
         Claim::AlreadyFired(r) => return Ok(Claim::AlreadyFired(r)),
         Claim::Won(r) => r,
     };
-    let queues = Queues::open(aws).await.map_err(|e| format!("the fire is claimed but cannot be queued: {e}"))?;
+    let queues = Queues::open(aws).await.map_err(FireError::Queues)?;
     for market in &campaign.markets {
         let msg = FireMsg {
             campaign_id: campaign.id.clone(),
@@ -247,17 +255,16 @@ pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Clai
             fired_at_ms: record.fired_at_ms,
             market: Some(market.code.clone()),
         };
-        queues.send_fire(&msg).await.map_err(|e| format!("the fire is claimed but market {} could not be queued: {e}", market.code))?;
+        queues.send_fire(&msg).await.map_err(|source| FireError::Market { market: market.code.clone(), source })?;
     }
     Ok(Claim::Won(record))
 }
 
 /// The campaign the workers hold (from S3), under its fire id.
-pub async fn warmed_campaign(aws: &Aws) -> Result<(WarmSpec, Campaign), String> {
+pub async fn warmed_campaign(aws: &Aws) -> Result<(WarmSpec, Campaign), AwsError> {
     let store = aws.store();
-    let (spec, text) =
-        store.warm().await.map_err(|e| e.to_string())?.ok_or_else(|| format!("nothing is warm: no {}", store.url("campaign/warm.json")))?;
-    let campaign = spec.campaign(&text, std::path::Path::new(&store.url("campaign/campaign.toml"))).map_err(|e| e.to_string())?;
+    let (spec, text) = store.warm().await?.ok_or_else(|| AwsError::NotWarm { url: store.url("campaign/warm.json") })?;
+    let campaign = spec.campaign(&text, std::path::Path::new(&store.url("campaign/campaign.toml")))?;
     Ok((spec, campaign))
 }
 
@@ -404,27 +411,27 @@ impl FireLedger for CapturedLedger {
 }
 
 impl Workers for AwsWorkers {
-    fn warm(&self, campaign: Arc<Campaign>, tasks: u32) -> BoxFuture<'_, Result<WarmReport, String>> {
+    fn warm(&self, campaign: Arc<Campaign>, tasks: u32) -> BoxFuture<'_, Result<WarmReport, WorkersError>> {
         Box::pin(self.warm_async(campaign, tasks))
     }
 
-    fn test_send<'a>(&'a self, campaign: &'a Campaign, operator: &'a str) -> BoxFuture<'a, Result<TestSendReport, String>> {
+    fn test_send<'a>(&'a self, campaign: &'a Campaign, operator: &'a str) -> BoxFuture<'a, Result<TestSendReport, WorkersError>> {
         Box::pin(async move {
             let mut slot = self.setup.lock().await;
             let setup = match slot.as_ref() {
                 Some(s) => s.clone(),
                 None => {
                     let (_, audience) = self.local_audience().await?;
-                    let s = Arc::new(Setup::start(&self.opts.provider, &audience, &campaign.apns.topic).await.map_err(|e| e.to_string())?);
+                    let s = Arc::new(Setup::start(&self.opts.provider, &audience, &campaign.apns.topic).await?);
                     *slot = Some(s.clone());
                     s
                 }
             };
-            crate::testsend::send(campaign, &setup.provider, operator).await.map_err(|e| e.to_string())
+            Ok(crate::testsend::send(campaign, &setup.provider, operator).await?)
         })
     }
 
-    fn fire(&self, operator: &str) -> Result<FireOutcome, String> {
+    fn fire(&self, operator: &str) -> Result<FireOutcome, WorkersError> {
         self.fire_now(operator)
     }
 
@@ -460,7 +467,7 @@ impl FlagStore for PublishedFlags {
         let flag = self.inner.switch(switch)?;
         let (doc, _) = FlagsDocument::at(&self.inner.flags()?, crate::zombie::now_ms());
         let doc = &doc;
-        run_apart(&self.config, |aws| async move { aws.store().put_flags(doc).await.map_err(|e| e.to_string()) })
+        run_apart(&self.config, |aws| async move { aws.store().put_flags(doc).await })
             .and_then(|r| r)
             .map_err(|e| FlagError::Store { path: PathBuf::from(&self.url), message: format!("switched here, but not published: {e}") })?;
         Ok(flag)
@@ -473,4 +480,40 @@ impl FlagStore for PublishedFlags {
     fn history(&self, since_ms: u64) -> Result<Vec<ZombieFlag>, FlagError> {
         self.inner.history(since_ms)
     }
+}
+
+/// The AWS set of services for `runbook`: the scale steps call the ASG and
+/// ECS, verify-warm publishes the audience and campaign to S3 and waits for
+/// the service's workers to report them warm, the fire is claimed in the S3
+/// ledger and queued on SQS, the live charts read CloudWatch, and zombie
+/// switches are published to S3 as `flags.json`. Test-sends go from here
+/// through `opts.provider`.
+pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Services, ServicesError> {
+    let (recorder, live) = opts.recorder()?;
+    let local: Arc<dyn FlagStore> = Arc::new(SqliteFlagStore::open(&opts.state_db)?);
+    let flag_url = Some(aws.store().url("flags.json"));
+    let workers = AwsWorkers::new(
+        aws.clone(),
+        AwsWorkersOptions {
+            source: runbook.audience.clone().unwrap_or_default(),
+            work_dir: opts.work_dir.clone(),
+            // One fire per campaign id and environment, ever: windows and CLI
+            // walks on other machines have other local events but fire the
+            // same campaign, which the S3 ledger admits once.
+            fire_suffix: String::new(),
+            provider: opts.provider.clone(),
+            warm_timeout: Duration::from_secs(300),
+        },
+        live.clone(),
+    );
+    Ok(Services {
+        fleet: Arc::new(super::fleet::AwsFleet::new(&aws)),
+        workers: Arc::new(workers),
+        flags: Arc::new(PublishedFlags::new(local, &aws)),
+        testsends: Arc::new(TestSendStore::open(&opts.state_db)?),
+        recorder,
+        live,
+        flag_url,
+        _flag_server: None,
+    })
 }

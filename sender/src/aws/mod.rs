@@ -57,6 +57,18 @@ pub enum AwsError {
     /// Data read from AWS that is not what Kickoff wrote.
     #[error("{0}")]
     Data(String),
+    /// Nothing is warm: verify-warm has not published a warm spec.
+    #[error("nothing is warm: no {url}")]
+    NotWarm {
+        /// Where the warm spec would be.
+        url: String,
+    },
+    /// The runtime for AWS calls made apart could not start.
+    #[error("starting a runtime for AWS calls: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// An AWS call made apart panicked (a bug).
+    #[error("an AWS call panicked")]
+    Panicked,
 }
 
 impl AwsError {
@@ -84,19 +96,19 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     /// `dispatch`, `notify`, or both.
-    pub roles: Vec<worker::Role>,
+    pub roles: Vec<store::Role>,
     /// Notifier threads (default: one per core).
     pub notifiers: usize,
     /// Batches held at once (received, not yet finished).
     pub max_batches: usize,
     /// Visibility timeout of a received batch; extended while it is sent.
-    #[serde(with = "crate::fleet::humantime_serde_compat")]
+    #[serde(with = "crate::clock::duration")]
     pub visibility_timeout: Duration,
     /// Long-poll wait of a receive (at most 20 s).
-    #[serde(with = "crate::fleet::humantime_serde_compat")]
+    #[serde(with = "crate::clock::duration")]
     pub wait_time: Duration,
     /// How often status is written and aborts are checked.
-    #[serde(with = "crate::fleet::humantime_serde_compat")]
+    #[serde(with = "crate::clock::duration")]
     pub heartbeat: Duration,
     /// Where shards are downloaded (default: a directory under the system's temp dir).
     pub cache_dir: Option<PathBuf>,
@@ -110,7 +122,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            roles: vec![worker::Role::Dispatch, worker::Role::Notify],
+            roles: vec![store::Role::Dispatch, store::Role::Notify],
             notifiers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_batches: 16,
             visibility_timeout: Duration::from_secs(30),
@@ -186,7 +198,7 @@ impl AwsConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, AwsError> {
         let err = |message: String| AwsError::Config { path: path.to_owned(), message };
         let mut cfg: Self = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| crate::campaign::line_of(text, s.start));
+            let line = e.span().map(|s| crate::spans::line_of(text, s.start));
             err(match line {
                 Some(l) => format!("line {l}: {}", e.message()),
                 None => e.message().to_owned(),

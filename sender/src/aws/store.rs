@@ -35,15 +35,41 @@ pub struct WarmSpec {
     pub audience_checksum: String,
 }
 
+/// A worker's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Fire queue to batch queue.
+    Dispatch,
+    /// Batch queue to the providers.
+    Notify,
+}
+
+/// Where a worker stands, as its status object says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Loading the warm spec's audience and campaign.
+    Loading,
+    /// Nothing to warm yet: no warm spec in S3.
+    Waiting,
+    /// Holds the spec's audience and campaign, verified.
+    Warm,
+    /// Could not warm (see its `error`).
+    Error,
+    /// Shut down.
+    Stopped,
+}
+
 /// A worker's state, written at start, when warm, and every heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerStatus {
     /// Worker id.
     pub worker: String,
     /// Roles.
-    pub roles: Vec<super::worker::Role>,
-    /// `loading`, `warm`, `error`, or `stopped`.
-    pub state: String,
+    pub roles: Vec<Role>,
+    /// Where it stands.
+    pub state: WorkerState,
     /// The fire id it holds.
     pub fire_id: String,
     /// The campaign hash it holds.

@@ -26,22 +26,31 @@ use tokio::sync::mpsc;
 
 use super::metrics::CloudWatchSink;
 use super::queues::{Queues, Received};
-use super::store::{Dispatched, DoneRecord, Store, WarmSpec, WorkerStatus};
+use super::store::{Dispatched, DoneRecord, Role, Store, WarmSpec, WorkerState, WorkerStatus};
 use super::{Aws, AwsConfig, AwsError};
 use crate::audience::Audience;
-use crate::fanout::{BatchDone, Engine, EngineConfig, FireHandle, Warm};
+use crate::fanout::{BatchDone, Claim, Engine, EngineConfig, FireClaim, FireHandle, FireLedger, FireRecord, FireStatus, LedgerError, Warm};
+use crate::provider::{ProviderChoice, Setup};
 use crate::push::PushConfig;
-use crate::push::choice::{ProviderChoice, Setup};
 use crate::queue::BatchMsg;
 
-/// A worker's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Fire queue to batch queue.
-    Dispatch,
-    /// Batch queue to the providers.
-    Notify,
+/// The ledger of runs that never complete where they run (an AWS worker's
+/// adopted fires) or whose end is written elsewhere (the app's mirror).
+#[derive(Debug, Default)]
+pub struct WorkerLedger;
+
+impl FireLedger for WorkerLedger {
+    fn claim(&self, claim: &FireClaim) -> Result<Claim, LedgerError> {
+        Err(LedgerError { path: PathBuf::from("s3"), message: format!("{}: fires are claimed in the S3 ledger", claim.campaign_id) })
+    }
+
+    fn finish(&self, _: &str, _: FireStatus, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn get(&self, _: &str) -> Result<Option<FireRecord>, LedgerError> {
+        Ok(None)
+    }
 }
 
 /// The worker's id: the configured one, else host and process.
@@ -85,7 +94,7 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
     let mut status = WorkerStatus {
         worker: id.clone(),
         roles: cfg.roles.clone(),
-        state: "loading".into(),
+        state: WorkerState::Loading,
         fire_id: String::new(),
         campaign_hash: String::new(),
         shards: 0,
@@ -101,26 +110,26 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
                     Ok(loaded) => break loaded,
                     Err(e) => {
                         tracing::error!(error = %e, "could not warm");
-                        status.state = "error".into();
+                        status.state = WorkerState::Error;
                         status.error = Some(e.to_string());
                         status.fire_id = spec.fire_id.clone();
                         status.campaign_hash = spec.campaign_hash.clone();
                     }
                 },
-                Ok(None) => status.state = "waiting".into(),
+                Ok(None) => status.state = WorkerState::Waiting,
                 Err(e) => tracing::warn!(error = %e, "cannot read the warm spec"),
             }
             write_status(store, &mut status).await;
             tokio::select! {
                 () = &mut stop => {
-                    status.state = "stopped".into();
+                    status.state = WorkerState::Stopped;
                     write_status(store, &mut status).await;
                     return Ok(());
                 }
                 () = tokio::time::sleep(cfg.heartbeat) => {}
             }
         };
-        status.state = "warm".into();
+        status.state = WorkerState::Warm;
         status.error = None;
         status.fire_id = loaded.spec.fire_id.clone();
         status.campaign_hash = loaded.spec.campaign_hash.clone();
@@ -134,12 +143,12 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
         }
         loaded.engine.shutdown();
         if stopped {
-            status.state = "stopped".into();
+            status.state = WorkerState::Stopped;
             write_status(store, &mut status).await;
             tracing::info!(worker = %id, "worker stopped");
             return Ok(());
         }
-        status.state = "loading".into();
+        status.state = WorkerState::Loading;
     }
 }
 
@@ -191,7 +200,7 @@ async fn load(
     let hook: crate::fanout::BatchDoneHook = Box::new(move |d| {
         let _ = tx.send(d);
     });
-    let engine = Engine::start_with(warm, setup.provider.clone(), Arc::new(super::control::WorkerLedger), sink.clone(), config, Some(hook))
+    let engine = Engine::start_with(warm, setup.provider.clone(), Arc::new(WorkerLedger), sink.clone(), config, Some(hook))
         .await
         .map_err(|e| AwsError::Data(e.to_string()))?;
     Ok((Loaded { spec: spec.clone(), plans, engine, sink, shards: audience.shards().len() as u32, _setup: setup }, rx))

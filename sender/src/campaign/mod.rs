@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::audience::{Platform, input, token};
+use crate::spans::line_of;
 
 pub mod render;
 
@@ -343,11 +344,6 @@ mod opt_duration_ms {
     }
 }
 
-/// 1-based line of a byte offset (runbook files use it too).
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
-}
-
 struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
@@ -379,7 +375,7 @@ impl Campaign {
     pub fn parse(text: &str, path: &Path) -> Result<Self, CampaignError> {
         let raw: RawCampaign = toml::from_str(text).map_err(|e| CampaignError::Syntax {
             path: path.to_owned(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            line: crate::spans::toml_error_line(text, &e),
             message: e.message().trim().to_owned(),
         })?;
         let c = Checker { path, text };

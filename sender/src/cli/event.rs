@@ -13,10 +13,12 @@ use kickoff_sender::recorder::replay::{self, EventSummary};
 use kickoff_sender::recorder::{EventLog, report};
 use kickoff_sender::runbook::engine::{Actor, StepProgress};
 use kickoff_sender::runbook::walk::{self, WalkObserver};
-use kickoff_sender::runbook::{self, Event, Role, Runbook, ServiceOptions, Services, StepState};
+use kickoff_sender::runbook::{self, Event, Role, Runbook, StepState};
+use kickoff_sender::session::{Session, SessionOptions};
 use kickoff_sender::zombie::{self, FlagStore, FlagsDocument, SqliteFlagStore, Switch};
 
-use super::{ProviderArgs, default_operator};
+use super::args::ProviderArgs;
+use super::default_operator;
 
 /// Exit code of a walk that stopped on a failed step.
 const EXIT_STEP_FAILED: u8 = 5;
@@ -254,9 +256,7 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
     let roles = parse_roles(&args.roles)?;
     let actor = Actor { name: args.operator.clone(), roles };
     let script = match &args.script {
-        Some(p) => {
-            Some(walk::parse_script(&std::fs::read_to_string(p).with_context(|| p.display().to_string())?, p).map_err(anyhow::Error::msg)?)
-        }
+        Some(p) => Some(walk::parse_script(&std::fs::read_to_string(p).with_context(|| p.display().to_string())?, p)?),
         None => None,
     };
     let aws = args.aws.as_deref().map(kickoff_sender::aws::AwsConfig::load).transpose()?;
@@ -264,46 +264,32 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
     if interactive && !std::io::stdin().is_terminal() {
         bail!("no terminal to ask on: pass --yes or --script FILE");
     }
-    let state_db = args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db);
-    // Join the event another walk or app window has open for this runbook,
-    // so that both share one fire; or open a new one.
-    let registry = kickoff_sender::runbook::registry::EventRegistry::open(&state_db).map_err(anyhow::Error::msg)?;
-    let (event_id, joined) = match &args.event {
-        Some(id) => (id.clone(), true),
-        None => registry.join_or_open(&rb).map_err(anyhow::Error::msg)?,
-    };
-    if joined && args.event.is_none() {
-        println!("Joining the open event {event_id} of this runbook (its fire is shared).");
-    }
-    let data = kickoff_sender::sys::data_dir();
-    let record = args.record.clone().unwrap_or_else(|| kickoff_sender::recorder::event_path(&data.join("events"), &rb.name));
-    let opts = ServiceOptions {
-        state_db,
-        work_dir: data.join("work").join(event_id.replace(['@', ':'], "-")),
-        recorder: Some(record.clone()),
+    let opts = SessionOptions {
+        data_dir: kickoff_sender::sys::data_dir(),
+        state_db: Some(args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db)),
+        record: args.record.clone(),
+        event: args.event.clone(),
         provider: args.provider.choice()?,
         flag_server: Some(args.flags_listen),
-        event_id: event_id.clone(),
+        aws,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let services = match &aws {
-            None => Services::embedded(&rb, &opts),
-            Some(config) => {
-                let aws = kickoff_sender::aws::Aws::connect(config.clone()).await?;
-                kickoff_sender::fleet::check(&kickoff_sender::aws::fleet::AwsFleet::new(&aws)).await.map_err(anyhow::Error::msg)?;
-                Services::aws(&rb, &opts, aws)
-            }
+        // Joins the event another walk or app window has open for this
+        // runbook, so that both share one fire; or opens a new one.
+        let session = Session::open(rb, opts).await?;
+        let event = session.event().clone();
+        if session.joined() && args.event.is_none() {
+            println!("Joining the open event {} of this runbook (its fire is shared).", event.id());
         }
-        .map_err(anyhow::Error::msg)?;
-        println!("Runbook {:?}, event {event_id}", rb.name);
+        let record = session.record().to_owned();
+        let services = event.services();
+        println!("Runbook {:?}, event {}", event.runbook().name, event.id());
         println!("  fleet: {}", services.fleet.describe());
         if let Some(url) = &services.flag_url {
             println!("  zombie flags served at {url}");
         }
         println!("  recording to {}", record.display());
-        let event = Event::new(&event_id, rb, services).map_err(anyhow::Error::msg)?;
-        let ticker = event.start_ticker();
         let observer = Arc::new(TermObserver { bar: std::sync::Mutex::new(None) });
         // Progress of long steps drives the bar.
         let progress_task = {
@@ -329,11 +315,7 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
         if let Some(h) = event.services().workers.handle() {
             h.wait().await;
         }
-        event.close().await;
-        if !joined {
-            let _ = registry.close(&event_id);
-        }
-        ticker.abort();
+        session.close().await;
         progress_task.abort();
         let state = event.state();
         if let Some(s) = &state.summary {
@@ -402,7 +384,7 @@ fn print_summary(s: &EventSummary) {
 pub(crate) fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(ReplayCmd::Report { file, out }) = args.command {
         let log = EventLog::open(&file)?;
-        let files = report::write(&log, &file, &out).map_err(anyhow::Error::msg)?;
+        let files = report::write(&log, &file, &out)?;
         println!(
             "wrote {} and {} with {} chart files in {}",
             files.markdown.display(),
@@ -417,8 +399,8 @@ pub(crate) fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         bail!("--speed must be 0 or more");
     }
     let log = EventLog::open(&file)?;
-    let from = args.from.as_deref().map(|s| replay::parse_time(s, &log)).transpose().map_err(anyhow::Error::msg)?;
-    let to = args.to.as_deref().map(|s| replay::parse_time(s, &log)).transpose().map_err(anyhow::Error::msg)?;
+    let from = args.from.as_deref().map(|s| replay::parse_time(s, &log)).transpose()?;
+    let to = args.to.as_deref().map(|s| replay::parse_time(s, &log)).transpose()?;
     if !args.json {
         println!("Replaying {} ({})", file.display(), log.meta.get("runbook").map_or("event", String::as_str));
     }

@@ -137,9 +137,7 @@ pub struct SqliteLedger {
     conn: Mutex<Connection>,
 }
 
-pub(crate) fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::clock::ms;
 
 pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -168,7 +166,7 @@ impl SqliteLedger {
                 summary        TEXT
             );",
         )
-        .map_err(|message| LedgerError { path: path.to_owned(), message })?;
+        .map_err(|e| LedgerError { path: path.to_owned(), message: e.to_string() })?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }

@@ -67,6 +67,24 @@ pub enum FleetError {
         /// What happened.
         message: String,
     },
+    /// The fleet failed the check an event opens with (credentials,
+    /// endpoint, the ASG or the ECS service).
+    #[error("{fleet}: {source}")]
+    Unreachable {
+        /// The fleet, as [`Fleet::describe`] says.
+        fleet: String,
+        /// What its status call said.
+        #[source]
+        source: Box<FleetError>,
+    },
+    /// The fleet did not answer the check in time.
+    #[error("{fleet}: no answer in {} s", after.as_secs())]
+    Timeout {
+        /// The fleet, as [`Fleet::describe`] says.
+        fleet: String,
+        /// How long it was given.
+        after: Duration,
+    },
 }
 
 /// Where the workers run.
@@ -84,10 +102,10 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// Time from launch to a running instance.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::clock::duration")]
     pub instance_startup: Duration,
     /// Time from placement to a running task.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::clock::duration")]
     pub task_startup: Duration,
     /// Tasks that fit on one instance.
     pub tasks_per_instance: u32,
@@ -127,22 +145,6 @@ impl SimConfig {
             return Err(FleetError::Invalid("baseline_tasks do not fit on baseline_instances".into()));
         }
         Ok(())
-    }
-}
-
-/// `"3s"`-style durations in serde.
-pub mod humantime_serde_compat {
-    use std::time::Duration;
-
-    /// Serializes as `"3s"`.
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Parses `"3s"`, `"1m 30s"`, `"250ms"`.
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"3s\": {e}")))
     }
 }
 
@@ -324,23 +326,24 @@ impl ScaleReport {
     }
 }
 
-/// Sets `group` to `desired` and waits until that many are running (scaling
-/// up) or no more than that remain (scaling down), up to `timeout`,
-/// reporting the counts every `poll`.
 /// Checks that `fleet` answers for both groups (in AWS mode: the
 /// credentials, the endpoint, the ASG and the ECS service), so a wrong
 /// profile fails when an event opens, not at its first step.
-pub async fn check(fleet: &dyn Fleet) -> Result<(), String> {
+pub async fn check(fleet: &dyn Fleet) -> Result<(), FleetError> {
+    let after = Duration::from_secs(20);
     for group in [Group::Asg, Group::Service] {
-        match tokio::time::timeout(Duration::from_secs(20), fleet.status(group)).await {
+        match tokio::time::timeout(after, fleet.status(group)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("{}: {e}", fleet.describe())),
-            Err(_) => return Err(format!("{}: no answer in 20 s", fleet.describe())),
+            Ok(Err(e)) => return Err(FleetError::Unreachable { fleet: fleet.describe(), source: Box::new(e) }),
+            Err(_) => return Err(FleetError::Timeout { fleet: fleet.describe(), after }),
         }
     }
     Ok(())
 }
 
+/// Sets `group` to `desired` and waits until that many are running (scaling
+/// up) or no more than that remain (scaling down), up to `timeout`,
+/// reporting the counts every `poll`.
 pub async fn scale_and_wait(
     fleet: &dyn Fleet,
     group: Group,

@@ -23,10 +23,8 @@ use crate::campaign::{ApnsOptions, RenderedPayload};
 
 pub mod apns;
 pub mod auth;
-pub mod choice;
 pub mod config;
 pub mod fcm;
-pub mod gateway;
 pub mod h2client;
 pub mod model;
 pub mod null;

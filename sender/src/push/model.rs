@@ -40,16 +40,27 @@ impl ModelConfig {
     }
 
     /// Checks the parameters.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ModelError> {
         if self.rtt_max < self.rtt_min {
-            return Err("the longest round trip is shorter than the shortest".into());
+            return Err(ModelError::RoundTrip);
         }
         let total: f64 = self.errors.iter().map(|(_, p)| p).sum();
         if self.errors.iter().any(|(_, p)| !(0.0..=1.0).contains(p)) || total > 1.0 {
-            return Err("error rates must be between 0 and 1 and add up to at most 1".into());
+            return Err(ModelError::Rates);
         }
         Ok(())
     }
+}
+
+/// Model parameters that make no sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// The round-trip range is reversed.
+    #[error("the longest round trip is shorter than the shortest")]
+    RoundTrip,
+    /// An error rate is out of range, or they add up to more than 1.
+    #[error("error rates must be between 0 and 1 and add up to at most 1")]
+    Rates,
 }
 
 /// The latency and error model.

@@ -125,13 +125,13 @@ impl Chart {
     }
 
     /// Draws the chart on `root`.
-    pub fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    pub fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ChartError>
     where
         DB::ErrorType: 'static,
     {
         // Both backends measure text with the font to lay the chart out.
         register_font();
-        let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+        let e = |err: DrawingAreaErrorKind<DB::ErrorType>| ChartError { path: None, message: err.to_string() };
         root.fill(&WHITE).map_err(e)?;
         let (x0, x1) = self.x_range();
         let y1 = self.y_top();
@@ -194,7 +194,7 @@ impl Chart {
     }
 
     /// The chart as an SVG document.
-    pub fn svg(&self, width: u32, height: u32) -> Result<String, String> {
+    pub fn svg(&self, width: u32, height: u32) -> Result<String, ChartError> {
         let mut out = String::new();
         {
             let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
@@ -204,10 +204,21 @@ impl Chart {
     }
 
     /// Writes the chart as a PNG file.
-    pub fn png(&self, path: &Path, width: u32, height: u32) -> Result<(), String> {
+    pub fn png(&self, path: &Path, width: u32, height: u32) -> Result<(), ChartError> {
         let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
-        self.draw(&root).map_err(|e| format!("{}: {e}", path.display()))
+        self.draw(&root).map_err(|e| ChartError { path: Some(path.to_owned()), ..e })
     }
+}
+
+/// A chart could not be drawn or written. plotters' backend errors carry no
+/// source worth keeping beyond their text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}chart: {message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+pub struct ChartError {
+    /// The file, when writing one.
+    pub path: Option<std::path::PathBuf>,
+    /// What plotters said.
+    pub message: String,
 }
 
 #[cfg(test)]

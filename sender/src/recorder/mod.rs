@@ -27,7 +27,7 @@ pub mod live;
 pub mod replay;
 pub mod report;
 
-pub use crate::zombie::now_ms;
+pub use crate::clock::now_ms;
 
 const BATCH_ROWS: usize = 5_000;
 const BATCH_TIME: Duration = Duration::from_millis(100);
@@ -97,6 +97,46 @@ pub struct AuditEntry {
     pub outcome: String,
     /// Inputs and results, JSON.
     pub payload: String,
+}
+
+impl AuditEntry {
+    /// `actor` did `action`, now, and it ended `outcome`; no role, step or
+    /// payload until given.
+    pub fn new(actor: &str, action: &str, outcome: &str) -> Self {
+        Self {
+            t_ms: now_ms(),
+            actor: actor.into(),
+            role: String::new(),
+            step: String::new(),
+            action: action.into(),
+            outcome: outcome.into(),
+            payload: "{}".into(),
+        }
+    }
+
+    /// The role it was done in.
+    pub fn role(mut self, role: &str) -> Self {
+        role.clone_into(&mut self.role);
+        self
+    }
+
+    /// The runbook step.
+    pub fn step(mut self, step: &str) -> Self {
+        step.clone_into(&mut self.step);
+        self
+    }
+
+    /// Inputs and results.
+    pub fn payload(mut self, payload: &serde_json::Value) -> Self {
+        self.payload = payload.to_string();
+        self
+    }
+
+    /// When, if not now (ms since the epoch).
+    pub fn at(mut self, t_ms: u64) -> Self {
+        self.t_ms = t_ms;
+        self
+    }
 }
 
 enum Msg {

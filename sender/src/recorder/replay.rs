@@ -3,7 +3,7 @@
 //! planned and actual times, and one frame per second for playback.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::{AuditEntry, EventLog};
 use crate::metrics::LatencyHistogram;
@@ -179,11 +179,11 @@ pub fn origin_ms(log: &EventLog) -> u64 {
 
 /// Parses a replay bound: `T+30s` / `T-5m` (relative to the fire or the
 /// start), `+30s` (relative to the start of the recording), or RFC 3339.
-pub fn parse_time(s: &str, log: &EventLog) -> Result<u64, String> {
-    let bad = |e: &dyn std::fmt::Display| format!("{s:?} is not a time like T+30s, T-5m, +10s or 2026-11-26T20:00:00Z: {e}");
-    let rel = |origin: u64, sign: char, d: &str| -> Result<u64, String> {
-        let d = humantime::parse_duration(d.trim()).map_err(|e| bad(&e))?.as_millis() as u64;
-        Ok(if sign == '-' { origin.saturating_sub(d) } else { origin + d })
+pub fn parse_time(s: &str, log: &EventLog) -> Result<u64, TimeError> {
+    let bad = |e: &dyn std::fmt::Display| TimeError { text: s.to_owned(), why: e.to_string() };
+    let rel = |origin: u64, sign: char, d: &str| -> Result<u64, TimeError> {
+        let d = u64::try_from(humantime::parse_duration(d.trim()).map_err(|e| bad(&e))?.as_millis()).unwrap_or(u64::MAX);
+        Ok(if sign == '-' { origin.saturating_sub(d) } else { origin.saturating_add(d) })
     };
     if let Some(rest) = s.strip_prefix('T').or_else(|| s.strip_prefix('t')) {
         let sign = rest.chars().next().ok_or_else(|| bad(&"empty offset"))?;
@@ -196,7 +196,17 @@ pub fn parse_time(s: &str, log: &EventLog) -> Result<u64, String> {
         return rel(log.span_ms().map_or(0, |x| x.0), '+', rest);
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|e| bad(&e))?;
-    Ok(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+    Ok(crate::clock::ms(t))
+}
+
+/// A replay bound that is not a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a time like T+30s, T-5m, +10s or 2026-11-26T20:00:00Z: {why}")]
+pub struct TimeError {
+    /// What was given.
+    pub text: String,
+    /// Why it is not a time.
+    pub why: String,
 }
 
 /// One frame per second from `from_ms` to `to_ms` (the whole event when

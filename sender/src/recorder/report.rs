@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::EventLog;
 use super::charts::{Band, Chart, Marker, Series, palette};
 use super::replay::{self, EventSummary, StepTiming};
+use crate::clock::rfc3339_ms as rfc3339;
 
 /// Chart size in pixels.
 const SIZE: (u32, u32) = (960, 400);
@@ -20,10 +21,6 @@ const MARKED: &[&str] = &["arm", "disarm", "fire", "abort", "zombie-on", "zombie
 
 fn x_of(t_ms: u64, origin: u64) -> f64 {
     (t_ms as f64 - origin as f64) / 1000.0
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Series of `name` split by the dimension `dim`.
@@ -228,10 +225,31 @@ fn step_rows(steps: &[StepTiming], origin: u64) -> Vec<[String; 6]> {
         .collect()
 }
 
+/// The report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file or the output directory.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A chart.
+    #[error(transparent)]
+    Chart(#[from] super::charts::ChartError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io { path: path.to_owned(), source }
+}
+
 /// Writes the charts (PNG and SVG), `report.md`, `report.html` and
 /// `summary.json` into `out` (created if needed).
-pub fn write(log: &EventLog, source: &Path, out: &Path) -> Result<ReportFiles, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+pub fn write(log: &EventLog, source: &Path, out: &Path) -> Result<ReportFiles, ReportError> {
+    std::fs::create_dir_all(out).map_err(io(out))?;
     let summary = replay::summarize(log);
     let origin = replay::origin_ms(log);
     let mut files = Vec::new();
@@ -241,7 +259,7 @@ pub fn write(log: &EventLog, source: &Path, out: &Path) -> Result<ReportFiles, S
         chart.png(&png, SIZE.0, SIZE.1)?;
         let svg = chart.svg(SIZE.0, SIZE.1)?;
         let svg_path = out.join(format!("{stem}.svg"));
-        std::fs::write(&svg_path, &svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+        std::fs::write(&svg_path, &svg).map_err(io(&svg_path))?;
         files.push(png);
         files.push(svg_path);
         svgs.push((stem, chart.title.clone(), svg));
@@ -343,7 +361,7 @@ pub fn write(log: &EventLog, source: &Path, out: &Path) -> Result<ReportFiles, S
     for (path, text) in
         [(&markdown, md), (&html_path, html), (&summary_path, serde_json::to_string_pretty(&summary).expect("summary serializes"))]
     {
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, text).map_err(io(path))?;
     }
     Ok(ReportFiles { markdown, html: html_path, charts: files, summary })
 }

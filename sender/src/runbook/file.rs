@@ -28,8 +28,9 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::campaign::line_of;
+pub use crate::audience::AudienceSource;
 use crate::fleet::SimConfig;
+use crate::spans::line_of;
 
 /// A runbook file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +167,7 @@ pub enum Params {
         /// Target count.
         desired: u32,
         /// Give up (and fail) after this long.
-        #[serde(with = "crate::fleet::humantime_serde_compat")]
+        #[serde(with = "crate::clock::duration")]
         timeout: Duration,
     },
     /// scale-down.
@@ -186,7 +187,7 @@ pub enum Params {
         /// Devices that may go missing before the step fails.
         max_missing: u64,
         /// Give up after this long.
-        #[serde(with = "crate::fleet::humantime_serde_compat")]
+        #[serde(with = "crate::clock::duration")]
         timeout: Duration,
     },
     /// zombie.
@@ -194,7 +195,7 @@ pub enum Params {
         /// The backend.
         backend: String,
         /// How long zombie mode lasts.
-        #[serde(with = "crate::fleet::humantime_serde_compat")]
+        #[serde(with = "crate::clock::duration")]
         duration: Duration,
         /// What clients are told to wait.
         retry_after_s: u64,
@@ -313,20 +314,6 @@ impl Check {
             Self::Armed => "armed",
         }
     }
-}
-
-/// Where the embedded mode's audience comes from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub enum AudienceSource {
-    /// Generate this many devices.
-    Generate {
-        /// Devices.
-        devices: u64,
-        /// Seed.
-        seed: u64,
-    },
-    /// A compiled audience directory, or an audience file to compile.
-    Path(PathBuf),
 }
 
 /// A checked runbook.
@@ -521,7 +508,7 @@ impl Runbook {
         let ctx = Ctx { path, text };
         let raw: RawRunbook = toml::from_str(text).map_err(|e| RunbookError::Invalid {
             path: path.to_owned(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            line: crate::spans::toml_error_line(text, &e),
             message: e.message().trim().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));

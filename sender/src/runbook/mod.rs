@@ -9,10 +9,12 @@ pub mod file;
 pub mod registry;
 pub mod services;
 pub mod walk;
+pub mod workers;
 
-pub use engine::{ActError, Actor, Event, EventState, StepState, StepStatus};
+pub use engine::{ActError, Actor, Event, EventState, FailureCause, StepProgress, StepState, StepStatus};
 pub use file::{Role, Runbook, RunbookError, Step, StepKind};
-pub use services::{ServiceOptions, Services};
+pub use services::{ServiceOptions, Services, ServicesError};
+pub use workers::{WarmReport, WorkerWarm, Workers, WorkersError};
 
 /// An event id for `runbook`: `<file stem>@<event time>` when the runbook
 /// has one (so every process walking the same event shares one fire), else

@@ -15,6 +15,17 @@ use crate::recorder::now_ms;
 /// it) is not joined: the next open starts a new event.
 pub const JOIN_WINDOW_MS: u64 = 12 * 3600 * 1000;
 
+/// The registry's table in the state database could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("event registry {path}: {source}", path = path.display())]
+pub struct RegistryError {
+    /// The state database.
+    pub path: PathBuf,
+    /// What SQLite (or the file system) said.
+    #[source]
+    pub source: crate::sys::StateDbError,
+}
+
 /// Open events, by runbook file.
 #[derive(Debug)]
 pub struct EventRegistry {
@@ -24,7 +35,7 @@ pub struct EventRegistry {
 
 impl EventRegistry {
     /// Opens (creating if needed) the registry table in `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
         let conn = crate::sys::open_state_db(
             path,
             "CREATE TABLE IF NOT EXISTS events (
@@ -34,7 +45,7 @@ impl EventRegistry {
                 closed_ms  INTEGER
             );",
         )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|source| RegistryError { path: path.to_owned(), source })?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 
@@ -44,8 +55,8 @@ impl EventRegistry {
 
     /// The open event of `runbook`, or a new one. Returns the event id and
     /// whether it was joined.
-    pub fn join_or_open(&self, runbook: &Runbook) -> Result<(String, bool), String> {
-        let err = |e: rusqlite::Error| format!("{}: {e}", self.path.display());
+    pub fn join_or_open(&self, runbook: &Runbook) -> Result<(String, bool), RegistryError> {
+        let err = |e: rusqlite::Error| self.error(e);
         let key = Self::key(runbook);
         let mut conn = self.conn.lock().expect("registry lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
@@ -74,13 +85,17 @@ impl EventRegistry {
     }
 
     /// Marks an event closed: the next open of its runbook starts a new one.
-    pub fn close(&self, event_id: &str) -> Result<(), String> {
+    pub fn close(&self, event_id: &str) -> Result<(), RegistryError> {
         self.conn
             .lock()
             .expect("registry lock")
             .execute("UPDATE events SET closed_ms = ?2 WHERE event_id = ?1", params![event_id, now_ms() as i64])
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    fn error(&self, e: rusqlite::Error) -> RegistryError {
+        RegistryError { path: self.path.clone(), source: e.into() }
     }
 }
 

@@ -43,15 +43,27 @@ pub enum Command {
     Auto,
 }
 
+/// A line of a walk script that is not a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}:{line}: {message}", path = path.display())]
+pub struct ScriptError {
+    /// The script.
+    pub path: std::path::PathBuf,
+    /// Its line.
+    pub line: usize,
+    /// What is wrong, with the line's text.
+    pub message: String,
+}
+
 /// Parses a script; errors name the file and line.
-pub fn parse_script(text: &str, path: &Path) -> Result<Vec<(usize, Command)>, String> {
+pub fn parse_script(text: &str, path: &Path) -> Result<Vec<(usize, Command)>, ScriptError> {
     let mut out = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let err = |m: &str| format!("{}:{}: {m}: {line:?}", path.display(), n + 1);
+        let err = |m: &str| ScriptError { path: path.to_owned(), line: n + 1, message: format!("{m}: {line:?}") };
         let words: Vec<&str> = line.split_whitespace().collect();
         let rest = |i: usize| words[i..].join(" ");
         let dur = |s: &str| humantime::parse_duration(s).map_err(|e| err(&format!("bad duration ({e})")));

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -26,10 +26,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Longest `retry_after` (one day).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Milliseconds since the UNIX epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::now_ms;
 
 /// One backend's flag, as last switched.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -228,7 +225,7 @@ impl SqliteFlagStore {
                 UNIQUE (backend, version)
             );",
         )
-        .map_err(err)?;
+        .map_err(|e| err(e.to_string()))?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

@@ -11,12 +11,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::gateway::{Gateway, GatewayConfig, GatewayError};
-use super::model::{ModelConfig, ModelProvider, ModelSession};
-use super::null::{NullProvider, NullSession};
-use super::providers::{PushPending, PushProviders, PushSessions};
-use super::{DeliveryTally, Handoff, Outcome, Provider, ProviderError, PushConfig, PushRequest, PushSetupError, Session};
 use crate::audience::{Audience, Platform};
+use crate::gateway::{Gateway, GatewayConfig, GatewayError};
+use crate::push::model::{ModelConfig, ModelProvider, ModelSession};
+use crate::push::null::{NullProvider, NullSession};
+use crate::push::providers::{PushPending, PushProviders, PushSessions};
+use crate::push::{DeliveryTally, Handoff, Outcome, Provider, ProviderError, PushConfig, PushRequest, PushSetupError, Session};
 
 /// Which provider to send to.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +42,7 @@ pub enum ProviderChoice {
 impl ProviderChoice {
     /// The gateway with its defaults (TLS).
     pub fn gateway() -> Self {
-        Self::Gateway { config: GatewayConfig::default(), tls: true, connections: super::config::DEFAULT_CONNECTIONS }
+        Self::Gateway { config: GatewayConfig::default(), tls: true, connections: crate::push::config::DEFAULT_CONNECTIONS }
     }
 
     /// Short name for reports.
@@ -208,18 +208,25 @@ impl Setup {
     /// Starts the chosen provider on the current tokio runtime, for
     /// `audience`, whose iOS pushes carry `topic`.
     pub async fn start(choice: &ProviderChoice, audience: &Audience, topic: &str) -> Result<Self, SetupError> {
+        Self::start_for(choice, Some(audience), topic).await
+    }
+
+    /// Starts the chosen provider for a test-send: no audience to count
+    /// deliveries of or to check the configured platforms against.
+    pub async fn start_for_test_send(choice: &ProviderChoice, topic: &str) -> Result<Self, SetupError> {
+        Self::start_for(choice, None, topic).await
+    }
+
+    async fn start_for(choice: &ProviderChoice, audience: Option<&Audience>, topic: &str) -> Result<Self, SetupError> {
+        let tally = || audience.map(|a| Arc::new(DeliveryTally::for_audience(a)));
         Ok(match choice {
             ProviderChoice::Null => {
-                let tally = Arc::new(DeliveryTally::for_audience(audience));
-                Self { provider: Arc::new(AnyProvider::Null(NullProvider::new(Some(tally.clone())))), gateway: None, tally: Some(tally) }
+                let tally = tally();
+                Self { provider: Arc::new(AnyProvider::Null(NullProvider::new(tally.clone()))), gateway: None, tally }
             }
             ProviderChoice::Model(cfg) => {
-                let tally = Arc::new(DeliveryTally::for_audience(audience));
-                Self {
-                    provider: Arc::new(AnyProvider::Model(ModelProvider::new(cfg.clone(), Some(tally.clone())))),
-                    gateway: None,
-                    tally: Some(tally),
-                }
+                let tally = tally();
+                Self { provider: Arc::new(AnyProvider::Model(ModelProvider::new(cfg.clone(), tally.clone()))), gateway: None, tally }
             }
             ProviderChoice::Gateway { config, tls, connections } => {
                 let gateway = Gateway::start_local(config.clone(), *tls, topic)?;
@@ -228,12 +235,12 @@ impl Setup {
             }
             ProviderChoice::Http(config) => {
                 let providers = config.providers().await?;
-                for platform in Platform::ALL {
-                    let devices: usize = audience.shards().iter().map(|s| s.len(platform)).sum();
+                for platform in Platform::ALL.into_iter().filter(|_| audience.is_some()) {
+                    let devices: usize = audience.map_or(0, |a| a.shards().iter().map(|s| s.len(platform)).sum());
                     if devices > 0 && !providers.serves(platform) {
                         let what = match platform {
-                            Platform::Ios => "APNs credentials (--apns-key-file, --apns-key-id, --apns-team-id)",
-                            Platform::Android => "FCM credentials (--fcm-service-account)",
+                            Platform::Ios => "APNs credentials ([apns] key_file, key_id and team_id)",
+                            Platform::Android => "FCM credentials ([fcm] service_account)",
                         };
                         return Err(SetupError::Unserved { platform, devices, what });
                     }

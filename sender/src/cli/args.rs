@@ -1,0 +1,280 @@
+//! Argument groups several commands share: the provider and its
+//! credentials, the in-process gateway's faults, a generated audience.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+use kickoff_sender::audience::generate::GenerateSpec;
+use kickoff_sender::fanout::EngineConfig;
+use kickoff_sender::gateway::GatewayConfig;
+use kickoff_sender::provider::ProviderChoice;
+use kickoff_sender::push::config::{ApnsConfig, FcmConfig, PoolConfig, TlsConfig};
+use kickoff_sender::push::{FailReason, ModelConfig, PushConfig};
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct GenerateArgs {
+    /// Number of devices.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) devices: u64,
+    /// Share of iOS devices.
+    #[arg(long, default_value_t = 0.6)]
+    ios_share: f64,
+    /// Number of markets (1-12).
+    #[arg(long, default_value_t = 7)]
+    markets: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl GenerateArgs {
+    pub(crate) fn spec(&self) -> GenerateSpec {
+        GenerateSpec { devices: self.devices, ios_share: self.ios_share, markets: self.markets, seed: self.seed }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProviderKind {
+    /// The loopback gateway, started in-process: real HTTP/2 in the APNs and
+    /// FCM protocols, deliveries counted per token.
+    Gateway,
+    /// APNs and FCM as configured by --config and the --apns-*/--fcm-* flags
+    /// (the real services or any compatible endpoint).
+    Http,
+    /// Accept everything at once: measures the engine alone.
+    Null,
+    /// In-process latency and error model.
+    Model,
+}
+
+/// Provider credentials and endpoints; override the config file key by key.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct PushFlags {
+    /// Config file with [apns], [fcm], [tls], [pool] (default:
+    /// kickoff.toml in Kickoff's data directory, if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// APNs token key (.p8).
+    #[arg(long)]
+    apns_key_file: Option<PathBuf>,
+    /// APNs key id.
+    #[arg(long)]
+    apns_key_id: Option<String>,
+    /// APNs team id.
+    #[arg(long)]
+    apns_team_id: Option<String>,
+    /// Overrides the campaign's apns-topic.
+    #[arg(long)]
+    apns_topic: Option<String>,
+    /// production, sandbox, or a URL.
+    #[arg(long)]
+    apns_url: Option<String>,
+    /// FCM service-account JSON key file.
+    #[arg(long)]
+    fcm_service_account: Option<PathBuf>,
+    /// Firebase project id (default: the service account's).
+    #[arg(long)]
+    fcm_project: Option<String>,
+    /// FCM base URL.
+    #[arg(long)]
+    fcm_url: Option<String>,
+    /// An extra CA certificate (PEM) to trust.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+impl PushFlags {
+    /// The config file merged with the flags.
+    pub(crate) fn config(&self, connections: Option<usize>) -> anyhow::Result<PushConfig> {
+        let default = kickoff_sender::sys::data_dir().join("kickoff.toml");
+        let file = match &self.config {
+            Some(path) => PushConfig::load(path)?,
+            None if default.is_file() => PushConfig::load(&default)?,
+            None => PushConfig::default(),
+        };
+        let flags = PushConfig {
+            apns: ApnsConfig {
+                key_file: self.apns_key_file.clone(),
+                key_id: self.apns_key_id.clone(),
+                team_id: self.apns_team_id.clone(),
+                topic: self.apns_topic.clone(),
+                url: self.apns_url.clone(),
+                refresh_minutes: None,
+            },
+            fcm: FcmConfig {
+                service_account: self.fcm_service_account.clone(),
+                project: self.fcm_project.clone(),
+                url: self.fcm_url.clone(),
+            },
+            tls: TlsConfig { ca_file: self.ca_file.clone() },
+            pool: PoolConfig { connections },
+        };
+        Ok(file.merged(flags))
+    }
+}
+
+/// What the in-process gateway injects.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct GatewayFlags {
+    /// Cleartext HTTP/2 (h2c) instead of TLS.
+    #[arg(long)]
+    pub(crate) h2c: bool,
+    /// Gateway response latency in ms: "5" or "2-8".
+    #[arg(long, default_value = "0")]
+    gateway_latency_ms: String,
+    /// Share of tokens the gateway reports unregistered (410).
+    #[arg(long, default_value_t = 0.0)]
+    gateway_unregistered: f64,
+    /// Share of requests answered 429.
+    #[arg(long, default_value_t = 0.0)]
+    gateway_429: f64,
+    /// Share of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    gateway_500: f64,
+    /// Share of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    gateway_503: f64,
+    /// retry-after seconds on 429/503.
+    #[arg(long)]
+    gateway_retry_after: Option<u64>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of the gateway.
+    #[arg(long, default_value_t = 1000)]
+    gateway_streams: u32,
+    /// Gateway threads.
+    #[arg(long, default_value_t = 1)]
+    gateway_threads: usize,
+}
+
+impl GatewayFlags {
+    pub(crate) fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let (lo, hi) = ms_range("--gateway-latency-ms", &self.gateway_latency_ms)?;
+        for (name, rate) in [
+            ("--gateway-unregistered", self.gateway_unregistered),
+            ("--gateway-429", self.gateway_429),
+            ("--gateway-500", self.gateway_500),
+            ("--gateway-503", self.gateway_503),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!("{name} {rate} is not between 0 and 1");
+            }
+        }
+        Ok(GatewayConfig {
+            threads: self.gateway_threads.max(1),
+            max_concurrent_streams: self.gateway_streams.max(1),
+            latency: (lo, hi),
+            unregistered_rate: self.gateway_unregistered,
+            rate_429: self.gateway_429,
+            rate_500: self.gateway_500,
+            rate_503: self.gateway_503,
+            retry_after: self.gateway_retry_after,
+            ..GatewayConfig::default()
+        })
+    }
+}
+
+pub(crate) fn ms_range(flag: &str, text: &str) -> anyhow::Result<(Duration, Duration)> {
+    let ms = |s: &str| -> anyhow::Result<Duration> {
+        let v: f64 = s.trim().parse().with_context(|| format!("{flag}: {s:?} is not a number of milliseconds"))?;
+        if !(v >= 0.0 && v.is_finite()) {
+            bail!("{flag}: {s:?} is not a non-negative number");
+        }
+        Ok(Duration::from_secs_f64(v / 1000.0))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (ms(a)?, ms(b)?),
+        None => (ms(text)?, ms(text)?),
+    };
+    if hi < lo {
+        bail!("{flag}: the range {text:?} ends before it starts");
+    }
+    Ok((lo, hi))
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ProviderArgs {
+    /// The push provider.
+    #[arg(long, value_enum, default_value = "gateway")]
+    provider: ProviderKind,
+    #[command(flatten)]
+    push: PushFlags,
+    #[command(flatten)]
+    gateway: GatewayFlags,
+    /// Model round trip in milliseconds: "40" or a uniform range "20-60".
+    #[arg(long, default_value = "20-60")]
+    rtt_ms: String,
+    /// Model error rates, e.g. "unregistered=0.01,server_error=0.001".
+    #[arg(long, default_value = "")]
+    errors: String,
+    /// Notifier workers (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Connections per worker and provider (in-flight window = connections
+    /// x streams) [default: 4].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Concurrent streams per connection.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Model seed.
+    #[arg(long = "model-seed", default_value_t = 7)]
+    model_seed: u64,
+}
+
+impl ProviderArgs {
+    pub(crate) fn engine(&self) -> EngineConfig {
+        let mut config = EngineConfig::default();
+        if let Some(w) = self.workers {
+            config.workers = w.max(1);
+        }
+        let connections = self.connections.unwrap_or(kickoff_sender::push::config::DEFAULT_CONNECTIONS);
+        config.in_flight_per_worker = (connections * self.streams).max(1);
+        config
+    }
+
+    pub(crate) fn choice(&self) -> anyhow::Result<ProviderChoice> {
+        Ok(match self.provider {
+            ProviderKind::Gateway => ProviderChoice::Gateway {
+                config: self.gateway.config()?,
+                tls: !self.gateway.h2c,
+                connections: self.pool_connections().unwrap_or(kickoff_sender::push::config::DEFAULT_CONNECTIONS),
+            },
+            ProviderKind::Http => {
+                let config = self.push.config(self.pool_connections())?;
+                if config.is_empty() {
+                    bail!(
+                        "--provider http needs credentials: --config FILE, or --apns-key-file/--apns-key-id/--apns-team-id and/or --fcm-service-account"
+                    );
+                }
+                ProviderChoice::Http(config)
+            }
+            ProviderKind::Null => ProviderChoice::Null,
+            ProviderKind::Model => ProviderChoice::Model(self.model()?),
+        })
+    }
+
+    /// Connections per worker for HTTP/2 providers, when set explicitly
+    /// (unset: the config file's, else the default).
+    pub(crate) fn pool_connections(&self) -> Option<usize> {
+        self.connections
+    }
+
+    pub(crate) fn model(&self) -> anyhow::Result<ModelConfig> {
+        let (rtt_min, rtt_max) = ms_range("--rtt-ms", &self.rtt_ms)?;
+        let mut errors = Vec::new();
+        for part in self.errors.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, rate) = part.split_once('=').with_context(|| format!("--errors: {part:?} is not reason=rate"))?;
+            let reason = FailReason::parse(name.trim()).with_context(|| {
+                let names: Vec<_> = FailReason::ALL.iter().map(|r| r.as_str()).collect();
+                format!("--errors: unknown reason {name:?}; reasons: {}", names.join(", "))
+            })?;
+            let rate: f64 = rate.trim().parse().with_context(|| format!("--errors: {rate:?} is not a rate"))?;
+            errors.push((reason, rate));
+        }
+        let config = ModelConfig { rtt_min, rtt_max, errors, seed: self.model_seed };
+        config.check().map_err(|e| anyhow::anyhow!("model: {e}"))?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,140 @@
+//! The command-line face of the sender library, one module per command
+//! group. Every command parses its arguments, calls one library function,
+//! and prints; `main.rs` only starts it.
+//!
+//! - [`args`]: argument groups several commands share (the provider,
+//!   credentials, gateway faults, a generated audience).
+//! - [`audience`]: `audience compile|inspect|generate`, `campaign check`.
+//! - [`send`]: `drill`, `fire`, `test-send`.
+//! - [`gateway`]: the loopback push gateway as its own process.
+//! - [`event`]: `runbook check|walk`, `replay`, `zombie`.
+//! - [`aws_mode`]: `worker` and `aws provision|fire|status`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+mod args;
+mod audience;
+mod aws_mode;
+mod event;
+mod gateway;
+mod send;
+
+/// Exit code when a fire was refused because the campaign was already fired.
+pub(crate) const EXIT_ALREADY_FIRED: u8 = 3;
+/// Exit code when a fire was aborted before every device was sent.
+pub(crate) const EXIT_ABORTED: u8 = 4;
+
+#[derive(Debug, Parser)]
+#[command(name = "kickoff-sender", version, about = "Kickoff's sender: audiences, campaigns, drills and fires", long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Audience files: compile, inspect, generate.
+    #[command(subcommand)]
+    Audience(audience::AudienceCmd),
+    /// Campaign files: check and preview.
+    #[command(subcommand)]
+    Campaign(audience::CampaignCmd),
+    /// Generate or load an audience, warm the workers, fire, and measure.
+    Drill(Box<send::DrillArgs>),
+    /// Fire a campaign at a compiled audience (embedded mode). Idempotent:
+    /// a campaign fired before answers "already fired" and sends nothing.
+    Fire(Box<send::FireArgs>),
+    /// The loopback push gateway: APNs and FCM v1 over HTTP/2 on 127.0.0.1.
+    Gateway(gateway::GatewayArgs),
+    /// Send the campaign's exact payloads to its test recipients, confirm
+    /// they arrived, or show where the campaign stands.
+    TestSend(send::TestSendArgs),
+    /// Runbooks: check a file, or walk it step by step (embedded mode).
+    #[command(subcommand)]
+    Runbook(event::RunbookCmd),
+    /// Play a recorded event back in the terminal, or write its report.
+    Replay(event::ReplayArgs),
+    /// Zombie-mode flags: tell client apps to stop calling a drowning backend.
+    #[command(subcommand)]
+    Zombie(event::ZombieCmd),
+    /// An AWS worker (an ECS task): the dispatch and notify roles, fed by
+    /// SQS, warmed from S3, reporting to CloudWatch.
+    Worker(aws_mode::WorkerArgs),
+    /// AWS mode: provision resources, fire what is warm, show status.
+    #[command(subcommand)]
+    Aws(aws_mode::AwsCmd),
+}
+
+/// Logs to stderr at `KICKOFF_LOG` (default: warnings).
+pub(crate) fn init_logging() {
+    let level = match std::env::var("KICKOFF_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::WARN,
+    };
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Runs one command.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Audience(cmd) => audience::audience_cmd(cmd),
+        Command::Campaign(audience::CampaignCmd::Check { file, show, silent }) => audience::campaign_check(&file, show.as_deref(), silent),
+        Command::Drill(args) => send::drill_cmd(*args),
+        Command::Fire(args) => send::fire_cmd(*args),
+        Command::Gateway(args) => gateway::gateway_cmd(args),
+        Command::TestSend(args) => send::test_send_cmd(args),
+        Command::Runbook(cmd) => event::runbook_cmd(cmd),
+        Command::Replay(args) => event::replay_cmd(args),
+        Command::Zombie(cmd) => event::zombie_cmd(cmd),
+        Command::Worker(args) => aws_mode::worker_cmd(args),
+        Command::Aws(cmd) => aws_mode::aws_cmd(cmd),
+    }
+}
+
+/// Who is acting, by default: the login name.
+pub(crate) fn default_operator() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "operator".into())
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub(crate) fn bar(len: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(value)?;
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+}
+
+/// 1234567 -> "1,234,567".
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as megabytes.
+pub(crate) fn bytes(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1e6)
+}
