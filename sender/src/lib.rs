@@ -8,30 +8,44 @@
 //!
 //! # Layout
 //!
+//! Dependencies run one way, lower to higher: a lower module defines a
+//! trait, a higher one implements it or chooses between implementations.
+//!
+//! - [`clock`], [`spans`], [`rng`], [`sys`]: time as recorded (ms since the
+//!   epoch, RFC 3339, durations in files); TOML spans as lines for
+//!   file:line errors; a seedable PRNG; process statistics and data paths.
 //! - [`audience`]: audience files (CSV, JSON Lines) validated line by line and
 //!   compiled into checksummed shard snapshots; loaded with one read per shard,
-//!   no heap object per device.
+//!   no heap object per device; where an event's audience comes from.
 //! - [`campaign`]: the campaign file (TOML), checked with file:line errors,
 //!   and the exact payload bytes per locale and platform.
 //! - [`push`]: the [`push::Provider`] trait the notifiers send through; APNs
-//!   and FCM v1 over HTTP/2 with their credentials; the loopback gateway; the
-//!   null provider, the latency model and the receiver-side delivery tally.
-//! - [`fanout`]: the fire ledger (idempotent fire), dispatch and notifier
-//!   tiers, abort, and the fire report.
-//! - [`queue`]: the messages between tiers and the in-process queue.
+//!   and FCM v1 over HTTP/2 with their credentials; the null provider, the
+//!   latency model and the receiver-side delivery tally.
 //! - [`metrics`]: per-second counts, failures by reason, the delivery-time
 //!   histogram, and the [`metrics::MetricsSink`] trait.
-//! - [`drill`]: generate or load, warm, fire, measure. Shared by CLI and app.
+//! - [`gateway`]: the loopback APNs/FCM-compatible gateway, the embedded
+//!   default (a server, not a client).
+//! - [`provider`]: choosing and starting a provider (gateway, real, null,
+//!   model): the one path the drill, `fire`, test-sends and the app take.
+//! - [`queue`]: the messages between tiers and the in-process queue.
+//! - [`fanout`]: the fire ledger (idempotent fire), dispatch and notifier
+//!   tiers, abort, and the fire report.
+//! - [`drill`]: generate or load, warm, fire, measure; [`drill::fire_local`],
+//!   the fire sequence the CLI's `fire` shares.
 //! - [`testsend`]: test-send to self and its confirmation, tied to the
 //!   campaign's content hash.
-//! - [`runbook`]: runbook files, the engine that walks them (gates, audit),
-//!   and the services it drives.
 //! - [`fleet`]: the ASG and ECS service behind the [`fleet::Fleet`] trait; the
 //!   embedded simulation.
+//! - [`zombie`]: zombie-mode flags per backend and the flag server.
 //! - [`recorder`]: the flight recorder (SQLite per event), replay, charts
 //!   and the after-event report.
-//! - [`zombie`]: zombie-mode flags per backend and the flag server.
-//! - [`rng`], [`sys`]: a seedable PRNG; process statistics and data paths.
+//! - [`runbook`]: runbook files, the engine that walks them (gates, audit),
+//!   the traits it drives and their embedded implementations; it knows
+//!   nothing of AWS.
+//! - [`aws`]: the same traits on SQS, ECS, ASG, S3 and CloudWatch; the worker.
+//! - [`session`]: open, join and close an event, embedded or AWS: the one
+//!   call the CLI walk and the desktop app make.
 
 pub mod audience;
 pub mod aws;

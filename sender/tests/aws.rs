@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use kickoff_sender::audience::AudienceSource;
 use kickoff_sender::aws::control::{AwsWorkers, AwsWorkersOptions};
 use kickoff_sender::aws::fleet::AwsFleet;
 use kickoff_sender::aws::provision::{ProvisionOptions, provision};
@@ -30,8 +31,7 @@ use kickoff_sender::fleet::{Fleet, Group};
 use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::queue::FireMsg;
 use kickoff_sender::recorder::live::LiveMetrics;
-use kickoff_sender::runbook::file::AudienceSource;
-use kickoff_sender::runbook::services::Workers;
+use kickoff_sender::runbook::workers::Workers;
 
 use super::util;
 

@@ -6,5 +6,6 @@ mod audience_files;
 mod aws;
 mod cli;
 mod fire;
+mod layout;
 mod push;
 mod runbook;

@@ -2,7 +2,7 @@
 //! the test-send store, the recorder. [`Services::embedded`] builds the
 //! embedded set: simulated fleet, in-process workers, the loopback push
 //! gateway, SQLite flags and a loopback flag server. AWS mode builds the
-//! same [`Services`] from its own implementations (`crate::aws::services`);
+//! same [`Services`] from its own implementations (`aws::control::services`);
 //! this module knows nothing of AWS.
 
 use std::path::PathBuf;

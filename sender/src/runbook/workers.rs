@@ -1,7 +1,7 @@
 //! The workers a runbook drives: warm, test-send, fire. [`Workers`] is the
 //! seam; [`EmbeddedWorkers`] are the fan-out engine's notifier threads in
 //! this process, and AWS mode implements the same trait over S3 and SQS
-//! (`crate::aws::control`).
+//! (`aws::control::AwsWorkers`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
