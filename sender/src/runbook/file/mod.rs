@@ -1,0 +1,413 @@
+//! Runbook files: TOML in, a checked [`Runbook`] out; every error names the
+//! file and line.
+//!
+//! ```toml
+//! name = "Launch day"
+//! campaign = "campaigns/demo.toml"        # relative to this file
+//! event_time = "2026-11-26T20:00:00Z"     # optional; T-offsets count from it
+//! [audience]
+//! generate = 200_000                      # or dir = "..." / file = "..."
+//! [fleet]                                 # the embedded fleet simulation
+//! instance_startup = "2s"
+//! [[steps]]
+//! id = "scale-asg"
+//! title = "Scale the ASG"
+//! role = "ops"
+//! kind = "scale-asg"
+//! at = "T-30m"
+//! deadline = "T-20m"
+//! params = { desired = 8, timeout = "2m" }
+//! backup = { text = "Take what we got", step = "accept-partial" }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::audience::AudienceSource;
+use crate::fleet::SimConfig;
+
+mod check;
+mod raw;
+
+/// A runbook file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RunbookError {
+    /// The file could not be read.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The runbook file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A syntax or rule error at a line.
+    #[error("{path}:{line}: {message}", path = path.display())]
+    Invalid {
+        /// The runbook file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The campaign the runbook names is invalid.
+    #[error("{path}:{line}: campaign: {source}", path = path.display())]
+    Campaign {
+        /// The runbook file.
+        path: PathBuf,
+        /// Line of `campaign = ...`.
+        line: usize,
+        /// The campaign's own error (with its file and line).
+        #[source]
+        source: crate::campaign::CampaignError,
+    },
+}
+
+/// Who does a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Scales the fleet, watches the backends, switches zombie mode.
+    Ops,
+    /// Verifies the workers, test-sends, arms.
+    Engineer,
+    /// Confirms the message and presses fire.
+    Marketer,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Ops, Role::Engineer, Role::Marketer];
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ops => "ops",
+            Self::Engineer => "engineer",
+            Self::Marketer => "marketer",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    /// Set the ASG's desired capacity and wait for the instances.
+    ScaleAsg,
+    /// Set the ECS service's desired count and wait for the tasks.
+    ScaleEcs,
+    /// Load the audience and campaign into every worker and verify them.
+    VerifyWarm,
+    /// Send the campaign to its test recipients.
+    TestSend,
+    /// Confirm the test notifications arrived.
+    Confirm,
+    /// Arm the fire button.
+    Arm,
+    /// Fire.
+    Fire,
+    /// Watch the send to its end and check the outcome.
+    Watch,
+    /// Switch zombie mode for a backend (on a condition).
+    Zombie,
+    /// Scale the fleet back down.
+    ScaleDown,
+    /// A list to tick off by hand.
+    Checklist,
+    /// Wait until the step's `at` time.
+    WaitUntil,
+}
+
+impl StepKind {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScaleAsg => "scale-asg",
+            Self::ScaleEcs => "scale-ecs",
+            Self::VerifyWarm => "verify-warm",
+            Self::TestSend => "test-send",
+            Self::Confirm => "confirm",
+            Self::Arm => "arm",
+            Self::Fire => "fire",
+            Self::Watch => "watch",
+            Self::Zombie => "zombie",
+            Self::ScaleDown => "scale-down",
+            Self::Checklist => "checklist",
+            Self::WaitUntil => "wait-until",
+        }
+    }
+}
+
+/// When to switch zombie mode on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZombieWhen {
+    /// Only if the backend's load is over its capacity.
+    OverCapacity,
+    /// Always.
+    Always,
+}
+
+/// A step's checked parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Params {
+    /// scale-asg / scale-ecs.
+    Scale {
+        /// Target count.
+        desired: u32,
+        /// Give up (and fail) after this long.
+        #[serde(with = "crate::clock::duration")]
+        timeout: Duration,
+    },
+    /// scale-down.
+    ScaleDown {
+        /// Instances to keep.
+        asg: u32,
+        /// Tasks to keep.
+        ecs: u32,
+    },
+    /// test-send.
+    TestSend {
+        /// Send the silent rendering.
+        silent: bool,
+    },
+    /// watch.
+    Watch {
+        /// Devices that may go missing before the step fails.
+        max_missing: u64,
+        /// Give up after this long.
+        #[serde(with = "crate::clock::duration")]
+        timeout: Duration,
+    },
+    /// zombie.
+    Zombie {
+        /// The backend.
+        backend: String,
+        /// How long zombie mode lasts.
+        #[serde(with = "crate::clock::duration")]
+        duration: Duration,
+        /// What clients are told to wait.
+        retry_after_s: u64,
+        /// The condition.
+        when: ZombieWhen,
+    },
+    /// checklist.
+    Checklist {
+        /// Items to tick.
+        items: Vec<String>,
+    },
+    /// Steps without parameters.
+    None,
+}
+
+/// A time relative to the event: `T-30m`, `T`, `T+5m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct TOffset {
+    /// Signed milliseconds from the event time.
+    pub ms: i64,
+}
+
+impl TOffset {
+    /// Parses `T`, `T-30m`, `T+1h 30m`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.trim().strip_prefix('T')?;
+        if rest.is_empty() {
+            return Some(Self { ms: 0 });
+        }
+        let (sign, d) = match rest.as_bytes()[0] {
+            b'-' => (-1, &rest[1..]),
+            b'+' => (1, &rest[1..]),
+            _ => return None,
+        };
+        let d = humantime::parse_duration(d.trim()).ok()?;
+        Some(Self { ms: sign * d.as_millis() as i64 })
+    }
+
+    /// `T-30m`.
+    pub fn display(self) -> String {
+        if self.ms == 0 {
+            return "T".into();
+        }
+        let sign = if self.ms < 0 { '-' } else { '+' };
+        format!("T{sign}{}", humantime::format_duration(Duration::from_millis(self.ms.unsigned_abs())))
+    }
+
+    /// The absolute time, given the event time.
+    pub fn at(self, event_ms: u64) -> u64 {
+        (event_ms as i64 + self.ms).max(0) as u64
+    }
+}
+
+/// What to do when a step fails.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Backup {
+    /// What to do, for people.
+    pub text: String,
+    /// An alternative step that stands in for this one.
+    pub step: Option<String>,
+}
+
+/// A checked step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Step {
+    /// Unique id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Who does it.
+    pub role: Role,
+    /// What it does.
+    pub kind: StepKind,
+    /// Parameters.
+    pub params: Params,
+    /// Steps that must be done first.
+    pub after: Vec<String>,
+    /// Named checks that must pass first.
+    pub checks: Vec<Check>,
+    /// Planned time.
+    pub at: Option<TOffset>,
+    /// Latest acceptable completion.
+    pub deadline: Option<TOffset>,
+    /// The backup plan.
+    pub backup: Option<Backup>,
+    /// Another step's backup: it runs only if that step fails.
+    pub backup_for: Option<String>,
+    /// Line in the file.
+    pub line: usize,
+    /// Line of the backup plan.
+    #[serde(skip)]
+    pub backup_line: usize,
+}
+
+/// Checks a step may require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Every worker holds every shard of the audience, checksums verified.
+    AllShardsWarm,
+    /// The ASG and the ECS service run what they were asked for.
+    FleetAtDesired,
+    /// The test-send of the current campaign was confirmed.
+    TestSendConfirmed,
+    /// The fire button is armed.
+    Armed,
+}
+
+impl Check {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllShardsWarm => "all-shards-warm",
+            Self::FleetAtDesired => "fleet-at-desired",
+            Self::TestSendConfirmed => "test-send-confirmed",
+            Self::Armed => "armed",
+        }
+    }
+}
+
+/// A checked runbook.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Runbook {
+    /// Name.
+    pub name: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The campaign file (absolute or relative to the working directory).
+    pub campaign: PathBuf,
+    /// The event (T), ms since the epoch, if set.
+    pub event_time_ms: Option<u64>,
+    /// Send the campaign as a silent rehearsal (APNs background, FCM data-only).
+    pub silent: bool,
+    /// The audience in embedded mode.
+    pub audience: Option<AudienceSource>,
+    /// The embedded fleet simulation.
+    pub fleet: SimConfig,
+    /// Backends with zombie flags.
+    pub backends: Vec<String>,
+    /// Modelled capacity of each backend (requests/s), for the return-traffic model.
+    pub backend_capacity: BTreeMap<String, f64>,
+    /// What each role does (for people).
+    pub roles: BTreeMap<Role, String>,
+    /// The abort plan.
+    pub abort_plan: String,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Runbook {
+    /// Reads and checks a runbook file, and the campaign it names.
+    pub fn load(path: &Path) -> Result<Self, RunbookError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunbookError::Io { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks runbook text; `path` is used in messages and to resolve
+    /// relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RunbookError> {
+        let ctx = raw::Ctx { path, text };
+        let raw: raw::RawRunbook = toml::from_str(text).map_err(|e| RunbookError::Invalid {
+            path: path.to_owned(),
+            line: crate::spans::toml_error_line(text, &e),
+            message: e.message().trim().to_owned(),
+        })?;
+        let header = check::header(&ctx, &raw)?;
+        let steps = check::steps(&ctx, &raw.steps, &header.backend_capacity)?;
+        check::plan(path, &steps)?;
+        let zombie_backends: BTreeSet<String> = steps
+            .iter()
+            .filter_map(|s| match &s.params {
+                Params::Zombie { backend, .. } => Some(backend.clone()),
+                _ => None,
+            })
+            .chain(header.backend_capacity.keys().cloned())
+            .collect();
+        let check::Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan } = header;
+        Ok(Runbook {
+            name,
+            path: path.to_owned(),
+            campaign,
+            event_time_ms,
+            silent: raw.silent,
+            audience,
+            fleet,
+            backends: zombie_backends.into_iter().collect(),
+            backend_capacity,
+            roles,
+            abort_plan,
+            steps,
+        })
+    }
+
+    /// The step `id`.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The plan as recorded in the flight recorder (`meta.runbook_plan`).
+    pub fn plan_json(&self) -> String {
+        let plan: Vec<serde_json::Value> = self
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id,
+                    "title": s.title,
+                    "at": s.at.map(TOffset::display),
+                    "at_ms": s.at.zip(self.event_time_ms).map(|(a, e)| a.at(e)),
+                })
+            })
+            .collect();
+        serde_json::to_string(&plan).expect("the plan serializes")
+    }
+}
