@@ -112,3 +112,66 @@ fn main_only_hands_over_to_cli() {
     assert!(main.lines().count() < 80, "main.rs has {} lines", main.lines().count());
     assert!(!main.contains("#[path"), "cli/ is a normal module");
 }
+
+#[test]
+fn files_stay_small_enough_to_have_one_job() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let lines = text.split("#[cfg(test)]").next().unwrap_or("").lines().count();
+            (lines > 700).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    assert!(files.len() > 50, "the sources were read: {} files", files.len());
+    assert!(long.is_empty(), "files over 700 lines before their unit tests:\n{}", long.join("\n"));
+}
+
+/// How many `Result<T, String>` a line names (generics in `T` allowed).
+fn string_results(line: &str) -> usize {
+    line.match_indices("Result<")
+        .filter(|(i, m)| {
+            let rest = &line[i + m.len()..];
+            let mut depth = 0;
+            for (j, c) in rest.char_indices() {
+                match c {
+                    '<' | '(' => depth += 1,
+                    ')' => depth -= 1,
+                    '>' if depth == 0 => return rest[..j].trim_end().ends_with(", String"),
+                    '>' => depth -= 1,
+                    _ => {}
+                }
+            }
+            false
+        })
+        .count()
+}
+
+#[test]
+fn string_results_are_counted() {
+    assert_eq!(string_results("fn f() -> Result<(String, u8), String> {"), 1);
+    assert_eq!(string_results("fn f(a: HashMap<K, String>) -> Result<u8, AwsError> {"), 0);
+    assert_eq!(string_results("type Item = Result<Cow<'a, str>, String>;"), 1);
+}
+
+#[test]
+fn library_errors_are_typed() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let root = src();
+    let stringly: Vec<String> = files
+        .iter()
+        .filter(|f| module_of(&root, f).is_some())
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            code(&text)
+                .lines()
+                .filter(|l| string_results(l) > 0)
+                .map(|l| format!("{}: {}", f.display(), l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(stringly.len() <= 5, "at most 5 `Result<_, String>` in the library, each with a reason:\n{}", stringly.join("\n"));
+}
