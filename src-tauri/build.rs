@@ -1,3 +1,5 @@
+//! Tauri's build step: the app manifest of commands the capabilities grant.
+
 fn main() {
     // Declaring the app's commands makes Tauri check every one of them against
     // capabilities/: a command not granted there cannot be invoked.

@@ -166,11 +166,7 @@ fn library_errors_are_typed() {
         .filter(|f| module_of(&root, f).is_some())
         .flat_map(|f| {
             let text = std::fs::read_to_string(f).unwrap();
-            code(&text)
-                .lines()
-                .filter(|l| string_results(l) > 0)
-                .map(|l| format!("{}: {}", f.display(), l.trim()))
-                .collect::<Vec<_>>()
+            code(&text).lines().filter(|l| string_results(l) > 0).map(|l| format!("{}: {}", f.display(), l.trim())).collect::<Vec<_>>()
         })
         .collect();
     assert!(stringly.len() <= 5, "at most 5 `Result<_, String>` in the library, each with a reason:\n{}", stringly.join("\n"));
