@@ -158,3 +158,16 @@ fn ctrl_c_during_a_fire_aborts_it_and_reports_what_was_not_sent() {
     assert_eq!(handed + not_sent, 20_000);
     assert_eq!(r["delivered"].as_u64().unwrap() + r["in_doubt"].as_u64().unwrap(), handed);
 }
+
+#[test]
+fn a_library_error_whose_fix_is_a_flag_gets_a_hint_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, _) = compiled_audience(dir.path(), 50);
+    let csv = dir.path().join("a.csv");
+    let o = cli(&["audience", "compile", csv.to_str().unwrap(), "--out", &aud]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&format!("error: {aud} exists")) && err.contains("hint: pass --force"), "{err}");
+    let o = cli(&["audience", "compile", csv.to_str().unwrap(), "--out", &aud, "--force"]);
+    assert!(o.status.success() && !stderr(&o).contains("hint:"), "{}", stderr(&o));
+}

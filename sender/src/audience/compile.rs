@@ -150,7 +150,7 @@ pub fn compile(
     progress: &mut dyn FnMut(CompileProgress),
 ) -> Result<CompileReport, AudienceError> {
     if opts.shards == 0 {
-        return Err(AudienceError::Invalid("--shards must be at least 1".into()));
+        return Err(AudienceError::Invalid("the audience needs at least 1 shard".into()));
     }
     let mut builders: Vec<ShardBuilder> = (0..opts.shards).map(|i| ShardBuilder::new(i, opts.shards)).collect();
     let mut report = CompileReport::default();

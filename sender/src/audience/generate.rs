@@ -86,10 +86,10 @@ impl GenerateSpec {
     /// Checks the parameters.
     pub fn check(&self) -> Result<(), AudienceError> {
         if !(0.0..=1.0).contains(&self.ios_share) {
-            return Err(AudienceError::Invalid(format!("--ios-share {} is not between 0 and 1", self.ios_share)));
+            return Err(AudienceError::Invalid(format!("the iOS share {} is not between 0 and 1", self.ios_share)));
         }
         if !(1..=MARKETS.len()).contains(&self.markets) {
-            return Err(AudienceError::Invalid(format!("--markets {} is not between 1 and {}", self.markets, MARKETS.len())));
+            return Err(AudienceError::Invalid(format!("{} markets is not between 1 and {}", self.markets, MARKETS.len())));
         }
         Ok(())
     }

@@ -109,8 +109,8 @@ pub enum AudienceError {
         /// What is wrong.
         message: String,
     },
-    /// `--strict` was given and some lines were rejected; nothing was written.
-    #[error("{} rows rejected and --strict is set; nothing was written\n{report}", report.rejected_total())]
+    /// Strict mode is on and some lines were rejected; nothing was written.
+    #[error("{} rows rejected in strict mode; nothing was written\n{report}", report.rejected_total())]
     Strict {
         /// What was read and rejected.
         report: Box<CompileReport>,
@@ -122,7 +122,7 @@ pub enum AudienceError {
         report: Box<CompileReport>,
     },
     /// The output directory exists already.
-    #[error("{path} exists; pass --force to replace it", path = path.display())]
+    #[error("{path} exists; compile with `force` to replace it", path = path.display())]
     OutputExists {
         /// The output directory.
         path: PathBuf,

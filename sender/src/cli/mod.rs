@@ -100,6 +100,24 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What to type instead, for a library error whose fix is a flag: the
+/// library speaks of options (the app shows its messages too), the CLI of
+/// flags.
+pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use kickoff_sender::audience::AudienceError;
+    use kickoff_sender::push::config::PushSetupError;
+    match e.downcast_ref::<AudienceError>() {
+        Some(AudienceError::OutputExists { .. }) => return Some("pass --force to replace it"),
+        Some(AudienceError::Strict { .. }) => return Some("without --strict the valid rows are written and the rest reported"),
+        _ => {}
+    }
+    match e.downcast_ref::<PushSetupError>() {
+        Some(PushSetupError::Config(m)) if m.contains("apns.") => Some("--apns-key-file, --apns-key-id and --apns-team-id set these too"),
+        Some(PushSetupError::Config(m)) if m.contains("fcm.") => Some("--fcm-service-account sets it too"),
+        _ => None,
+    }
+}
+
 /// Who is acting, by default: the login name.
 pub(crate) fn default_operator() -> String {
     std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "operator".into())

@@ -181,15 +181,12 @@ impl PushConfig {
         }
         let a = &self.apns;
         let apns = if a.key_file.is_some() || a.key_id.is_some() || a.team_id.is_some() {
-            let missing: Vec<&str> = [
-                ("key_file (--apns-key-file)", a.key_file.is_none()),
-                ("key_id (--apns-key-id)", a.key_id.is_none()),
-                ("team_id (--apns-team-id)", a.team_id.is_none()),
-            ]
-            .into_iter()
-            .filter(|(_, m)| *m)
-            .map(|(n, _)| n)
-            .collect();
+            let missing: Vec<&str> =
+                [("apns.key_file", a.key_file.is_none()), ("apns.key_id", a.key_id.is_none()), ("apns.team_id", a.team_id.is_none())]
+                    .into_iter()
+                    .filter(|(_, m)| *m)
+                    .map(|(n, _)| n)
+                    .collect();
             if !missing.is_empty() {
                 return Err(PushSetupError::Config(format!("APNs needs a key file, key id and team id; missing {}", missing.join(", "))));
             }
@@ -222,7 +219,7 @@ impl PushConfig {
                 Some(FcmProvider::start(&settings, &tls).await?)
             }
             None if self.fcm.project.is_some() || self.fcm.url.is_some() => {
-                return Err(PushSetupError::Config("FCM needs a service account (--fcm-service-account)".into()));
+                return Err(PushSetupError::Config("FCM needs a service account (fcm.service_account)".into()));
             }
             None => None,
         };
@@ -257,6 +254,6 @@ mod tests {
     async fn an_incomplete_apns_setup_says_what_is_missing() {
         let c = PushConfig { apns: ApnsConfig { key_id: Some("K".into()), ..Default::default() }, ..Default::default() };
         let e = c.providers().await.unwrap_err().to_string();
-        assert!(e.contains("key_file (--apns-key-file)") && e.contains("team_id"), "{e}");
+        assert!(e.contains("apns.key_file") && e.contains("team_id"), "{e}");
     }
 }
