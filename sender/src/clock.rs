@@ -32,7 +32,44 @@ pub fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(at(ms)).to_string()
 }
 
-/// `"3s"`-style durations in serde (`#[serde(with = "crate::clock::duration")]`).
+/// The longest duration any setting takes unless it says otherwise: step
+/// timeouts, `[fleet]` and `aws.toml` durations, send offsets, zombie mode.
+/// Launch days are counted in hours; a bound keeps every `now + setting` in
+/// range, whatever the file says.
+pub const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration from a file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration at all.
+    #[error("{text:?} is not a duration like \"90s\" or \"10m\": {why}")]
+    Syntax {
+        /// What was written.
+        text: String,
+        /// Why it does not parse.
+        why: String,
+    },
+    /// Longer than the setting allows.
+    #[error("{text:?} is longer than the {max} allowed", max = humantime::format_duration(*max))]
+    TooLong {
+        /// What was written.
+        text: String,
+        /// The longest allowed.
+        max: Duration,
+    },
+}
+
+/// Parses `"90s"`, `"1m 30s"`, `"250ms"`, at most `max`.
+pub fn parse_duration(text: &str, max: Duration) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| DurationError::Syntax { text: text.to_owned(), why: e.to_string() })?;
+    if d > max {
+        return Err(DurationError::TooLong { text: text.to_owned(), max });
+    }
+    Ok(d)
+}
+
+/// `"3s"`-style durations in serde (`#[serde(with = "crate::clock::duration")]`),
+/// at most [`MAX_SETTING`].
 pub mod duration {
     use std::time::Duration;
 
@@ -41,16 +78,25 @@ pub mod duration {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    /// Parses `"3s"`, `"1m 30s"`, `"250ms"`.
+    /// Parses `"3s"`, `"1m 30s"`, `"250ms"`, up to [`super::MAX_SETTING`].
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = <String as serde::Deserialize>::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"3s\": {e}")))
+        super::parse_duration(&s, super::MAX_SETTING).map_err(serde::de::Error::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration(" 90s", MAX_SETTING), Ok(Duration::from_secs(90)));
+        assert!(matches!(parse_duration("soon", MAX_SETTING), Err(DurationError::Syntax { .. })));
+        let e = parse_duration("18446744073709551615s", MAX_SETTING).unwrap_err();
+        assert!(e.to_string().contains("longer than the 1day allowed"), "{e}");
+        assert!(parse_duration("25h", MAX_SETTING).is_err() && parse_duration("24h", MAX_SETTING).is_ok());
+    }
 
     #[test]
     fn formats_and_round_trips() {

@@ -329,6 +329,12 @@ fn broken_runbooks_get_file_and_line() {
         (good.replace("[abort]\ntext = \"Stop.\"\n", ""), "name = ", "needs an [abort] plan"),
         (good.replace("kind = \"arm\"", "kind = \"checklist\"\nparams = { items = [\"x\"] }"), "id = \"fire\"", "fire needs an arm step"),
         (good.replace("title = \"Watch\"", "title = \"Watch\"\nat = \"T minus 5\""), "T minus 5", "is not like T-30m"),
+        (good.replace("title = \"Watch\"", "title = \"Watch\"\nat = \"T+9999999999999d\""), "T+9999999999999d", "at most 30 days"),
+        (
+            good.replace("timeout = \"3s\" }\nbackup", "timeout = \"18446744073709551615s\" }\nbackup"),
+            "timeout = \"1844",
+            "longer than the 1day allowed",
+        ),
         (good.replace("name = \"Test event\"", "name = \"Test event"), "name = ", ""),
         (
             good.replace(

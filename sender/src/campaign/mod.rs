@@ -48,7 +48,16 @@ pub use render::{Payloads, RenderedPayload};
 pub const MAX_PAYLOAD_BYTES: usize = 4096;
 const MAX_ID_LEN: usize = 80;
 const MAX_COLLAPSE_ID: usize = 64;
-const MAX_FCM_TTL: Duration = Duration::from_secs(28 * 24 * 3600);
+/// FCM keeps a message at most 28 days.
+pub const MAX_FCM_TTL: Duration = Duration::from_secs(28 * 24 * 3600);
+/// The longest `apns.expiration` taken: APNs stores a notification for a
+/// limited time and does not publish a longer one; 30 days is past any
+/// launch.
+pub const MAX_APNS_EXPIRATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The latest a market may be sent after the press.
+pub const MAX_SEND_OFFSET: Duration = crate::clock::MAX_SETTING;
+/// The longest delivery target, in seconds.
+pub const MAX_TARGET_SECONDS: f64 = 86_400.0;
 
 /// A campaign file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -354,9 +363,8 @@ impl Checker<'_> {
         CampaignError::Invalid { path: self.path.to_owned(), line: line_of(self.text, span.start), message: message.into() }
     }
 
-    fn duration(&self, span: Range<usize>, field: &str, value: &str) -> Result<Duration, CampaignError> {
-        humantime::parse_duration(value)
-            .map_err(|e| self.err(span, format!("`{field}` = {value:?} is not a duration like \"90s\" or \"1h\": {e}")))
+    fn duration(&self, span: Range<usize>, field: &str, value: &str, max: Duration) -> Result<Duration, CampaignError> {
+        crate::clock::parse_duration(value, max).map_err(|e| self.err(span, format!("`{field}` = {e}")))
     }
 }
 
@@ -463,17 +471,22 @@ impl Campaign {
         {
             return Err(c.err(apns_span, format!("`apns.collapse_id` must be 1-{MAX_COLLAPSE_ID} printable ASCII characters")));
         }
-        let expiration = a.expiration.as_deref().map(|e| c.duration(apns_span.clone(), "apns.expiration", e)).transpose()?;
+        let expiration =
+            a.expiration.as_deref().map(|e| c.duration(apns_span.clone(), "apns.expiration", e, MAX_APNS_EXPIRATION)).transpose()?;
         let apns = ApnsOptions { topic: a.topic.trim().to_owned(), push_type, priority, collapse_id: a.collapse_id.clone(), expiration };
 
         let (fcm_span, f) = match &raw.fcm {
             Some(f) => (f.span(), f.get_ref()),
             None => (0..0, &RawFcm::default()),
         };
-        let ttl = f.ttl.as_deref().map(|t| c.duration(fcm_span.clone(), "fcm.ttl", t)).transpose()?;
-        if ttl.is_some_and(|t| t > MAX_FCM_TTL) {
-            return Err(c.err(fcm_span, "`fcm.ttl` is longer than FCM's maximum of 28 days"));
-        }
+        let ttl = match f.ttl.as_deref().map(|t| crate::clock::parse_duration(t, MAX_FCM_TTL)) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(crate::clock::DurationError::TooLong { .. })) => {
+                return Err(c.err(fcm_span, "`fcm.ttl` is longer than FCM's maximum of 28 days"));
+            }
+            Some(Err(e)) => return Err(c.err(fcm_span, format!("`fcm.ttl` = {e}"))),
+        };
         if f.collapse_key.as_ref().is_some_and(String::is_empty) {
             return Err(c.err(fcm_span, "`fcm.collapse_key` is empty"));
         }
@@ -482,6 +495,9 @@ impl Campaign {
         let target = match &raw.target {
             Some(t) if t.get_ref().devices == 0 || t.get_ref().seconds.is_nan() || t.get_ref().seconds <= 0.0 => {
                 return Err(c.err(t.span(), "`target.devices` and `target.seconds` must be positive"));
+            }
+            Some(t) if t.get_ref().seconds > MAX_TARGET_SECONDS => {
+                return Err(c.err(t.span(), "`target.seconds` is over a day (86400)"));
             }
             Some(t) => Some(Target { devices: t.get_ref().devices, seconds: t.get_ref().seconds }),
             None => None,
@@ -532,7 +548,7 @@ impl Campaign {
                 }
             }
             let send_offset = match &m.send_offset {
-                Some(o) => c.duration(span.clone(), "send_offset", o)?,
+                Some(o) => c.duration(span.clone(), "send_offset", o, MAX_SEND_OFFSET)?,
                 None => Duration::ZERO,
             };
             campaign.markets.push(Market { code: m.code.clone(), locales: m.locales.clone(), send_offset });
@@ -711,6 +727,14 @@ topic = "com.example"
             ("topic = \"com.example\"", "topic = \"\"", "c.toml:13:", "apns.topic"),
             ("[apns]", "[fcm]\nttl = \"30d\"\n[apns]", "c.toml:13:", "28 days"),
             ("code = \"US\"", "code = \"US\"\nsend_offset = \"later\"", "c.toml:5:", "send_offset"),
+            ("code = \"US\"", "code = \"US\"\nsend_offset = \"25h\"", "c.toml:5:", "longer than the 1day allowed"),
+            (
+                "topic = \"com.example\"",
+                "topic = \"com.example\"\nexpiration = \"18446744073709551615s\"",
+                "c.toml:13:",
+                "longer than the 30days",
+            ),
+            ("[[markets]]", "[target]\ndevices = 5\nseconds = 1e300\n[[markets]]", "c.toml:5:", "over a day"),
             ("[[markets]]", "[fallback]\n\"a-A\" = \"b-B\"\n\"b-B\" = \"a-A\"\n[[markets]]", "c.toml:6:", "a cycle"),
             ("[[markets]]", "[fallback]\n\"pt-PT\" = \"pt-BR\"\n[[markets]]", "c.toml:6:", "no message for \"pt-BR\""),
             ("[[markets]]", "[target]\ndevices = 0\nseconds = 5\n[[markets]]", "c.toml:5:", "positive"),

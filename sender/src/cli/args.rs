@@ -178,8 +178,8 @@ impl GatewayFlags {
 pub(crate) fn ms_range(flag: &str, text: &str) -> anyhow::Result<(Duration, Duration)> {
     let ms = |s: &str| -> anyhow::Result<Duration> {
         let v: f64 = s.trim().parse().with_context(|| format!("{flag}: {s:?} is not a number of milliseconds"))?;
-        if !(v >= 0.0 && v.is_finite()) {
-            bail!("{flag}: {s:?} is not a non-negative number");
+        if !(0.0..=60_000.0).contains(&v) {
+            bail!("{flag}: {s:?} is not between 0 and 60000 ms");
         }
         Ok(Duration::from_secs_f64(v / 1000.0))
     };

@@ -395,8 +395,8 @@ pub(crate) fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let file = args.file.context("replay needs a recorder file (or: replay report FILE --out DIR)")?;
-    if !(args.speed >= 0.0 && args.speed.is_finite()) {
-        bail!("--speed must be 0 or more");
+    if !(args.speed == 0.0 || (0.01..=1e6).contains(&args.speed)) {
+        bail!("--speed must be 0 (as fast as possible) or between 0.01 and 1000000");
     }
     let log = EventLog::open(&file)?;
     let from = args.from.as_deref().map(|s| replay::parse_time(s, &log)).transpose()?;

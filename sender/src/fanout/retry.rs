@@ -54,13 +54,15 @@ impl RetryPolicy {
     /// The wait before retrying a device whose attempt number `attempt`
     /// (0 = the first send) failed: exponential with "equal jitter" (half
     /// fixed, half random, so retries of one burst spread out), and never
-    /// sooner than the provider's `retry-after`.
+    /// sooner than the provider's `retry-after`, which is capped at
+    /// [`RetryPolicy::max`]: a provider's answer never parks a device (or
+    /// overflows a deadline) past the policy.
     pub fn delay(&self, attempt: u8, retry_after: Option<Duration>, rng: &mut SplitMix64) -> Duration {
         let exp = self.base.saturating_mul(1u32 << attempt.min(20)).min(self.max);
         let jittered = exp.mul_f64(0.5 + 0.5 * rng.next_f64());
         match retry_after {
             // Spread the herd that was told the same moment.
-            Some(after) => after + self.base.mul_f64(rng.next_f64()),
+            Some(after) => after.min(self.max) + self.base.mul_f64(rng.next_f64()),
             None => jittered,
         }
     }
@@ -82,6 +84,8 @@ mod tests {
         assert!(p.delay(30, None, &mut rng) <= p.max);
         let after = p.delay(0, Some(Duration::from_secs(7)), &mut rng);
         assert!((Duration::from_secs(7)..Duration::from_secs(7) + p.base).contains(&after), "{after:?}");
+        let absurd = p.delay(0, Some(Duration::from_secs(u64::MAX)), &mut rng);
+        assert!((p.max..p.max + p.base).contains(&absurd), "retry-after is capped: {absurd:?}");
     }
 
     #[test]

@@ -275,7 +275,8 @@ pub fn frames(log: &EventLog, from_ms: Option<u64>, to_ms: Option<u64>) -> Vec<F
 /// `T+12.0s` style offset.
 pub fn format_offset(offset_s: f64) -> String {
     let sign = if offset_s < 0.0 { '-' } else { '+' };
-    let d = Duration::from_secs_f64(offset_s.abs());
+    // Offsets come from a recording, which may be damaged: no value panics.
+    let Ok(d) = Duration::try_from_secs_f64(offset_s.abs()) else { return "T?".into() };
     if d >= Duration::from_secs(60) {
         format!("T{sign}{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     } else {

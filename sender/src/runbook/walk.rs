@@ -66,7 +66,7 @@ pub fn parse_script(text: &str, path: &Path) -> Result<Vec<(usize, Command)>, Sc
         let err = |m: &str| ScriptError { path: path.to_owned(), line: n + 1, message: format!("{m}: {line:?}") };
         let words: Vec<&str> = line.split_whitespace().collect();
         let rest = |i: usize| words[i..].join(" ");
-        let dur = |s: &str| humantime::parse_duration(s).map_err(|e| err(&format!("bad duration ({e})")));
+        let dur = |s: &str| crate::clock::parse_duration(s, crate::clock::MAX_SETTING).map_err(|e| err(&format!("bad duration ({e})")));
         let cmd = match words.as_slice() {
             ["run", step] => Command::Run((*step).to_owned()),
             ["skip", step, _, ..] => Command::Skip((*step).to_owned(), rest(2)),

@@ -176,8 +176,12 @@ fn step(
     let offset = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<TOffset>, RunbookError> {
         v.as_ref()
             .map(|v| {
-                TOffset::parse(v.get_ref())
-                    .ok_or_else(|| ctx.err(v.span(), format!("step {id}: `{field}` {:?} is not like T-30m, T or T+5m", v.get_ref())))
+                TOffset::parse(v.get_ref()).ok_or_else(|| {
+                    ctx.err(
+                        v.span(),
+                        format!("step {id}: `{field}` {:?} is not like T-30m, T or T+5m (at most 30 days from T)", v.get_ref()),
+                    )
+                })
             })
             .transpose()
     };
@@ -242,6 +246,9 @@ fn params(
                 return Err(ctx.err(span, format!("step {id}: zombie mode lasts at most 24h")));
             }
             let retry_after_s = p.u64("retry_after", Some(crate::zombie::DEFAULT_RETRY_AFTER.as_secs()))?;
+            if retry_after_s == 0 || retry_after_s > crate::zombie::MAX_RETRY_AFTER.as_secs() {
+                return Err(ctx.err(span, format!("step {id}: `retry_after` must be 1 to 86400 seconds")));
+            }
             let when = match p.take("when") {
                 None => ZombieWhen::Always,
                 Some(v) => v

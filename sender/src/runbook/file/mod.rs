@@ -211,7 +211,11 @@ pub enum Params {
     None,
 }
 
-/// A time relative to the event: `T-30m`, `T`, `T+5m`.
+/// The furthest a step may be planned from the event, either side.
+pub const MAX_T_OFFSET: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A time relative to the event: `T-30m`, `T`, `T+5m`, at most
+/// [`MAX_T_OFFSET`] away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct TOffset {
     /// Signed milliseconds from the event time.
@@ -230,8 +234,8 @@ impl TOffset {
             b'+' => (1, &rest[1..]),
             _ => return None,
         };
-        let d = humantime::parse_duration(d.trim()).ok()?;
-        Some(Self { ms: sign * d.as_millis() as i64 })
+        let d = crate::clock::parse_duration(d, MAX_T_OFFSET).ok()?;
+        Some(Self { ms: sign * i64::try_from(d.as_millis()).ok()? })
     }
 
     /// `T-30m`.
@@ -245,7 +249,7 @@ impl TOffset {
 
     /// The absolute time, given the event time.
     pub fn at(self, event_ms: u64) -> u64 {
-        (event_ms as i64 + self.ms).max(0) as u64
+        event_ms.saturating_add_signed(self.ms)
     }
 }
 

@@ -126,11 +126,13 @@ impl ParamReader<'_, '_> {
 
     pub(super) fn duration(&mut self, key: &str, default: Duration) -> Result<Duration, RunbookError> {
         match self.take(key) {
-            Some(v) => {
-                v.get_ref().as_str().and_then(|s| humantime::parse_duration(s).ok()).filter(|d| !d.is_zero()).ok_or_else(|| {
-                    self.ctx.err(v.span(), format!("step {}: `{key}` must be a duration like \"90s\" or \"10m\"", self.step))
-                })
-            }
+            Some(v) => match v.get_ref().as_str().map(|s| crate::clock::parse_duration(s, crate::clock::MAX_SETTING)) {
+                Some(Ok(d)) if !d.is_zero() => Ok(d),
+                Some(Err(e @ crate::clock::DurationError::TooLong { .. })) => {
+                    Err(self.ctx.err(v.span(), format!("step {}: `{key}` = {e}", self.step)))
+                }
+                _ => Err(self.ctx.err(v.span(), format!("step {}: `{key}` must be a duration like \"90s\" or \"10m\"", self.step))),
+            },
             None => Ok(default),
         }
     }
