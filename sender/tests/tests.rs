@@ -7,5 +7,6 @@ mod aws;
 mod cli;
 mod fire;
 mod layout;
+mod props;
 mod push;
 mod runbook;

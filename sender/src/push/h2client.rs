@@ -400,7 +400,9 @@ impl Drop for Call {
     }
 }
 
-fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+/// `retry-after` in its seconds form; an HTTP date (which neither provider
+/// sends) or garbage is ignored.
+pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     v.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 

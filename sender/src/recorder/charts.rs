@@ -93,7 +93,28 @@ fn register_font() {
     });
 }
 
+/// The largest coordinate a chart draws. Charts are drawn from recordings,
+/// which a crash or a hand edit can damage; plotters overflows on ranges far
+/// beyond any real one, so such values are left out rather than drawn.
+const DRAWABLE: f64 = 1e9;
+
+fn drawable(v: f64) -> bool {
+    v.is_finite() && v.abs() <= DRAWABLE
+}
+
 impl Chart {
+    /// The chart without points, markers or bands it cannot draw.
+    fn drawable(&self) -> Self {
+        let mut c = self.clone();
+        for s in &mut c.series {
+            s.points.retain(|(x, y)| drawable(*x) && drawable(*y));
+        }
+        c.markers.retain(|m| drawable(m.x));
+        c.bands.retain(|b| drawable(b.x0) && drawable(b.x1));
+        c.y_max = c.y_max.filter(|m| drawable(*m) && *m > 0.0);
+        c
+    }
+
     /// True when no series has a point.
     pub fn is_empty(&self) -> bool {
         self.series.iter().all(|s| s.points.is_empty())
@@ -107,7 +128,7 @@ impl Chart {
             .chain(self.markers.iter().map(|m| m.x))
             .chain(self.bands.iter().flat_map(|b| [b.x0, b.x1]));
         let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
-        if lo.is_finite() && hi > lo {
+        if lo.is_finite() && hi - lo > 1e-6 * lo.abs().max(1.0) {
             (lo, hi)
         } else if lo.is_finite() {
             (lo, lo + 1.0)
@@ -131,12 +152,13 @@ impl Chart {
     {
         // Both backends measure text with the font to lay the chart out.
         register_font();
+        let this = self.drawable();
         let e = |err: DrawingAreaErrorKind<DB::ErrorType>| ChartError { path: None, message: err.to_string() };
         root.fill(&WHITE).map_err(e)?;
-        let (x0, x1) = self.x_range();
-        let y1 = self.y_top();
+        let (x0, x1) = this.x_range();
+        let y1 = this.y_top();
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 20))
+            .caption(&this.title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
@@ -144,21 +166,21 @@ impl Chart {
             .map_err(e)?;
         chart
             .configure_mesh()
-            .x_desc(self.x_label.as_str())
-            .y_desc(self.y_label.as_str())
+            .x_desc(this.x_label.as_str())
+            .y_desc(this.y_label.as_str())
             .label_style(("sans-serif", 12))
             .light_line_style(RGBColor(235, 235, 235))
             .y_label_formatter(&|v: &f64| if y1 >= 10.0 { format!("{v:.0}") } else { format!("{v:.2}") })
             .draw()
             .map_err(e)?;
-        for b in &self.bands {
+        for b in &this.bands {
             let shade = RGBColor(255, 200, 120).mix(0.35);
             chart.draw_series(std::iter::once(Rectangle::new([(b.x0, 0.0), (b.x1, y1)], shade.filled()))).map_err(e)?;
             chart
                 .draw_series(std::iter::once(Text::new(b.label.clone(), (b.x0, y1 * 0.97), ("sans-serif", 12).into_font().color(&BLACK))))
                 .map_err(e)?;
         }
-        for (i, m) in self.markers.iter().enumerate() {
+        for (i, m) in this.markers.iter().enumerate() {
             let grey = RGBColor(120, 120, 120);
             chart.draw_series(std::iter::once(PathElement::new(vec![(m.x, 0.0), (m.x, y1)], grey.stroke_width(1)))).map_err(e)?;
             // Stagger labels so neighbours do not overwrite each other.
@@ -167,7 +189,7 @@ impl Chart {
                 .draw_series(std::iter::once(Text::new(m.label.clone(), (m.x, y), ("sans-serif", 12).into_font().color(&grey))))
                 .map_err(e)?;
         }
-        for s in &self.series {
+        for s in &this.series {
             let color = RGBColor(s.color.0, s.color.1, s.color.2);
             chart
                 .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
@@ -175,17 +197,17 @@ impl Chart {
                 .label(s.name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        if !self.series.is_empty() {
+        if !this.series.is_empty() {
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(200, 200, 200))
                 .label_font(("sans-serif", 12))
-                .position(if self.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+                .position(if this.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
                 .draw()
                 .map_err(e)?;
         }
-        if self.is_empty() {
+        if this.is_empty() {
             root.draw(&Text::new("no data", (root.dim_in_pixel().0 as i32 / 2 - 30, root.dim_in_pixel().1 as i32 / 2), ("sans-serif", 18)))
                 .map_err(e)?;
         }
