@@ -32,7 +32,7 @@ endef
 DEVICES ?= 4000000
 PROVIDER ?= null
 
-.PHONY: deps-moto help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench clean deps-e2e e2e screenshots
+.PHONY: deps-moto help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench fuzz clean deps-e2e e2e screenshots
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -130,6 +130,10 @@ drill: deps-rust ## Headless drill (DEVICES=4000000 PROVIDER=null|model).
 
 bench: deps-rust ## Benchmarks of the fan-out engine (see BENCHMARKS.md).
 	$(CARGO) bench -p kickoff-sender --bench fanout --bench http2 --bench recorder
+
+FUZZ_SECS ?= 60
+fuzz: deps-rust ## Every property-test harness over outside input, FUZZ_SECS seconds each (default 60), release build.
+	KICKOFF_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release -p kickoff-sender --test integration props:: -- --test-threads=1 --nocapture
 
 clean: ## Remove build outputs.
 	$(CARGO) clean
