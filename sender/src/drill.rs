@@ -77,6 +77,8 @@ pub struct DrillSummary {
     pub missing: u64,
     /// Devices whose send failed (the provider refused them).
     pub failed: u64,
+    /// Devices left without a final answer ([`FireReport::unanswered`]).
+    pub unanswered: u64,
     /// Fire to the last acknowledgment, seconds.
     pub elapsed_s: f64,
     /// Delivered per second over `elapsed_s`.
@@ -365,6 +367,7 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
         duplicates,
         missing: devices.saturating_sub(delivered + report.failed),
         failed: report.failed,
+        unanswered: report.unanswered(),
         elapsed_s: elapsed,
         rate_per_s: if elapsed > 0.0 { delivered as f64 / elapsed } else { 0.0 },
         p50_s: secs(stats.latency.quantile(0.50)),

@@ -171,3 +171,54 @@ fn a_library_error_whose_fix_is_a_flag_gets_a_hint_naming_it() {
     let o = cli(&["audience", "compile", csv.to_str().unwrap(), "--out", &aud, "--force"]);
     assert!(o.status.success() && !stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_fire_that_leaves_devices_without_a_final_answer_exits_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = compiled_audience(dir.path(), 300);
+    let ledger = dir.path().join("ledger.sqlite");
+    // Every request answered 503: each device is retried, then given up.
+    let o = Command::new(bin())
+        .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
+        .args(["--gateway-503", "1", "--workers", "1"])
+        .env("KICKOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(j["unanswered"], 300, "{j}");
+    assert_eq!(j["received"][0], 0, "the gateway delivered nothing: {j}");
+    assert!(stderr(&o).contains("300 devices were left without a final answer"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_absurd_retry_after_is_capped_and_the_fire_ends_with_exit_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = compiled_audience(dir.path(), 20);
+    let ledger = dir.path().join("ledger.sqlite");
+    let o = Command::new(bin())
+        .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
+        .args(["--gateway-429", "1", "--gateway-retry-after", "18446744073709551615", "--workers", "1"])
+        .env("KICKOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(6), "no panic, an honest exit code: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let r = &j["report"];
+    assert_eq!(r["failed_by_reason"]["too_many_requests"], 20, "{r}");
+    assert!(r["elapsed_s"].as_f64().unwrap() < 120.0, "capped at the policy's 30 s per retry: {r}");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn flags_the_chosen_provider_ignores_are_an_error() {
+    for (args, message) in [
+        (&["--provider", "null", "--rtt-ms", "5"][..], "--provider null does not use --rtt-ms"),
+        (&["--provider", "model", "--gateway-429", "0.5"][..], "--provider model does not use --gateway-429"),
+        (&["--apns-key-id", "ABC"][..], "--provider gateway does not use --apns-key-id"),
+    ] {
+        let o = cli(&[&["drill", "--devices", "10"][..], args].concat());
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
+    }
+}

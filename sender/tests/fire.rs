@@ -235,3 +235,17 @@ async fn devices_outside_the_campaign_markets_are_excluded() {
     assert_eq!(report.targeted, 4_000 - jp);
     assert_eq!(r.tally.summary().delivered, 4_000 - jp);
 }
+
+#[test]
+fn an_audience_in_none_of_the_campaign_markets_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let audience = util::audience(dir.path(), 500, 3, 1);
+    let only_zz = util::campaign(|t| {
+        let start = t.find("[[markets]]").unwrap();
+        let end = t.find("[messages.").unwrap();
+        format!("{}[[markets]]\ncode = \"ZZ\"\nlocales = [\"en-US\"]\n\n{}", &t[..start], &t[end..])
+    });
+    let err = Warm::new(audience, only_zz).unwrap_err().to_string();
+    assert!(err.contains("no device of the audience is in a market") && err.contains("markets are ZZ"), "{err}");
+    assert!(err.contains("US") && err.contains("BR"), "the audience's markets are named: {err}");
+}

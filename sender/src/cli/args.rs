@@ -122,56 +122,71 @@ pub(crate) struct GatewayFlags {
     /// Cleartext HTTP/2 (h2c) instead of TLS.
     #[arg(long)]
     pub(crate) h2c: bool,
-    /// Gateway response latency in ms: "5" or "2-8".
-    #[arg(long, default_value = "0")]
-    gateway_latency_ms: String,
-    /// Share of tokens the gateway reports unregistered (410).
-    #[arg(long, default_value_t = 0.0)]
-    gateway_unregistered: f64,
-    /// Share of requests answered 429.
-    #[arg(long, default_value_t = 0.0)]
-    gateway_429: f64,
-    /// Share of requests answered 500.
-    #[arg(long, default_value_t = 0.0)]
-    gateway_500: f64,
-    /// Share of requests answered 503.
-    #[arg(long, default_value_t = 0.0)]
-    gateway_503: f64,
+    /// Gateway response latency in ms: "5" or "2-8" [default: 0].
+    #[arg(long)]
+    gateway_latency_ms: Option<String>,
+    /// Share of tokens the gateway reports unregistered (410) [default: 0].
+    #[arg(long)]
+    gateway_unregistered: Option<f64>,
+    /// Share of requests answered 429 [default: 0].
+    #[arg(long)]
+    gateway_429: Option<f64>,
+    /// Share of requests answered 500 [default: 0].
+    #[arg(long)]
+    gateway_500: Option<f64>,
+    /// Share of requests answered 503 [default: 0].
+    #[arg(long)]
+    gateway_503: Option<f64>,
     /// retry-after seconds on 429/503.
     #[arg(long)]
     gateway_retry_after: Option<u64>,
-    /// SETTINGS_MAX_CONCURRENT_STREAMS of the gateway.
-    #[arg(long, default_value_t = 1000)]
-    gateway_streams: u32,
-    /// Gateway threads.
-    #[arg(long, default_value_t = 1)]
-    gateway_threads: usize,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of the gateway [default: 1000].
+    #[arg(long)]
+    gateway_streams: Option<u32>,
+    /// Gateway threads [default: 1].
+    #[arg(long)]
+    gateway_threads: Option<usize>,
 }
 
 impl GatewayFlags {
     pub(crate) fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let (lo, hi) = ms_range("--gateway-latency-ms", &self.gateway_latency_ms)?;
-        for (name, rate) in [
-            ("--gateway-unregistered", self.gateway_unregistered),
-            ("--gateway-429", self.gateway_429),
-            ("--gateway-500", self.gateway_500),
-            ("--gateway-503", self.gateway_503),
-        ] {
+        let (lo, hi) = ms_range("--gateway-latency-ms", self.gateway_latency_ms.as_deref().unwrap_or("0"))?;
+        let rate = |name: &str, rate: Option<f64>| -> anyhow::Result<f64> {
+            let rate = rate.unwrap_or(0.0);
             if !(0.0..=1.0).contains(&rate) {
                 bail!("{name} {rate} is not between 0 and 1");
             }
-        }
+            Ok(rate)
+        };
         Ok(GatewayConfig {
-            threads: self.gateway_threads.max(1),
-            max_concurrent_streams: self.gateway_streams.max(1),
+            threads: self.gateway_threads.unwrap_or(1).max(1),
+            max_concurrent_streams: self.gateway_streams.unwrap_or(1000).max(1),
             latency: (lo, hi),
-            unregistered_rate: self.gateway_unregistered,
-            rate_429: self.gateway_429,
-            rate_500: self.gateway_500,
-            rate_503: self.gateway_503,
+            unregistered_rate: rate("--gateway-unregistered", self.gateway_unregistered)?,
+            rate_429: rate("--gateway-429", self.gateway_429)?,
+            rate_500: rate("--gateway-500", self.gateway_500)?,
+            rate_503: rate("--gateway-503", self.gateway_503)?,
             retry_after: self.gateway_retry_after,
             ..GatewayConfig::default()
         })
+    }
+
+    /// The gateway flags given on the command line.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--h2c", self.h2c),
+            ("--gateway-latency-ms", self.gateway_latency_ms.is_some()),
+            ("--gateway-unregistered", self.gateway_unregistered.is_some()),
+            ("--gateway-429", self.gateway_429.is_some()),
+            ("--gateway-500", self.gateway_500.is_some()),
+            ("--gateway-503", self.gateway_503.is_some()),
+            ("--gateway-retry-after", self.gateway_retry_after.is_some()),
+            ("--gateway-streams", self.gateway_streams.is_some()),
+            ("--gateway-threads", self.gateway_threads.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
     }
 }
 
@@ -202,12 +217,12 @@ pub(crate) struct ProviderArgs {
     push: PushFlags,
     #[command(flatten)]
     gateway: GatewayFlags,
-    /// Model round trip in milliseconds: "40" or a uniform range "20-60".
-    #[arg(long, default_value = "20-60")]
-    rtt_ms: String,
+    /// Model round trip in milliseconds: "40" or a uniform range "20-60" [default: 20-60].
+    #[arg(long)]
+    rtt_ms: Option<String>,
     /// Model error rates, e.g. "unregistered=0.01,server_error=0.001".
-    #[arg(long, default_value = "")]
-    errors: String,
+    #[arg(long)]
+    errors: Option<String>,
     /// Notifier workers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -215,12 +230,12 @@ pub(crate) struct ProviderArgs {
     /// x streams) [default: 4].
     #[arg(long)]
     connections: Option<usize>,
-    /// Concurrent streams per connection.
-    #[arg(long, default_value_t = 1000)]
-    streams: usize,
-    /// Model seed.
-    #[arg(long = "model-seed", default_value_t = 7)]
-    model_seed: u64,
+    /// Concurrent streams per connection [default: 1000].
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Model seed [default: 7].
+    #[arg(long = "model-seed")]
+    model_seed: Option<u64>,
 }
 
 impl ProviderArgs {
@@ -230,11 +245,58 @@ impl ProviderArgs {
             config.workers = w.max(1);
         }
         let connections = self.connections.unwrap_or(kickoff_sender::push::config::DEFAULT_CONNECTIONS);
-        config.in_flight_per_worker = (connections * self.streams).max(1);
+        config.in_flight_per_worker = connections.saturating_mul(self.streams.unwrap_or(1000)).max(1);
         config
     }
 
+    /// Flags given on the command line that the chosen provider would
+    /// ignore: an error, so a mistyped provider never runs a different test
+    /// than the one asked for.
+    fn ignored(&self) -> Vec<&'static str> {
+        let push = [
+            ("--config", self.push.config.is_some()),
+            ("--apns-key-file", self.push.apns_key_file.is_some()),
+            ("--apns-key-id", self.push.apns_key_id.is_some()),
+            ("--apns-team-id", self.push.apns_team_id.is_some()),
+            ("--apns-topic", self.push.apns_topic.is_some()),
+            ("--apns-url", self.push.apns_url.is_some()),
+            ("--fcm-service-account", self.push.fcm_service_account.is_some()),
+            ("--fcm-project", self.push.fcm_project.is_some()),
+            ("--fcm-url", self.push.fcm_url.is_some()),
+            ("--ca-file", self.push.ca_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect::<Vec<_>>();
+        let model = [("--rtt-ms", self.rtt_ms.is_some()), ("--errors", self.errors.is_some()), ("--model-seed", self.model_seed.is_some())]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect::<Vec<_>>();
+        let gateway = self.gateway.given();
+        match self.provider {
+            ProviderKind::Gateway => [push, model].concat(),
+            ProviderKind::Http => [gateway, model].concat(),
+            ProviderKind::Model => [push, gateway].concat(),
+            ProviderKind::Null => {
+                let pool = [("--connections", self.connections.is_some()), ("--streams", self.streams.is_some())]
+                    .into_iter()
+                    .filter_map(|(name, given)| given.then_some(name));
+                [push, gateway, model, pool.collect()].concat()
+            }
+        }
+    }
+
     pub(crate) fn choice(&self) -> anyhow::Result<ProviderChoice> {
+        let ignored = self.ignored();
+        if !ignored.is_empty() {
+            let name = match self.provider {
+                ProviderKind::Gateway => "gateway",
+                ProviderKind::Http => "http",
+                ProviderKind::Null => "null",
+                ProviderKind::Model => "model",
+            };
+            bail!("--provider {name} does not use {}: drop them, or choose the provider that does", ignored.join(", "));
+        }
         Ok(match self.provider {
             ProviderKind::Gateway => ProviderChoice::Gateway {
                 config: self.gateway.config()?,
@@ -262,9 +324,9 @@ impl ProviderArgs {
     }
 
     pub(crate) fn model(&self) -> anyhow::Result<ModelConfig> {
-        let (rtt_min, rtt_max) = ms_range("--rtt-ms", &self.rtt_ms)?;
+        let (rtt_min, rtt_max) = ms_range("--rtt-ms", self.rtt_ms.as_deref().unwrap_or("20-60"))?;
         let mut errors = Vec::new();
-        for part in self.errors.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in self.errors.as_deref().unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, rate) = part.split_once('=').with_context(|| format!("--errors: {part:?} is not reason=rate"))?;
             let reason = FailReason::parse(name.trim()).with_context(|| {
                 let names: Vec<_> = FailReason::ALL.iter().map(|r| r.as_str()).collect();
@@ -273,7 +335,7 @@ impl ProviderArgs {
             let rate: f64 = rate.trim().parse().with_context(|| format!("--errors: {rate:?} is not a rate"))?;
             errors.push((reason, rate));
         }
-        let config = ModelConfig { rtt_min, rtt_max, errors, seed: self.model_seed };
+        let config = ModelConfig { rtt_min, rtt_max, errors, seed: self.model_seed.unwrap_or(7) };
         config.check().map_err(|e| anyhow::anyhow!("model: {e}"))?;
         Ok(config)
     }

@@ -18,10 +18,7 @@ use kickoff_sender::session::{Session, SessionOptions};
 use kickoff_sender::zombie::{self, FlagStore, FlagsDocument, SqliteFlagStore, Switch};
 
 use super::args::ProviderArgs;
-use super::default_operator;
-
-/// Exit code of a walk that stopped on a failed step.
-const EXIT_STEP_FAILED: u8 = 5;
+use super::{EXIT_INCOMPLETE, EXIT_STEP_FAILED, default_operator};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RunbookCmd {
@@ -312,9 +309,10 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
             interactive_walk(&event, &actor, observer.as_ref()).await
         };
         // Let the sender finish and the last second be recorded.
-        if let Some(h) = event.services().workers.handle() {
-            h.wait().await;
-        }
+        let unanswered = match event.services().workers.handle() {
+            Some(h) => h.wait().await.unanswered(),
+            None => 0,
+        };
         session.close().await;
         progress_task.abort();
         let state = event.state();
@@ -323,6 +321,10 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
         }
         println!("\nRecorded in {}; replay with:\n  kickoff-sender replay {}", record.display(), record.display());
         match result {
+            Ok(()) if unanswered > 0 => {
+                eprintln!("error: the fire left {} devices without a final answer", super::group(unanswered));
+                Ok(ExitCode::from(EXIT_INCOMPLETE))
+            }
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("error: {e}");

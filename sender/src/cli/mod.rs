@@ -29,6 +29,12 @@ mod send;
 pub(crate) const EXIT_ALREADY_FIRED: u8 = 3;
 /// Exit code when a fire was aborted before every device was sent.
 pub(crate) const EXIT_ABORTED: u8 = 4;
+/// Exit code when a runbook step failed with no backup plan left.
+pub(crate) const EXIT_STEP_FAILED: u8 = 5;
+/// Exit code when a fire (or drill) ended with devices left without a final
+/// answer: not sent, in doubt, failed after transient errors, or refused for
+/// the sender's credentials.
+pub(crate) const EXIT_INCOMPLETE: u8 = 6;
 
 #[derive(Debug, Parser)]
 #[command(name = "kickoff-sender", version, about = "Kickoff's sender: audiences, campaigns, drills and fires", long_about = None)]

@@ -18,7 +18,7 @@ use kickoff_sender::provider::Setup;
 use kickoff_sender::testsend::{self, TestSendStatus, TestSendStore};
 
 use super::args::{GenerateArgs, ProviderArgs, ProviderKind, PushFlags};
-use super::{EXIT_ABORTED, EXIT_ALREADY_FIRED, bar, bytes, default_operator, group};
+use super::{EXIT_ABORTED, EXIT_ALREADY_FIRED, EXIT_INCOMPLETE, bar, bytes, default_operator, group};
 
 #[derive(Debug, Args)]
 pub(crate) struct DrillArgs {
@@ -139,6 +139,14 @@ pub(crate) fn drill_cmd(args: DrillArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_drill(&summary);
     }
+    if summary.unanswered > 0 || summary.missing > 0 {
+        eprintln!(
+            "error: {} devices without a final answer, {} missing at the receiver",
+            group(summary.unanswered),
+            group(summary.missing)
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,7 +192,12 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(report) => {
             if args.json {
-                println!("{}", serde_json::to_string(&serde_json::json!({ "status": "fired", "report": &*report, "received": received }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string(
+                        &serde_json::json!({ "status": "fired", "report": &*report, "unanswered": report.unanswered(), "received": received })
+                    )?
+                );
             } else {
                 println!(
                     "fired {} at {} by {}: delivered {}, failed {}, not sent {}, elapsed {:.3} s",
@@ -228,7 +241,17 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            Ok(if report.aborted { ExitCode::from(EXIT_ABORTED) } else { ExitCode::SUCCESS })
+            if report.aborted {
+                return Ok(ExitCode::from(EXIT_ABORTED));
+            }
+            if !report.complete() {
+                eprintln!(
+                    "error: {} devices were left without a final answer; the undelivered report lists them",
+                    group(report.unanswered())
+                );
+                return Ok(ExitCode::from(EXIT_INCOMPLETE));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Err(record) => {
             if args.json {

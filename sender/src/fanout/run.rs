@@ -127,6 +127,23 @@ pub struct FireReport {
     pub unsent_ranges_total: u64,
 }
 
+impl FireReport {
+    /// Devices left without a final answer: never sent, in doubt, failed
+    /// after a transient error, or not sent because the provider refused
+    /// the sender's credentials. A final answer is a delivery, a dead token
+    /// or a refusal of the notification itself (too large, malformed).
+    pub fn unanswered(&self) -> u64 {
+        let by = |r: crate::push::FailReason| self.failed_by_reason.get(r.as_str()).copied().unwrap_or(0);
+        let unauthorized = by(crate::push::FailReason::Auth) + by(crate::push::FailReason::ProviderStopped);
+        self.not_sent + self.in_doubt + self.undelivered + unauthorized
+    }
+
+    /// Every targeted device has a final answer.
+    pub fn complete(&self) -> bool {
+        self.unanswered() == 0
+    }
+}
+
 /// Shared state of one fire.
 #[derive(Debug)]
 pub struct FireRun {

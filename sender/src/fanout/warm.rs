@@ -27,6 +27,21 @@ pub enum WarmError {
         /// How many devices.
         devices: u64,
     },
+    /// No device of the audience is in a market the campaign sends to.
+    #[error(
+        "no device of the audience is in a market {campaign} sends to: the campaign's markets are {}, the audience's {}",
+        campaign_markets.join(", "),
+        audience_markets.join(", "),
+        campaign = campaign.display()
+    )]
+    NoMarket {
+        /// The campaign file.
+        campaign: std::path::PathBuf,
+        /// The markets the campaign lists.
+        campaign_markets: Vec<String>,
+        /// The markets the audience's devices are in.
+        audience_markets: Vec<String>,
+    },
     /// The campaign failed to render.
     #[error(transparent)]
     Campaign(#[from] CampaignError),
@@ -90,6 +105,13 @@ impl Warm {
         }
         if let Some(((locale, market), devices)) = unresolved.into_iter().next() {
             return Err(WarmError::Locale { campaign: campaign.source().to_owned(), locale, market, devices });
+        }
+        if targeted == 0 && !excluded.is_empty() {
+            return Err(WarmError::NoMarket {
+                campaign: campaign.source().to_owned(),
+                campaign_markets: campaign.markets.iter().map(|m| m.code.clone()).collect(),
+                audience_markets: excluded.into_keys().collect(),
+            });
         }
         let checksum = format!("{:016x}-{}", audience.checksum(), &campaign.hash()[..16]);
         Ok(Self { audience, campaign, payloads, routes, targeted, excluded, checksum })
