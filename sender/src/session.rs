@@ -46,6 +46,10 @@ pub struct SessionOptions {
     pub flag_server: Option<SocketAddr>,
     /// AWS mode, with this profile; embedded mode when `None`.
     pub aws: Option<AwsConfig>,
+    /// Open a new event even if the runbook has one open, and key its fire
+    /// by that event: how a demo runbook is walked again. Without it, a
+    /// (non-silent) fire is the campaign's launch, once ever.
+    pub new_event: bool,
 }
 
 impl SessionOptions {
@@ -60,6 +64,7 @@ impl SessionOptions {
             provider: ProviderChoice::gateway(),
             flag_server: Some(([127, 0, 0, 1], 0).into()),
             aws: None,
+            new_event: false,
         }
     }
 }
@@ -114,8 +119,12 @@ impl Session {
         let registry = EventRegistry::open(&state_db)?;
         let (event_id, joined) = match &opts.event {
             Some(id) => (id.clone(), true),
+            None if opts.new_event => (registry.open_new(&runbook)?, false),
             None => registry.join_or_open(&runbook)?,
         };
+        let silent =
+            runbook.silent || crate::campaign::Campaign::load(&runbook.campaign).is_ok_and(|c| c.mode == crate::campaign::Mode::Silent);
+        let fire_scope = crate::fanout::FireScope::of(silent, opts.new_event, &event_id);
         let record = opts.record.clone().unwrap_or_else(|| {
             crate::recorder::event_path(&opts.data_dir.join("events"), &format!("{}-{}", runbook.name, std::process::id()))
         });
@@ -125,7 +134,7 @@ impl Session {
             recorder: Some(record.clone()),
             provider: opts.provider.clone(),
             flag_server: opts.flag_server,
-            event_id: event_id.clone(),
+            fire_scope,
         };
         let services = match aws {
             None => Services::embedded(&runbook, &service_opts),

@@ -57,8 +57,23 @@ pub fn open_state_db(path: &std::path::Path, schema: &str) -> Result<rusqlite::C
     }
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.execute_batch(schema)?;
+    // Two processes creating the same file at once (two presses of fire):
+    // switching to WAL and creating the schema can answer "database is
+    // locked" at once, without the busy handler (a lock upgrade SQLite will
+    // not wait on). Both are idempotent, so they are tried again.
+    let mut tries = 0;
+    loop {
+        let result = conn.pragma_update(None, "journal_mode", "WAL").and_then(|()| conn.execute_batch(schema));
+        match result {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) && tries < 100 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other?,
+        }
+    }
     Ok(conn)
 }
 

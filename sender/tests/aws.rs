@@ -188,7 +188,7 @@ fn workers(aws: &Aws, dir: &Path, event: &str) -> AwsWorkers {
     let opts = AwsWorkersOptions {
         source: AudienceSource::Path(dir.join("audience")),
         work_dir: dir.join("work"),
-        fire_suffix: format!("@{event}"),
+        scope: kickoff_sender::fanout::FireScope::NewEvent(event.to_owned()),
         provider: ProviderChoice::Null,
         warm_timeout: Duration::from_secs(90),
     };

@@ -222,3 +222,29 @@ fn flags_the_chosen_provider_ignores_are_an_error() {
         assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn a_cli_fire_and_a_walk_share_one_key_and_a_new_event_is_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = compiled_audience(dir.path(), 200);
+    let ledger = dir.path().join("ledger.sqlite");
+    let fire = |extra: &[&str]| {
+        Command::new(bin())
+            .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
+            .args(extra)
+            .env("KICKOFF_DATA_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let first = fire(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let j: serde_json::Value = serde_json::from_str(stdout(&first).trim()).unwrap();
+    let id = kickoff_sender::campaign::Campaign::load(std::path::Path::new(&campaign)).unwrap().id;
+    assert_eq!(j["report"]["campaign_id"], id, "the launch is keyed by the campaign id alone");
+    assert_eq!(fire(&[]).status.code(), Some(3), "the launch fires once");
+    let demo = fire(&["--new-event", "demo-2"]);
+    assert!(demo.status.success(), "{}", stderr(&demo));
+    let j: serde_json::Value = serde_json::from_str(stdout(&demo).trim()).unwrap();
+    assert_eq!(j["report"]["campaign_id"], format!("{id}@demo-2"));
+    assert_eq!(j["received"][0], 200, "the new event sends to every device: {j}");
+}

@@ -48,6 +48,7 @@ where
         }
     }
     if budget.is_some() {
+        #[allow(clippy::print_stderr, reason = "make fuzz reports how much it tried")]
         eprintln!("{name}: {rounds} rounds in {:.0?}", start.elapsed());
     }
 }

@@ -116,7 +116,7 @@ fn open_event(dir: &Path, runbook: &Path, record: bool) -> Arc<Event> {
         recorder: record.then(|| dir.join("event.kickoff.sqlite")),
         provider: ProviderChoice::gateway(),
         flag_server: None,
-        event_id: format!("test@{}", now_ms()),
+        fire_scope: kickoff_sender::fanout::FireScope::NewEvent(format!("test@{}", now_ms())),
     };
     let services = Services::embedded(&rb, &opts).unwrap();
     Event::new("test-event", rb, services).unwrap()
@@ -461,11 +461,17 @@ fn the_cli_switches_zombie_mode_and_walks_and_replays_a_runbook() {
     assert!(walk.status.success(), "{}\n{}", stdout(&walk), stderr(&walk));
     assert!(stdout(&walk).contains("3000 of 3000 devices delivered, 0 failed, 0 duplicates, 0 missing"), "{}", stdout(&walk));
     assert!(!stdout(&walk).contains("Joining the open event"), "the first walk opens a new event");
-    // The walk closed its event: walking again is a new event, with a fire of its own.
+    // The fire was the campaign's launch: walking again does not send again
+    // (issue 12: one key rule on every path)...
     let record2 = dir.path().join("walk2.kickoff.sqlite");
     let again = cli(&["runbook", "walk", rb.to_str().unwrap(), "--yes", "--record", record2.to_str().unwrap()]);
-    assert!(again.status.success(), "{}\n{}", stdout(&again), stderr(&again));
-    assert!(stdout(&again).contains("3000 of 3000 devices delivered"), "{}", stdout(&again));
+    assert_eq!(again.status.code(), Some(5), "{}\n{}", stdout(&again), stderr(&again));
+    assert!(stderr(&again).contains("already fired") && stderr(&again).contains("by cleo"), "{}", stderr(&again));
+    // ...unless it is walked, explicitly, as a new event, with a fire of its own.
+    let record3 = dir.path().join("walk3.kickoff.sqlite");
+    let new = cli(&["runbook", "walk", rb.to_str().unwrap(), "--yes", "--new-event", "--record", record3.to_str().unwrap()]);
+    assert!(new.status.success(), "{}\n{}", stdout(&new), stderr(&new));
+    assert!(stdout(&new).contains("3000 of 3000 devices delivered"), "{}", stdout(&new));
     let replay = cli(&["replay", record.to_str().unwrap(), "--speed", "0", "--json"]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     let last: serde_json::Value = serde_json::from_str(stdout(&replay).lines().last().unwrap()).unwrap();

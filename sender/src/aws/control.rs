@@ -102,8 +102,8 @@ pub struct AwsWorkersOptions {
     pub source: AudienceSource,
     /// Where the audience is compiled before upload.
     pub work_dir: PathBuf,
-    /// `@<event id>`, appended to the campaign id to make the fire id.
-    pub fire_suffix: String,
+    /// What the fire is for, which makes its key.
+    pub scope: crate::fanout::FireScope,
     /// The provider of test-sends (sent from here).
     pub provider: ProviderChoice,
     /// How long verify-warm waits for the workers.
@@ -163,7 +163,7 @@ impl AwsWorkers {
             return Err(WorkersError::NoTasks);
         }
         let (dir, audience) = self.local_audience().await?;
-        let fire_id = format!("{}{}", campaign.id, self.opts.fire_suffix);
+        let fire_id = self.opts.scope.key(&campaign.id);
         let hash = campaign.hash().to_owned();
         let fired = Arc::new(Campaign::clone(&campaign).with_id(fire_id.clone()));
         // Checked here first: a campaign the audience cannot take fails now,
@@ -497,10 +497,10 @@ pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Se
         AwsWorkersOptions {
             source: runbook.audience.clone().unwrap_or_default(),
             work_dir: opts.work_dir.clone(),
-            // One fire per campaign id and environment, ever: windows and CLI
-            // walks on other machines have other local events but fire the
-            // same campaign, which the S3 ledger admits once.
-            fire_suffix: String::new(),
+            // A launch is one fire per campaign id and environment, ever:
+            // windows and CLI walks on other machines have other local
+            // events but fire the same key, which the S3 ledger admits once.
+            scope: opts.fire_scope.clone(),
             provider: opts.provider.clone(),
             warm_timeout: Duration::from_secs(300),
         },

@@ -46,6 +46,11 @@ pub(crate) struct WalkArgs {
     /// Who is walking.
     #[arg(long, default_value_t = default_operator())]
     operator: String,
+    /// Walk as a new event, whatever is open, and key its fire by that
+    /// event: how a demo runbook is walked again. Without it a fire is the
+    /// campaign's launch, once ever (a silent rehearsal is keyed per event).
+    #[arg(long, conflicts_with = "event")]
+    new_event: bool,
     /// Roles taken (comma-separated: ops, engineer, marketer).
     #[arg(long, default_value = "ops,engineer,marketer")]
     roles: String,
@@ -269,6 +274,7 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
         provider: args.provider.choice()?,
         flag_server: Some(args.flags_listen),
         aws,
+        new_event: args.new_event,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

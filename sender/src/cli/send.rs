@@ -12,7 +12,7 @@ use clap::Args;
 use kickoff_sender::audience::Audience;
 use kickoff_sender::campaign::Campaign;
 use kickoff_sender::drill::{self, DrillEvent, DrillOptions, DrillSummary, ProviderChoice};
-use kickoff_sender::fanout::{EngineConfig, FireOutcome, FireReport, SqliteLedger, Warm};
+use kickoff_sender::fanout::{EngineConfig, FireOutcome, FireReport, FireScope, SqliteLedger, Warm};
 use kickoff_sender::metrics::MemoryMetrics;
 use kickoff_sender::provider::Setup;
 use kickoff_sender::testsend::{self, TestSendStatus, TestSendStore};
@@ -70,6 +70,11 @@ pub(crate) struct FireArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Fire as this new event (a drill of a demo campaign again): the key is
+    /// `<campaign id>@<EVENT>`. Without it the fire is the campaign's launch,
+    /// once ever, the same key a runbook walk or the app uses.
+    #[arg(long, value_name = "EVENT")]
+    new_event: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -179,7 +184,17 @@ fn print_drill(s: &DrillSummary) {
 
 pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     let audience = Arc::new(Audience::load(&args.audience)?);
-    let campaign = Arc::new(Campaign::load(&args.campaign)?);
+    let campaign = Campaign::load(&args.campaign)?;
+    // One key rule with walks and the app: a silent campaign rehearses (its
+    // own key per run), an explicit new event is keyed by it, else the launch.
+    let rehearsal = format!("cli-{}", kickoff_sender::clock::rfc3339_s(kickoff_sender::clock::now_ms()).replace(':', ""));
+    let scope = FireScope::of(
+        campaign.mode == kickoff_sender::campaign::Mode::Silent,
+        args.new_event.is_some(),
+        args.new_event.as_deref().unwrap_or(&rehearsal),
+    );
+    let key = scope.key(&campaign.id);
+    let campaign = Arc::new(campaign.with_id(key));
     let warm = Warm::new(audience, campaign)?;
     let data = kickoff_sender::sys::data_dir();
     let ledger = Arc::new(SqliteLedger::open(&args.ledger.clone().unwrap_or_else(kickoff_sender::sys::state_db))?);

@@ -236,6 +236,42 @@ impl FireLedger for SqliteLedger {
     }
 }
 
+/// What a fire is for; it decides the fire's key in the ledger, the same
+/// way on every path (CLI `fire`, walks, the app, AWS mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FireScope {
+    /// The launch: keyed by the campaign id alone, so a campaign launches
+    /// once, ever, whoever presses and from wherever.
+    Launch,
+    /// A silent rehearsal in this event: keyed apart from the launch, so a
+    /// rehearsal never uses it up, and once per rehearsal event.
+    Rehearsal(String),
+    /// An event the operator asked for explicitly as new (walking a demo
+    /// again): keyed by the campaign and that event.
+    NewEvent(String),
+}
+
+impl FireScope {
+    /// The scope of a fire of `event`: silent campaigns and runbooks
+    /// rehearse; `new_event` is the operator's explicit choice.
+    pub fn of(silent: bool, new_event: bool, event: &str) -> Self {
+        match (silent, new_event) {
+            (true, _) => Self::Rehearsal(event.to_owned()),
+            (false, true) => Self::NewEvent(event.to_owned()),
+            (false, false) => Self::Launch,
+        }
+    }
+
+    /// The ledger key of a fire of `campaign_id` in this scope.
+    pub fn key(&self, campaign_id: &str) -> String {
+        match self {
+            Self::Launch => campaign_id.to_owned(),
+            Self::Rehearsal(event) => format!("{campaign_id}~rehearsal@{event}"),
+            Self::NewEvent(event) => format!("{campaign_id}@{event}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ pub mod retry;
 pub mod run;
 pub mod warm;
 
-pub use ledger::{Claim, FireClaim, FireLedger, FireRecord, FireStatus, LedgerError, SqliteLedger};
+pub use ledger::{Claim, FireClaim, FireLedger, FireRecord, FireScope, FireStatus, LedgerError, SqliteLedger};
 pub use retry::{RetryBudget, RetryPolicy};
 pub use run::{DeviceNote, FireReport, FireRun, Progress, UnsentRange};
 pub use warm::{Warm, WarmError};

@@ -84,6 +84,21 @@ impl EventRegistry {
         Ok(result)
     }
 
+    /// A new event of `runbook`, whatever is open: `<file stem>@<now>`.
+    pub fn open_new(&self, runbook: &Runbook) -> Result<String, RegistryError> {
+        let stem = runbook.path.file_stem().and_then(|s| s.to_str()).unwrap_or("event");
+        let id = format!("{stem}@{}", crate::clock::rfc3339_ms(now_ms()).replace(':', ""));
+        self.conn
+            .lock()
+            .expect("registry lock")
+            .execute(
+                "INSERT INTO events (event_id, runbook, opened_ms) VALUES (?1, ?2, ?3)",
+                params![id, Self::key(runbook), now_ms() as i64],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(id)
+    }
+
     /// Marks an event closed: the next open of its runbook starts a new one.
     pub fn close(&self, event_id: &str) -> Result<(), RegistryError> {
         self.conn

@@ -55,8 +55,8 @@ pub struct ServiceOptions {
     /// Serve the flags on 127.0.0.1 (port 0: any). Embedded mode only: in
     /// AWS mode client apps read the flags document from S3.
     pub flag_server: Option<std::net::SocketAddr>,
-    /// The fire's id in the ledger: `<campaign id>@<event id>`.
-    pub event_id: String,
+    /// What the event's fire is for, which makes its key in the ledger.
+    pub fire_scope: crate::fanout::FireScope,
 }
 
 /// The services could not be built.
@@ -113,7 +113,7 @@ impl Services {
             opts.work_dir.clone(),
             opts.state_db.clone(),
             opts.provider.clone(),
-            format!("@{}", opts.event_id),
+            opts.fire_scope.clone(),
             live.clone(),
         );
         Ok(Self {

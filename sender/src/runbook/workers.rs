@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 
 use crate::audience::{Audience, AudienceError, AudienceSource};
 use crate::campaign::Campaign;
-use crate::fanout::{Engine, EngineConfig, EngineError, FireHandle, FireOutcome, LedgerError, SqliteLedger, Warm, WarmError};
+use crate::fanout::{Engine, EngineConfig, EngineError, FireHandle, FireOutcome, FireScope, LedgerError, SqliteLedger, Warm, WarmError};
 use crate::provider::{ProviderChoice, Received, Setup, SetupError};
 use crate::recorder::live::LiveMetrics;
 use crate::testsend::{TestSendError, TestSendReport};
@@ -151,7 +151,7 @@ pub struct EmbeddedWorkers {
     work_dir: PathBuf,
     ledger: PathBuf,
     provider: ProviderChoice,
-    fire_suffix: String,
+    scope: FireScope,
     live: Arc<LiveMetrics>,
     /// The warm engine (replaced by each verify-warm).
     engine: tokio::sync::Mutex<Option<Engine>>,
@@ -163,13 +163,13 @@ pub struct EmbeddedWorkers {
 
 impl EmbeddedWorkers {
     /// Workers for `source`, compiled into `work_dir`, claiming fires in
-    /// the ledger at `ledger` as `<campaign id><fire_suffix>`.
+    /// the ledger at `ledger` under `scope`'s key.
     pub fn new(
         source: AudienceSource,
         work_dir: PathBuf,
         ledger: PathBuf,
         provider: ProviderChoice,
-        fire_suffix: String,
+        scope: FireScope,
         live: Arc<LiveMetrics>,
     ) -> Self {
         Self {
@@ -177,7 +177,7 @@ impl EmbeddedWorkers {
             work_dir,
             ledger,
             provider,
-            fire_suffix,
+            scope,
             live,
             engine: tokio::sync::Mutex::new(None),
             handle: Mutex::new(None),
@@ -214,7 +214,7 @@ impl Workers for EmbeddedWorkers {
             }
             let audience = self.audience().await?;
             let setup = self.setup(&audience, &campaign.apns.topic).await?;
-            let fire_id = format!("{}{}", campaign.id, self.fire_suffix);
+            let fire_id = self.scope.key(&campaign.id);
             let hash = campaign.hash().to_owned();
             let campaign = Arc::new(Campaign::clone(&campaign).with_id(fire_id));
             let warm = Warm::new(audience.clone(), campaign)?;
