@@ -48,9 +48,13 @@ where
         }
     }
     if budget.is_some() {
-        #[allow(clippy::print_stderr, reason = "make fuzz reports how much it tried")]
-        eprintln!("{name}: {rounds} rounds in {:.0?}", start.elapsed());
+        report(&format!("{name}: {rounds} rounds in {:.0?}", start.elapsed()));
     }
+}
+
+#[allow(clippy::print_stderr, reason = "make fuzz reports how much each harness tried")]
+fn report(line: &str) {
+    eprintln!("{line}");
 }
 
 /// A value as it might appear on the right of `key = ` in a TOML file:
