@@ -122,8 +122,8 @@ screenshots: deps-e2e build ## The README's screenshots of the app, taken under 
 
 RUNBOOK ?= runbooks/launch-day.toml
 
-walk: deps-rust ## Walk a runbook in the terminal, embedded mode (RUNBOOK=..., YES=1: no prompts).
-	$(CARGO) run --release -q -p kickoff-sender -- runbook walk $(RUNBOOK) $(if $(YES),--yes,)
+walk: deps-rust ## Walk a runbook in the terminal, embedded mode (RUNBOOK=..., YES=1: no prompts), as a new event each time (the demo).
+	$(CARGO) run --release -q -p kickoff-sender -- runbook walk $(RUNBOOK) --new-event $(if $(YES),--yes,)
 
 drill: deps-rust ## Headless drill (DEVICES=4000000 PROVIDER=null|model).
 	$(CARGO) run --release -q -p kickoff-sender -- drill --devices $(DEVICES) --provider $(PROVIDER)
