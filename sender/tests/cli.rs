@@ -172,18 +172,24 @@ fn a_library_error_whose_fix_is_a_flag_gets_a_hint_naming_it() {
     assert!(o.status.success() && !stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
 
+/// `fire` of `aud` with `campaign`, its ledger and data directory in `dir`,
+/// printing JSON, with `extra` flags.
+fn fire_in(dir: &std::path::Path, aud: &str, campaign: &str, extra: &[&str]) -> std::process::Output {
+    let ledger = dir.join("ledger.sqlite");
+    Command::new(bin())
+        .args(["fire", "--audience", aud, "--campaign", campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
+        .args(extra)
+        .env("KICKOFF_DATA_DIR", dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_fire_that_leaves_devices_without_a_final_answer_exits_6() {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = compiled_audience(dir.path(), 300);
-    let ledger = dir.path().join("ledger.sqlite");
     // Every request answered 503: each device is retried, then given up.
-    let o = Command::new(bin())
-        .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
-        .args(["--gateway-503", "1", "--workers", "1"])
-        .env("KICKOFF_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let o = fire_in(dir.path(), &aud, &campaign, &["--gateway-503", "1", "--workers", "1"]);
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(j["unanswered"], 300, "{j}");
@@ -195,13 +201,8 @@ fn a_fire_that_leaves_devices_without_a_final_answer_exits_6() {
 fn an_absurd_retry_after_is_capped_and_the_fire_ends_with_exit_6() {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = compiled_audience(dir.path(), 20);
-    let ledger = dir.path().join("ledger.sqlite");
-    let o = Command::new(bin())
-        .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
-        .args(["--gateway-429", "1", "--gateway-retry-after", "18446744073709551615", "--workers", "1"])
-        .env("KICKOFF_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let o =
+        fire_in(dir.path(), &aud, &campaign, &["--gateway-429", "1", "--gateway-retry-after", "18446744073709551615", "--workers", "1"]);
     assert_eq!(o.status.code(), Some(6), "no panic, an honest exit code: {}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let r = &j["report"];
@@ -227,15 +228,7 @@ fn flags_the_chosen_provider_ignores_are_an_error() {
 fn a_cli_fire_and_a_walk_share_one_key_and_a_new_event_is_explicit() {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = compiled_audience(dir.path(), 200);
-    let ledger = dir.path().join("ledger.sqlite");
-    let fire = |extra: &[&str]| {
-        Command::new(bin())
-            .args(["fire", "--audience", &aud, "--campaign", &campaign, "--ledger", ledger.to_str().unwrap(), "--json"])
-            .args(extra)
-            .env("KICKOFF_DATA_DIR", dir.path())
-            .output()
-            .unwrap()
-    };
+    let fire = |extra: &[&str]| fire_in(dir.path(), &aud, &campaign, extra);
     let first = fire(&[]);
     assert!(first.status.success(), "{}", stderr(&first));
     let j: serde_json::Value = serde_json::from_str(stdout(&first).trim()).unwrap();

@@ -173,7 +173,7 @@ impl GatewayFlags {
 
     /// The gateway flags given on the command line.
     fn given(&self) -> Vec<&'static str> {
-        [
+        given(&[
             ("--h2c", self.h2c),
             ("--gateway-latency-ms", self.gateway_latency_ms.is_some()),
             ("--gateway-unregistered", self.gateway_unregistered.is_some()),
@@ -183,11 +183,13 @@ impl GatewayFlags {
             ("--gateway-retry-after", self.gateway_retry_after.is_some()),
             ("--gateway-streams", self.gateway_streams.is_some()),
             ("--gateway-threads", self.gateway_threads.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect()
+        ])
     }
+}
+
+/// The names of the flags marked given.
+fn given(flags: &[(&'static str, bool)]) -> Vec<&'static str> {
+    flags.iter().filter_map(|&(name, given)| given.then_some(name)).collect()
 }
 
 pub(crate) fn ms_range(flag: &str, text: &str) -> anyhow::Result<(Duration, Duration)> {
@@ -253,7 +255,7 @@ impl ProviderArgs {
     /// ignore: an error, so a mistyped provider never runs a different test
     /// than the one asked for.
     fn ignored(&self) -> Vec<&'static str> {
-        let push = [
+        let push = given(&[
             ("--config", self.push.config.is_some()),
             ("--apns-key-file", self.push.apns_key_file.is_some()),
             ("--apns-key-id", self.push.apns_key_id.is_some()),
@@ -264,24 +266,17 @@ impl ProviderArgs {
             ("--fcm-project", self.push.fcm_project.is_some()),
             ("--fcm-url", self.push.fcm_url.is_some()),
             ("--ca-file", self.push.ca_file.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect::<Vec<_>>();
-        let model = [("--rtt-ms", self.rtt_ms.is_some()), ("--errors", self.errors.is_some()), ("--model-seed", self.model_seed.is_some())]
-            .into_iter()
-            .filter_map(|(name, given)| given.then_some(name))
-            .collect::<Vec<_>>();
+        ]);
+        let model =
+            given(&[("--rtt-ms", self.rtt_ms.is_some()), ("--errors", self.errors.is_some()), ("--model-seed", self.model_seed.is_some())]);
         let gateway = self.gateway.given();
         match self.provider {
             ProviderKind::Gateway => [push, model].concat(),
             ProviderKind::Http => [gateway, model].concat(),
             ProviderKind::Model => [push, gateway].concat(),
             ProviderKind::Null => {
-                let pool = [("--connections", self.connections.is_some()), ("--streams", self.streams.is_some())]
-                    .into_iter()
-                    .filter_map(|(name, given)| given.then_some(name));
-                [push, gateway, model, pool.collect()].concat()
+                let pool = given(&[("--connections", self.connections.is_some()), ("--streams", self.streams.is_some())]);
+                [push, gateway, model, pool].concat()
             }
         }
     }
@@ -289,12 +284,7 @@ impl ProviderArgs {
     pub(crate) fn choice(&self) -> anyhow::Result<ProviderChoice> {
         let ignored = self.ignored();
         if !ignored.is_empty() {
-            let name = match self.provider {
-                ProviderKind::Gateway => "gateway",
-                ProviderKind::Http => "http",
-                ProviderKind::Null => "null",
-                ProviderKind::Model => "model",
-            };
+            let name = clap::ValueEnum::to_possible_value(&self.provider).map_or_else(String::new, |v| v.get_name().to_owned());
             bail!("--provider {name} does not use {}: drop them, or choose the provider that does", ignored.join(", "));
         }
         Ok(match self.provider {
