@@ -256,9 +256,18 @@ pub struct LocalFire {
     pub outcome: FireOutcome,
 }
 
-/// Starts `provider`, warms an engine on `warm` and presses fire as
-/// `operator`: the one sequence the drill and `kickoff-sender fire` share.
-/// Arrival times at the receiving end count from the press.
+/// What a press does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Press {
+    /// Fire the campaign (once ever, through the ledger).
+    Fire,
+    /// Resume its interrupted fire: send the devices without a final answer.
+    Resume,
+}
+
+/// Starts `provider`, warms an engine on `warm` and presses fire (or
+/// resume) as `operator`: the one sequence the drill and `kickoff-sender
+/// fire` share. Arrival times at the receiving end count from the press.
 pub async fn fire_local(
     warm: Warm,
     provider: &ProviderChoice,
@@ -266,13 +275,17 @@ pub async fn fire_local(
     metrics: Arc<dyn MetricsSink>,
     config: EngineConfig,
     operator: &str,
+    press: Press,
 ) -> Result<LocalFire, DrillError> {
     let audience = warm.audience().clone();
     let topic = warm.campaign().apns.topic.clone();
     let setup = Setup::start(provider, &audience, &topic).await?;
     let engine = Engine::start(warm, setup.provider.clone(), ledger, metrics, config).await?;
     setup.mark_fire();
-    let outcome = engine.fire(operator)?;
+    let outcome = match press {
+        Press::Fire => engine.fire(operator)?,
+        Press::Resume => engine.resume(operator)?,
+    };
     Ok(LocalFire { setup, engine, outcome })
 }
 
@@ -335,11 +348,13 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
     let workers = opts.engine.workers.max(1);
     let mut config = opts.engine.clone();
     config.reports_dir.get_or_insert_with(|| work.join("reports"));
-    let LocalFire { setup, engine, outcome } = fire_local(warm, &opts.provider, ledger, metrics.clone(), config, &opts.operator).await?;
+    let LocalFire { setup, engine, outcome } =
+        fire_local(warm, &opts.provider, ledger, metrics.clone(), config, &opts.operator, Press::Fire).await?;
     on_event(&DrillEvent::Warm { devices, workers });
     let handle = match outcome {
         FireOutcome::Started(h) => h,
         FireOutcome::AlreadyFired(record) => return Err(DrillError::AlreadyFired(Box::new(record))),
+        FireOutcome::NeverFired => return Err(DrillError::Invalid("a drill fires; it has nothing to resume".into())),
     };
     let wait = handle.wait();
     tokio::pin!(wait);

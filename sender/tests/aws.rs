@@ -12,7 +12,6 @@
 //! - GetMetricData does not filter by namespace: each test has its own
 //!   emulator, so only its own points exist.
 
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,7 +32,7 @@ use kickoff_sender::queue::FireMsg;
 use kickoff_sender::recorder::live::LiveMetrics;
 use kickoff_sender::runbook::workers::Workers;
 
-use super::util;
+use super::util::{self, GatewayProc};
 
 /// A moto server on a free loopback port, stopped on drop.
 struct Moto {
@@ -72,46 +71,6 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The loopback gateway as its own process (h2c), with its keys and
-/// `kickoff.toml` in `dir`.
-struct GatewayProc {
-    child: Child,
-    config: PathBuf,
-}
-
-/// A test that fails before `stats` must not leave the gateway running: it
-/// holds the test's output pipe open.
-impl Drop for GatewayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl GatewayProc {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(util::bin())
-            .args(["gateway", "--keys", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--h2c"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening on"), "{line}");
-        Self { child, config: dir.join("kickoff.toml") }
-    }
-
-    /// Stops it and returns what it counted.
-    fn stats(&mut self) -> serde_json::Value {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest).unwrap();
-        self.child.wait().unwrap();
-        serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("gateway stats {rest:?}: {e}"))
     }
 }
 
@@ -322,6 +281,7 @@ async fn a_notifier_killed_mid_send_loses_nothing_and_duplicates_only_its_held_b
     let handle = match w.fire("carol").unwrap() {
         FireOutcome::Started(h) => h,
         FireOutcome::AlreadyFired(r) => panic!("{r}"),
+        FireOutcome::NeverFired => panic!("a fire is not a resume"),
     };
     // Kill one worker once sending is under way.
     let store = aws.store();

@@ -17,6 +17,7 @@ fn started(outcome: FireOutcome) -> kickoff_sender::fanout::FireHandle {
     match outcome {
         FireOutcome::Started(h) => h,
         FireOutcome::AlreadyFired(r) => panic!("unexpected: {r}"),
+        FireOutcome::NeverFired => panic!("a fire is not a resume"),
     }
 }
 
@@ -85,6 +86,7 @@ async fn racing_presses_in_one_process_fire_once() {
         match o {
             FireOutcome::Started(h) => assert!(winner.replace(h).is_none(), "two presses fired"),
             FireOutcome::AlreadyFired(rec) => refused.push(rec),
+            FireOutcome::NeverFired => panic!("a fire is not a resume"),
         }
     }
     let report = winner.expect("one press fired").wait().await;
@@ -112,6 +114,7 @@ async fn a_second_engine_on_the_same_ledger_sends_nothing() {
             assert!(rec.to_string().contains("already fired at"), "{rec}");
         }
         FireOutcome::Started(_) => panic!("fired twice"),
+        FireOutcome::NeverFired => panic!("a fire is not a resume"),
     }
     assert_eq!(tally.summary().delivered, 0);
 }

@@ -345,6 +345,8 @@ fn recorder_files_never_panic() {
             let _ = replay::live_summary(&log);
             let _ = replay::step_timings(&log);
             let frames = replay::frames(&log, None, None);
+            prop_assert!(frames.len() as i64 <= replay::MAX_REPLAY_FRAMES, "{} frames", frames.len());
+            let _ = replay::frames(&log, Some(u64::MAX), None);
             for f in frames.iter().take(50) {
                 let _ = replay::format_offset(f.offset_s);
             }

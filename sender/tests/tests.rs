@@ -9,4 +9,5 @@ mod fire;
 mod layout;
 mod props;
 mod push;
+mod resume;
 mod runbook;

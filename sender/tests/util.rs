@@ -1,7 +1,8 @@
 //! Shared set-up: audiences, campaigns, engines, the CLI binary.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
 use kickoff_sender::audience::generate::{self, GenerateSpec};
@@ -79,4 +80,63 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn small_engine() -> EngineConfig {
     EngineConfig { workers: 2, ..EngineConfig::default() }
+}
+
+/// The loopback gateway as its own process (h2c), with its keys and
+/// `kickoff.toml` in `dir`.
+pub struct GatewayProc {
+    child: Child,
+    /// Its `kickoff.toml`: `--provider http --config` points a sender at it.
+    pub config: PathBuf,
+}
+
+/// A test that fails before `stats` must not leave the gateway running: it
+/// holds the test's output pipe open.
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GatewayProc {
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin())
+            .args(["gateway", "--keys", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--h2c"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        Self { child, config: dir.join("kickoff.toml") }
+    }
+
+    /// Stops it and returns what it counted.
+    pub fn stats(&mut self) -> serde_json::Value {
+        self.finish().remove(0)
+    }
+
+    /// Stops it and returns what it printed: its stats, then (started with
+    /// `--expect AUDIENCE`) the per-token check of that audience.
+    pub fn finish(&mut self) -> Vec<serde_json::Value> {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest).unwrap();
+        self.child.wait().unwrap();
+        let out: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&rest)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("gateway output {rest:?}: {e}"));
+        assert!(!out.is_empty(), "the gateway printed nothing");
+        out
+    }
+
+    /// Stops it at once (`kill -9`), like a provider outage; `start` again
+    /// with the same `dir` brings it back on the same address and keys.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

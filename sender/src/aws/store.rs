@@ -310,6 +310,7 @@ impl Store {
             status: FireStatus::Fired,
             finished_at_ms: None,
             summary: None,
+            heartbeat_ms: None,
         };
         let rel = fire_key(&claim.campaign_id, "claim.json");
         if self.put_new(&rel, serde_json::to_vec_pretty(&record).expect("record serializes")).await? {

@@ -274,6 +274,7 @@ pub struct ApnsOptions {
     /// `apns-priority`: 10 (immediate) or 5 (power-considerate).
     pub priority: u8,
     /// `apns-collapse-id`: a redelivered notification replaces the first.
+    /// The campaign id when the file sets none.
     pub collapse_id: Option<String>,
     /// `apns-expiration`, relative to the fire; `None` leaves it to APNs.
     #[serde(with = "opt_duration_ms")]
@@ -473,7 +474,11 @@ impl Campaign {
         }
         let expiration =
             a.expiration.as_deref().map(|e| c.duration(apns_span.clone(), "apns.expiration", e, MAX_APNS_EXPIRATION)).transpose()?;
-        let apns = ApnsOptions { topic: a.topic.trim().to_owned(), push_type, priority, collapse_id: a.collapse_id.clone(), expiration };
+        // A re-sent notification (a resumed fire, an in-doubt request sent
+        // again) replaces the first on the device: the collapse id defaults
+        // to the campaign id.
+        let collapse_id = a.collapse_id.clone().unwrap_or_else(|| id[..id.len().min(MAX_COLLAPSE_ID)].to_owned());
+        let apns = ApnsOptions { topic: a.topic.trim().to_owned(), push_type, priority, collapse_id: Some(collapse_id), expiration };
 
         let (fcm_span, f) = match &raw.fcm {
             Some(f) => (f.span(), f.get_ref()),

@@ -171,6 +171,9 @@ fn fcm_message(c: &Campaign, locale: &str, token: Option<&str>) -> Value {
             notification.insert("image".into(), json!(url));
         }
         message.insert("notification".into(), Value::Object(notification));
+        // A second copy (a resumed fire) replaces the first in the tray:
+        // the tag defaults to the campaign id.
+        android.insert("notification".into(), json!({ "tag": c.fcm.collapse_key.as_deref().unwrap_or(&c.id) }));
     } else if m.data.is_empty() && m.deep_link.is_none() {
         // A data-only message needs at least one key to be delivered.
         data.insert("kickoff".into(), json!("rehearsal"));

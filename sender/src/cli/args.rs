@@ -238,6 +238,14 @@ pub(crate) struct ProviderArgs {
     /// Model seed [default: 7].
     #[arg(long = "model-seed")]
     model_seed: Option<u64>,
+    /// How long hand-offs wait for an unreachable provider before the fire
+    /// stops as interrupted (resume it with --resume) [default: 120s, at most 1h].
+    #[arg(long, value_parser = outage_timeout)]
+    outage_timeout: Option<std::time::Duration>,
+}
+
+fn outage_timeout(s: &str) -> Result<std::time::Duration, String> {
+    kickoff_sender::clock::parse_duration(s, kickoff_sender::fanout::MAX_OUTAGE_TIMEOUT).map_err(|e| e.to_string())
 }
 
 impl ProviderArgs {
@@ -248,6 +256,9 @@ impl ProviderArgs {
         }
         let connections = self.connections.unwrap_or(kickoff_sender::push::config::DEFAULT_CONNECTIONS);
         config.in_flight_per_worker = connections.saturating_mul(self.streams.unwrap_or(1000)).max(1);
+        if let Some(t) = self.outage_timeout {
+            config.outage_timeout = t;
+        }
         config
     }
 

@@ -32,6 +32,11 @@ pub(crate) struct GatewayArgs {
     /// Print, on exit, which tokens of this audience were missed or duplicated.
     #[arg(long)]
     expect: Option<PathBuf>,
+    /// Count on from the per-token counts in this file (if it exists) and
+    /// write them back on exit: a gateway stopped and started again (an
+    /// outage drill) counts every delivery once.
+    #[arg(long)]
+    counts: Option<PathBuf>,
     #[command(flatten)]
     faults: GatewayFlags,
 }
@@ -75,7 +80,7 @@ pub(crate) fn gateway_cmd(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         config.unregistered = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     }
     let tls = !args.faults.h2c;
-    let gw = match &args.keys {
+    let mut gw = match &args.keys {
         Some(dir) if dir.join(gateway::keys::GATEWAY_FILE).is_file() => Gateway::start(GatewayKeys::load(dir)?, config)?,
         Some(dir) => {
             let gw = Gateway::start_at(args.listen, config, tls, &args.topic)?;
@@ -84,12 +89,20 @@ pub(crate) fn gateway_cmd(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         }
         None => bail!("--keys DIR is needed: clients read the CA, the .p8 key and the service account from it"),
     };
+    if let Some(path) = &args.counts {
+        gw.records().load_counts(path).with_context(|| format!("reading gateway counts {}", path.display()))?;
+    }
     let dir = args.keys.as_deref().expect("checked");
     println!("gateway listening on {} (keys and sender config in {})", gw.url(), dir.display());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
+    // Stopped first: nothing is accepted after the counts are written.
+    gw.stop();
+    if let Some(path) = &args.counts {
+        gw.records().save_counts(path).with_context(|| format!("writing gateway counts {}", path.display()))?;
+    }
     // Whoever started us may have stopped reading; the stats are a courtesy.
     use std::io::Write as _;
     let stats = gw.records().stats();

@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod abort;
 mod args;
 mod audience;
 mod aws_mode;
@@ -56,6 +57,9 @@ enum Command {
     /// Fire a campaign at a compiled audience (embedded mode). Idempotent:
     /// a campaign fired before answers "already fired" and sends nothing.
     Fire(Box<send::FireArgs>),
+    /// Abort a fire from any process (embedded mode): the process sending
+    /// it stops handing off within a second and exits 4 with its report.
+    Abort(abort::AbortArgs),
     /// The loopback push gateway: APNs and FCM v1 over HTTP/2 on 127.0.0.1.
     Gateway(gateway::GatewayArgs),
     /// Send the campaign's exact payloads to its test recipients, confirm
@@ -96,6 +100,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Campaign(audience::CampaignCmd::Check { file, show, silent }) => audience::campaign_check(&file, show.as_deref(), silent),
         Command::Drill(args) => send::drill_cmd(*args),
         Command::Fire(args) => send::fire_cmd(*args),
+        Command::Abort(args) => abort::abort_cmd(args),
         Command::Gateway(args) => gateway::gateway_cmd(args),
         Command::TestSend(args) => send::test_send_cmd(args),
         Command::Runbook(cmd) => event::runbook_cmd(cmd),

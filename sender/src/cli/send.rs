@@ -12,7 +12,7 @@ use clap::Args;
 use kickoff_sender::audience::Audience;
 use kickoff_sender::campaign::Campaign;
 use kickoff_sender::drill::{self, DrillEvent, DrillOptions, DrillSummary, ProviderChoice};
-use kickoff_sender::fanout::{EngineConfig, FireOutcome, FireReport, FireScope, SqliteLedger, Warm};
+use kickoff_sender::fanout::{EngineConfig, FireOutcome, FireRecord, FireReport, FireScope, FireStatus, SqliteLedger, Standing, Warm};
 use kickoff_sender::metrics::MemoryMetrics;
 use kickoff_sender::provider::Setup;
 use kickoff_sender::testsend::{self, TestSendStatus, TestSendStore};
@@ -75,6 +75,11 @@ pub(crate) struct FireArgs {
     /// once ever, the same key a runbook walk or the app uses.
     #[arg(long, value_name = "EVENT")]
     new_event: Option<String>,
+    /// Resume this campaign's interrupted fire (its process died, or it
+    /// stopped after a provider outage): send exactly the devices without a
+    /// final answer. Give the same arguments as the fire.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +199,7 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
         args.new_event.as_deref().unwrap_or(&rehearsal),
     );
     let key = scope.key(&campaign.id);
+    let campaign_id = key.clone();
     let campaign = Arc::new(campaign.with_id(key));
     let warm = Warm::new(audience, campaign)?;
     let data = kickoff_sender::sys::data_dir();
@@ -203,7 +209,8 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     config.reports_dir = Some(args.reports.clone().unwrap_or_else(|| data.join("reports")));
     // IO is enabled for the providers and the Ctrl-C handler.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (outcome, received) = rt.block_on(fire_with(warm, &choice, ledger, config, &args.operator))?;
+    let press = if args.resume { drill::Press::Resume } else { drill::Press::Fire };
+    let (outcome, received) = rt.block_on(fire_with(warm, &choice, ledger, config, &args.operator, press))?;
     match outcome {
         Ok(report) => {
             if args.json {
@@ -224,6 +231,13 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
                     group(report.not_sent),
                     report.elapsed_s
                 );
+                if let Some(before) = report.resumed {
+                    println!(
+                        "  resumed: {} devices had a final answer before; these {} had none",
+                        group(before.answered),
+                        group(report.targeted)
+                    );
+                }
                 if let Some((delivered, duplicates)) = received {
                     println!("  counted at the gateway: {} delivered, {} duplicates", group(delivered), group(duplicates));
                 }
@@ -259,6 +273,11 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
             if report.aborted {
                 return Ok(ExitCode::from(EXIT_ABORTED));
             }
+            if let Some(why) = &report.interrupted {
+                eprintln!("error: {why}");
+                eprintln!("resume it with the same arguments and --resume:\n  {} --resume", resume_command().trim_end_matches(" --resume"));
+                return Ok(ExitCode::from(EXIT_INCOMPLETE));
+            }
             if !report.complete() {
                 eprintln!(
                     "error: {} devices were left without a final answer; the undelivered report lists them",
@@ -268,9 +287,43 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(record) => {
+        Err(NotSent::NeverFired) => {
             if args.json {
-                println!("{}", serde_json::to_string(&serde_json::json!({ "status": "already_fired", "record": record }))?);
+                println!("{}", serde_json::to_string(&serde_json::json!({ "status": "never_fired" }))?);
+            } else {
+                println!("campaign {} was never fired; nothing to resume (fire it without --resume)", campaign_id);
+            }
+            Ok(ExitCode::from(EXIT_ALREADY_FIRED))
+        }
+        Err(NotSent::AlreadyFired(record, standing)) => {
+            let interrupted = record.status == FireStatus::Interrupted;
+            if args.json {
+                let status = if interrupted { "interrupted" } else { "already_fired" };
+                println!("{}", serde_json::to_string(&serde_json::json!({ "status": status, "record": record, "standing": standing }))?);
+            } else if interrupted {
+                let standing = standing.map_or_else(String::new, |s| {
+                    format!(
+                        ": {} of {} devices have a final answer, {} do not",
+                        group(s.answered),
+                        group(s.targeted),
+                        group(s.unanswered())
+                    )
+                });
+                println!(
+                    "campaign {} was fired at {} by {} and INTERRUPTED (its process stopped before the end){standing}; nothing was sent now",
+                    record.campaign_id,
+                    humantime::format_rfc3339_millis(record.fired_at()),
+                    record.operator
+                );
+                println!("resume it with the same arguments and --resume:");
+                println!("  {} --resume", resume_command());
+            } else if args.resume {
+                let why = if record.status == FireStatus::Fired {
+                    format!("it is still sending (process {} on {})", record.pid, record.host)
+                } else {
+                    "it is not interrupted".to_owned()
+                };
+                println!("{record}; {why}; nothing was sent");
             } else {
                 println!("{record}; nothing was sent");
             }
@@ -279,7 +332,21 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-type FireResult = (Result<Arc<FireReport>, kickoff_sender::fanout::FireRecord>, Option<(u64, u64)>);
+/// This command line, as typed (for the resume hint).
+fn resume_command() -> String {
+    let quote = |a: String| if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c)) { a } else { format!("{a:?}") };
+    std::env::args().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// Why a fire sent nothing.
+enum NotSent {
+    /// Fired before (the record, and for an interrupted fire how it stands).
+    AlreadyFired(FireRecord, Option<Standing>),
+    /// A resume of a campaign never fired.
+    NeverFired,
+}
+
+type FireResult = (Result<Arc<FireReport>, NotSent>, Option<(u64, u64)>);
 
 async fn fire_with(
     warm: Warm,
@@ -287,11 +354,12 @@ async fn fire_with(
     ledger: Arc<SqliteLedger>,
     config: EngineConfig,
     operator: &str,
+    press: drill::Press,
 ) -> anyhow::Result<FireResult> {
     let audience = warm.audience().clone();
     let excluded = warm.excluded().clone();
     let drill::LocalFire { setup, engine, outcome } =
-        drill::fire_local(warm, choice, ledger, Arc::new(MemoryMetrics::new()), config, operator).await?;
+        drill::fire_local(warm, choice, ledger, Arc::new(MemoryMetrics::new()), config, operator, press).await?;
     let result = match outcome {
         FireOutcome::Started(handle) => {
             if !excluded.is_empty() {
@@ -320,7 +388,11 @@ async fn fire_with(
             progress.finish_and_clear();
             Ok(report)
         }
-        FireOutcome::AlreadyFired(record) => Err(record),
+        FireOutcome::AlreadyFired(record) => {
+            let standing = if record.status == FireStatus::Interrupted { engine.standing()? } else { None };
+            Err(NotSent::AlreadyFired(record, standing))
+        }
+        FireOutcome::NeverFired => Err(NotSent::NeverFired),
     };
     engine.shutdown();
     let received = match (&result, &setup.gateway) {

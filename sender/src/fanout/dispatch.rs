@@ -57,7 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 async fn dispatch(shared: &Shared, fire: &FireMsg, run: &FireRun) {
-    let planned = plan(&shared.warm, &fire.campaign_id, fire.market.as_deref());
+    let planned = run.take_plan().unwrap_or_else(|| plan(&shared.warm, &fire.campaign_id, fire.market.as_deref()));
     let mut queued = 0u64;
     let mut i = 0;
     while i < planned.len() {

@@ -14,6 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+pub use super::journal::{Answered, Journal};
+use super::warm::Warm;
+
 /// A request to fire.
 #[derive(Debug, Clone)]
 pub struct FireClaim {
@@ -37,14 +40,19 @@ pub enum FireStatus {
     Completed,
     /// Stopped by an abort.
     Aborted,
+    /// The process sending it died (or stopped it after a provider outage)
+    /// before every device had an answer: `fire --resume` sends the rest.
+    Interrupted,
 }
 
 impl FireStatus {
-    fn as_str(self) -> &'static str {
+    /// The status as stored and shown (`fired`, `completed`, ...).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Fired => "fired",
             Self::Completed => "completed",
             Self::Aborted => "aborted",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -52,6 +60,7 @@ impl FireStatus {
         match s {
             "completed" => Self::Completed,
             "aborted" => Self::Aborted,
+            "interrupted" => Self::Interrupted,
             _ => Self::Fired,
         }
     }
@@ -78,6 +87,10 @@ pub struct FireRecord {
     pub finished_at_ms: Option<u64>,
     /// The final report, JSON.
     pub summary: Option<String>,
+    /// The last heartbeat of the sending process, ms since the UNIX epoch
+    /// (embedded ledger).
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
 }
 
 impl FireRecord {
@@ -120,6 +133,17 @@ pub struct LedgerError {
     pub message: String,
 }
 
+/// The answer to a resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOver {
+    /// The fire was interrupted; this caller now sends the rest.
+    Resumed(FireRecord),
+    /// The fire is not interrupted (still sending somewhere, or ended).
+    NotInterrupted(FireRecord),
+    /// The campaign was never fired.
+    NeverFired,
+}
+
 /// A durable record of fires.
 pub trait FireLedger: Send + Sync + fmt::Debug {
     /// Records the fire if the campaign was never fired.
@@ -128,6 +152,79 @@ pub trait FireLedger: Send + Sync + fmt::Debug {
     fn finish(&self, campaign_id: &str, status: FireStatus, summary_json: &str) -> Result<(), LedgerError>;
     /// The record of a campaign, if fired.
     fn get(&self, campaign_id: &str) -> Result<Option<FireRecord>, LedgerError>;
+    /// The journal of this ledger's fires, if it keeps one.
+    fn journal(&self) -> Result<Option<Journal>, LedgerError> {
+        Ok(None)
+    }
+    /// Which devices of fire `key` have a final answer (ledgers with a journal).
+    fn answered(&self, _key: &str, _warm: &Warm) -> Result<Option<Answered>, LedgerError> {
+        Ok(None)
+    }
+    /// Takes over an interrupted fire, once: of two callers racing, one resumes.
+    fn take_over(&self, key: &str) -> Result<TakeOver, LedgerError> {
+        Err(LedgerError { path: PathBuf::from(key), message: "this ledger cannot resume a fire".into() })
+    }
+    /// Records a request to abort fire `key`, for whichever process sends
+    /// it (the engine polls [`FireLedger::abort_request`]). An interrupted
+    /// fire is marked aborted at once, so it is never resumed.
+    fn request_abort(&self, key: &str, _request: &AbortRequest) -> Result<AbortAnswer, LedgerError> {
+        Err(LedgerError { path: PathBuf::from(key), message: "this ledger cannot carry an abort".into() })
+    }
+    /// The abort requested for fire `key`, if any.
+    fn abort_request(&self, _key: &str) -> Result<Option<AbortRequest>, LedgerError> {
+        Ok(None)
+    }
+}
+
+/// A request to abort a fire, from any process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortRequest {
+    /// Who asked.
+    pub by: String,
+    /// Why.
+    pub why: String,
+    /// When, ms since the UNIX epoch.
+    pub at_ms: u64,
+}
+
+/// The answer to an abort request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortAnswer {
+    /// Recorded; the sending process stops within a second. For an
+    /// interrupted fire: marked aborted, it will not be resumed.
+    Requested(FireRecord),
+    /// Somebody asked first (their request stands).
+    AlreadyRequested(AbortRequest),
+    /// The fire already ended (completed or aborted).
+    Ended(FireRecord),
+    /// No such fire.
+    NeverFired,
+}
+
+/// A `fired` row reads as interrupted once its process is gone: on this
+/// host, no process has its pid; elsewhere (or if the pid was reused), its
+/// heartbeat is older than this.
+pub const STALE_HEARTBEAT: Duration = Duration::from_secs(60);
+
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie (killed, not yet reaped) is gone.
+        Ok(stat) => stat.rsplit_once(')').is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+impl FireRecord {
+    /// Sent by a process that is gone, before it finished.
+    fn looks_interrupted(&self, now: SystemTime) -> bool {
+        if self.status != FireStatus::Fired {
+            return self.status == FireStatus::Interrupted;
+        }
+        let beat = UNIX_EPOCH + Duration::from_millis(self.heartbeat_ms.unwrap_or(self.fired_at_ms));
+        let stale = now.duration_since(beat).is_ok_and(|age| age > STALE_HEARTBEAT);
+        let dead_here = self.host == host_name() && self.pid != std::process::id() && !pid_alive(self.pid);
+        dead_here || stale
+    }
 }
 
 /// The embedded ledger: a SQLite file.
@@ -163,10 +260,28 @@ impl SqliteLedger {
                 pid            INTEGER NOT NULL,
                 status         TEXT NOT NULL,
                 finished_at_ms INTEGER,
-                summary        TEXT
+                summary        TEXT,
+                heartbeat_ms   INTEGER
             );",
         )
         .map_err(|e| LedgerError { path: path.to_owned(), message: e.to_string() })?;
+        conn.execute_batch(super::journal::SCHEMA).map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS fire_aborts (
+                fire_key TEXT PRIMARY KEY,
+                by       TEXT NOT NULL,
+                why      TEXT NOT NULL,
+                at_ms    INTEGER NOT NULL
+            );",
+        )
+        .map_err(err)?;
+        // Ledgers written before heartbeats.
+        if conn.prepare("SELECT heartbeat_ms FROM fires LIMIT 0").is_err() {
+            match conn.execute_batch("ALTER TABLE fires ADD COLUMN heartbeat_ms INTEGER") {
+                Err(e) if !e.to_string().contains("duplicate column") => return Err(err(e)),
+                _ => {}
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
@@ -183,7 +298,7 @@ impl SqliteLedger {
 
 fn read_record(conn: &Connection, campaign_id: &str) -> rusqlite::Result<Option<FireRecord>> {
     conn.query_row(
-        "SELECT campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, finished_at_ms, summary
+        "SELECT campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, finished_at_ms, summary, heartbeat_ms
          FROM fires WHERE campaign_id = ?1",
         params![campaign_id],
         |r| {
@@ -197,10 +312,19 @@ fn read_record(conn: &Connection, campaign_id: &str) -> rusqlite::Result<Option<
                 status: FireStatus::parse(&r.get::<_, String>(6)?),
                 finished_at_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
                 summary: r.get(8)?,
+                heartbeat_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
             })
         },
     )
     .optional()
+    .map(|record| {
+        record.map(|mut r| {
+            if r.looks_interrupted(SystemTime::now()) {
+                r.status = FireStatus::Interrupted;
+            }
+            r
+        })
+    })
 }
 
 impl FireLedger for SqliteLedger {
@@ -234,6 +358,71 @@ impl FireLedger for SqliteLedger {
     fn get(&self, campaign_id: &str) -> Result<Option<FireRecord>, LedgerError> {
         read_record(&self.conn.lock().expect("ledger lock"), campaign_id).map_err(|e| self.err(e))
     }
+
+    fn journal(&self) -> Result<Option<Journal>, LedgerError> {
+        Journal::open(&self.path).map(Some)
+    }
+
+    fn answered(&self, key: &str, warm: &Warm) -> Result<Option<Answered>, LedgerError> {
+        Answered::read(&self.conn.lock().expect("ledger lock"), key, warm).map(Some).map_err(|e| self.err(e))
+    }
+
+    fn take_over(&self, key: &str) -> Result<TakeOver, LedgerError> {
+        let mut conn = self.conn.lock().expect("ledger lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
+        let Some(record) = read_record(&tx, key).map_err(|e| self.err(e))? else { return Ok(TakeOver::NeverFired) };
+        if record.status != FireStatus::Interrupted {
+            return Ok(TakeOver::NotInterrupted(record));
+        }
+        let now = ms(SystemTime::now()) as i64;
+        tx.execute(
+            "UPDATE fires SET status = 'fired', host = ?2, pid = ?3, heartbeat_ms = ?4, finished_at_ms = NULL WHERE campaign_id = ?1",
+            params![key, host_name(), std::process::id(), now],
+        )
+        .map_err(|e| self.err(e))?;
+        let record = read_record(&tx, key).map_err(|e| self.err(e))?.expect("the row is there");
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(TakeOver::Resumed(record))
+    }
+
+    fn request_abort(&self, key: &str, request: &AbortRequest) -> Result<AbortAnswer, LedgerError> {
+        let mut conn = self.conn.lock().expect("ledger lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
+        let Some(record) = read_record(&tx, key).map_err(|e| self.err(e))? else { return Ok(AbortAnswer::NeverFired) };
+        if matches!(record.status, FireStatus::Completed | FireStatus::Aborted) {
+            return Ok(AbortAnswer::Ended(record));
+        }
+        if let Some(first) = read_abort(&tx, key).map_err(|e| self.err(e))? {
+            return Ok(AbortAnswer::AlreadyRequested(first));
+        }
+        tx.execute(
+            "INSERT INTO fire_aborts (fire_key, by, why, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![key, request.by, request.why, request.at_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        if record.status == FireStatus::Interrupted {
+            let summary = serde_json::json!({ "aborted_by": request.by, "why": request.why, "interrupted": true }).to_string();
+            tx.execute(
+                "UPDATE fires SET status = 'aborted', finished_at_ms = ?2, summary = ?3 WHERE campaign_id = ?1",
+                params![key, request.at_ms as i64, summary],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        let record = read_record(&tx, key).map_err(|e| self.err(e))?.expect("the row is there");
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(AbortAnswer::Requested(record))
+    }
+
+    fn abort_request(&self, key: &str) -> Result<Option<AbortRequest>, LedgerError> {
+        read_abort(&self.conn.lock().expect("ledger lock"), key).map_err(|e| self.err(e))
+    }
+}
+
+fn read_abort(conn: &Connection, key: &str) -> rusqlite::Result<Option<AbortRequest>> {
+    conn.query_row("SELECT by, why, at_ms FROM fire_aborts WHERE fire_key = ?1", params![key], |r| {
+        Ok(AbortRequest { by: r.get(0)?, why: r.get(1)?, at_ms: r.get::<_, i64>(2)? as u64 })
+    })
+    .optional()
 }
 
 /// What a fire is for; it decides the fire's key in the ledger, the same

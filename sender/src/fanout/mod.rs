@@ -30,6 +30,7 @@ use crate::push::{Provider, ProviderError, Session as _};
 use crate::queue::{BatchMsg, EmbeddedQueue, FireMsg};
 
 pub mod dispatch;
+pub mod journal;
 pub mod ledger;
 mod notifier;
 pub mod reports;
@@ -37,10 +38,18 @@ pub mod retry;
 pub mod run;
 pub mod warm;
 
-pub use ledger::{Claim, FireClaim, FireLedger, FireRecord, FireScope, FireStatus, LedgerError, SqliteLedger};
+pub use journal::Standing;
+pub use ledger::{
+    AbortAnswer, AbortRequest, Claim, FireClaim, FireLedger, FireRecord, FireScope, FireStatus, LedgerError, SqliteLedger, TakeOver,
+};
 pub use retry::{RetryBudget, RetryPolicy};
 pub use run::{DeviceNote, FireReport, FireRun, Progress, UnsentRange};
 pub use warm::{Warm, WarmError};
+
+/// The default [`EngineConfig::outage_timeout`].
+pub const DEFAULT_OUTAGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest outage timeout a setting may ask for.
+pub const MAX_OUTAGE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Settings of the notifier tier.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +64,9 @@ pub struct EngineConfig {
     pub drain_timeout: Duration,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// How long hand-offs wait for a provider with no live connection
+    /// before the fire stops as interrupted (resumable). Default 120 s.
+    pub outage_timeout: Duration,
     /// Where each fire's prune and undelivered reports go
     /// (`<dir>/<campaign id>/*.csv`); none are written when unset.
     pub reports_dir: Option<PathBuf>,
@@ -67,6 +79,7 @@ impl Default for EngineConfig {
             in_flight_per_worker: 4 * 1000,
             drain_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            outage_timeout: DEFAULT_OUTAGE_TIMEOUT,
             reports_dir: None,
         }
     }
@@ -103,6 +116,8 @@ pub(crate) struct Shared {
     /// Told of every batch a notifier finishes (AWS workers acknowledge
     /// the queue message with it).
     pub(crate) on_batch_done: Option<BatchDoneHook>,
+    /// Which devices have a final answer, durably (the embedded ledger).
+    pub(crate) journal: Option<journal::Journal>,
 }
 
 /// Called with every finished batch, from the notifier thread.
@@ -139,13 +154,16 @@ impl Shared {
 
     /// Completes `run` if its last batch is done.
     pub(crate) fn try_complete(&self, run: &FireRun) {
-        run.try_complete(run::Completion {
+        let completed = run.try_complete(run::Completion {
             ledger: self.ledger.as_ref(),
             audience: &self.warm.audience,
             reports_dir: self.config.reports_dir.as_deref(),
             alerts: (self.alerts)(),
             budget: self.config.retry.budget,
         });
+        if completed && let Some(journal) = &self.journal {
+            journal.live(&run.campaign_id, false);
+        }
     }
 }
 
@@ -154,8 +172,11 @@ impl Shared {
 pub enum FireOutcome {
     /// This press fired; the handle follows the send.
     Started(FireHandle),
-    /// The campaign was fired before; nothing was sent.
+    /// The campaign was fired before; nothing was sent. For a resume: the
+    /// fire is not interrupted (still sending somewhere, or it ended).
     AlreadyFired(FireRecord),
+    /// A resume of a campaign never fired; nothing was sent.
+    NeverFired,
 }
 
 /// A fire in progress.
@@ -193,11 +214,43 @@ impl FireHandle {
     }
 }
 
+/// How often the engine reads the ledger for an abort requested elsewhere
+/// (another process, a joined window or walk).
+pub const ABORT_POLL: Duration = Duration::from_millis(200);
+
 /// The embedded sender: warm workers waiting for a fire.
 #[derive(Debug)]
 pub struct Engine {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Reads durable abort requests for the fires this engine sends.
+    abort_watch: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
+}
+
+/// Aborts a run of `shared` once the ledger holds an abort request for it.
+fn watch_aborts(shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
+    let mut failing = false;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::park_timeout(ABORT_POLL);
+        let live: Vec<Arc<FireRun>> =
+            shared.runs.lock().expect("runs lock").values().filter(|r| !r.is_aborted() && !r.progress().done).cloned().collect();
+        for run in live {
+            match shared.ledger.abort_request(&run.campaign_id) {
+                Ok(Some(request)) => {
+                    tracing::warn!(campaign = %run.campaign_id, by = %request.by, why = %request.why, "abort requested through the ledger: stopping hand-offs");
+                    run.abort(&format!("{} ({})", request.by, request.why));
+                    failing = false;
+                }
+                Ok(None) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "could not read the ledger for an abort; retrying");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
 }
 
 fn spawn_worker(
@@ -241,6 +294,7 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let workers = config.workers.max(1);
         let alerts_of = provider.clone();
+        let journal = ledger.journal()?;
         let shared = Arc::new(Shared {
             warm,
             config,
@@ -251,8 +305,9 @@ impl Engine {
             runs: Mutex::new(HashMap::new()),
             alerts: Box::new(move || alerts_of.alerts()),
             on_batch_done,
+            journal,
         });
-        let mut engine = Self { shared: shared.clone(), threads: Vec::new() };
+        let mut engine = Self { shared: shared.clone(), threads: Vec::new(), abort_watch: None };
         let mut waits = Vec::new();
         for id in 0..workers {
             let (tx, rx) = oneshot::channel();
@@ -283,6 +338,13 @@ impl Engine {
             })
         })?);
         waits.push(rx);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (watch_shared, watch_stop) = (shared.clone(), stop.clone());
+        let watcher = std::thread::Builder::new()
+            .name("kickoff-abort-watch".into())
+            .spawn(move || watch_aborts(&watch_shared, &watch_stop))
+            .map_err(EngineError::Thread)?;
+        engine.abort_watch = Some((stop, watcher));
         for rx in waits {
             match rx.await {
                 Ok(Ok(())) => {}
@@ -312,15 +374,64 @@ impl Engine {
             Claim::Won(record) => record,
         };
         let run = Arc::new(FireRun::for_record(&record, &campaign.apns, self.shared.warm.targeted(), pressed));
-        self.shared.runs.lock().expect("runs lock").insert(claim.campaign_id.clone(), run.clone());
+        Ok(FireOutcome::Started(self.start_run(record, run)))
+    }
+
+    fn start_run(&self, record: FireRecord, run: Arc<FireRun>) -> FireHandle {
+        if let Some(journal) = &self.shared.journal {
+            journal.live(&record.campaign_id, true);
+        }
+        self.shared.runs.lock().expect("runs lock").insert(record.campaign_id.clone(), run.clone());
         self.shared.fire_queue.send_all([FireMsg {
-            campaign_id: claim.campaign_id,
+            campaign_id: record.campaign_id,
             campaign_hash: record.campaign_hash,
             operator: record.operator,
             fired_at_ms: record.fired_at_ms,
             market: None,
         }]);
-        Ok(FireOutcome::Started(FireHandle { run }))
+        FireHandle { run }
+    }
+
+    /// How the warm campaign's fire stands in the journal: every device
+    /// with a final answer, counted over what the fire targets. `None` if
+    /// the ledger keeps no journal.
+    pub fn standing(&self) -> Result<Option<Standing>, EngineError> {
+        Ok(self.remaining()?.map(|(standing, _)| standing))
+    }
+
+    fn remaining(&self) -> Result<Option<(Standing, Vec<(Duration, BatchMsg)>)>, EngineError> {
+        let warm = &self.shared.warm;
+        let Some(answered) = self.shared.ledger.answered(&warm.campaign.id, warm)? else { return Ok(None) };
+        let left = answered.remaining(dispatch::plan(warm, &warm.campaign.id, None));
+        let unanswered: u64 = left.iter().map(|(_, b)| u64::from(b.end - b.start)).sum();
+        let targeted = warm.targeted();
+        Ok(Some((Standing { targeted, answered: targeted.saturating_sub(unanswered) }, left)))
+    }
+
+    /// Resumes the warm campaign's interrupted fire: sends exactly the
+    /// devices the journal has no final answer for (batches that were in
+    /// flight when the fire stopped go again, whole; the campaign's collapse
+    /// id makes a second copy replace the first on the device). Markets
+    /// whose send offset is still ahead keep their time.
+    pub fn resume(&self, operator: &str) -> Result<FireOutcome, EngineError> {
+        let warm = &self.shared.warm;
+        let record = match self.shared.ledger.take_over(&warm.campaign.id)? {
+            TakeOver::Resumed(record) => record,
+            TakeOver::NotInterrupted(record) => return Ok(FireOutcome::AlreadyFired(record)),
+            TakeOver::NeverFired => return Ok(FireOutcome::NeverFired),
+        };
+        let Some((standing, left)) = self.remaining()? else {
+            return Err(EngineError::Ledger(LedgerError {
+                path: std::path::PathBuf::from(&warm.campaign.id),
+                message: "the ledger keeps no journal to resume from".into(),
+            }));
+        };
+        // Offsets count from the original press.
+        let since_fire = SystemTime::now().duration_since(record.fired_at()).unwrap_or_default();
+        let plan = left.into_iter().map(|(offset, b)| (offset.saturating_sub(since_fire), b)).collect();
+        tracing::info!(campaign = %record.campaign_id, %operator, answered = standing.answered, left = standing.unanswered(), "resuming an interrupted fire");
+        let run = Arc::new(FireRun::resuming(&record, &warm.campaign.apns, plan, standing));
+        Ok(FireOutcome::Started(self.start_run(record, run)))
     }
 
     /// Joins a fire claimed elsewhere (by the app, through the durable
@@ -360,6 +471,11 @@ impl Engine {
         self.shared.batch_queue.close();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some((stop, watcher)) = self.abort_watch.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            watcher.thread().unpark();
+            let _ = watcher.join();
         }
     }
 }

@@ -83,6 +83,8 @@ struct OpenBatch {
     delivered: u32,
     failed: [u32; FailReason::COUNT],
     in_doubt: u32,
+    /// Devices handed off that ended without a final answer (for the journal).
+    unanswered: Vec<u32>,
 }
 
 /// A run's counts local to this worker, flushed periodically.
@@ -113,7 +115,23 @@ pub(crate) struct Notifier<S: Session> {
     last_flush: Instant,
     /// Pending sends so far, for round-trip sampling.
     stamps: u32,
+    /// Since when no request reaches the provider (an outage).
+    outage: Option<Instant>,
+    /// Hand-offs wait until then (the provider has no live connection).
+    paused_until: Option<Instant>,
+    /// The next pause, doubling while the outage lasts.
+    pause: Duration,
+    /// When an outage was last logged.
+    outage_logged: Option<Instant>,
 }
+
+/// Outages closer than this to the last one logged are not logged again.
+const OUTAGE_LOG_QUIET: Duration = Duration::from_secs(10);
+
+/// The first pause after a request could not reach the provider; it
+/// doubles up to [`MAX_PAUSE`] while the outage lasts.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 impl<S: Session> Notifier<S> {
     pub(crate) fn new(session: S, shared: Arc<Shared>, seed: u64) -> Self {
@@ -132,6 +150,10 @@ impl<S: Session> Notifier<S> {
             rng: SplitMix64::new(seed),
             last_flush: Instant::now(),
             stamps: 0,
+            outage: None,
+            paused_until: None,
+            pause: FIRST_PAUSE,
+            outage_logged: None,
         };
         notifier.update_limit();
         notifier
@@ -153,7 +175,8 @@ impl<S: Session> Notifier<S> {
             if self.send_due_retries(Instant::now()) {
                 continue;
             }
-            if self.current.is_some() && self.inflight.len() < self.low_water {
+            let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
+            if self.current.is_some() && self.inflight.len() < self.low_water && !paused {
                 self.hand_off();
                 if self.last_flush.elapsed() < FLUSH_EVERY {
                     continue;
@@ -162,12 +185,14 @@ impl<S: Session> Notifier<S> {
             if self.current.is_none()
                 && self.inflight.len() < self.limit
                 && !closed
+                && !paused
                 && let Some(msg) = self.shared.batch_queue.try_recv()
             {
                 self.open(msg);
                 continue;
             }
             if self.last_flush.elapsed() >= FLUSH_EVERY {
+                self.check_outage();
                 self.resolve_aborted_retries();
                 self.drop_abandoned();
                 self.flush();
@@ -184,9 +209,12 @@ impl<S: Session> Notifier<S> {
                 }
                 continue;
             }
-            let can_take = self.current.is_none() && self.inflight.len() < self.limit && !closed;
+            let can_take = self.current.is_none() && self.inflight.len() < self.limit && !closed && !paused;
             let next_retry = self.retries.peek().map(|Reverse(d)| d.at);
-            let wake = next_retry.map_or(Instant::now() + FLUSH_EVERY, |at| at.min(Instant::now() + FLUSH_EVERY));
+            let mut wake = next_retry.map_or(Instant::now() + FLUSH_EVERY, |at| at.min(Instant::now() + FLUSH_EVERY));
+            if let Some(t) = self.paused_until.filter(|_| paused) {
+                wake = wake.min(t);
+            }
             tokio::select! {
                 biased;
                 Some((slot, index, attempt, outcome, sent_at)) = self.inflight.next(), if !self.inflight.is_empty() => {
@@ -221,8 +249,16 @@ impl<S: Session> Notifier<S> {
             }
         };
         self.runs[run_index].open_batches += 1;
-        let batch =
-            OpenBatch { next: msg.start, msg, run: run_index, outstanding: 0, delivered: 0, failed: [0; FailReason::COUNT], in_doubt: 0 };
+        let batch = OpenBatch {
+            next: msg.start,
+            msg,
+            run: run_index,
+            outstanding: 0,
+            delivered: 0,
+            failed: [0; FailReason::COUNT],
+            in_doubt: 0,
+            unanswered: Vec::new(),
+        };
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some(batch);
@@ -274,6 +310,13 @@ impl<S: Session> Notifier<S> {
                 Handoff::Done(Outcome::Delivered) => {
                     sync_ok += 1;
                     batch.delivered += 1;
+                }
+                Handoff::Done(Outcome::Unsent) => {
+                    // No live connection: this device waits for one, and so
+                    // does the rest of the batch.
+                    other.push((i, Outcome::Unsent));
+                    i += 1;
+                    break;
                 }
                 Handoff::Done(o) => other.push((i, o)),
                 Handoff::Pending(fut) => {
@@ -334,21 +377,56 @@ impl<S: Session> Notifier<S> {
 
     /// Handles one answer: counts it, prunes dead tokens, schedules retries.
     fn outcome(&mut self, slot: u32, index: u32, attempt: u8, outcome: Outcome, now: Instant) {
-        let retry = &self.shared.config.retry;
         let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
         batch.outstanding -= 1;
         let platform = batch.msg.platform;
         let device = DeviceRef { shard: batch.msg.shard, platform, index };
         let local = &mut self.runs[batch.run];
         let run = &local.run;
+        if outcome == Outcome::Unsent {
+            if run.is_aborted() {
+                // An aborted fire does not wait for the provider: the device
+                // was not sent.
+                batch.unanswered.push(index);
+                batch.failed[FailReason::Transport.index()] += 1;
+                local.stats.failed(FailReason::Transport);
+                local.delta.failed[FailReason::Transport.index()] += 1;
+                local.delta.undelivered.push(DeviceNote { device, reason: FailReason::Transport, at: SystemTime::now() });
+                if batch.outstanding == 0 && self.current != Some(slot) {
+                    self.close_batch(slot);
+                }
+                return;
+            }
+            batch.outstanding += 1;
+            let at = now + self.pause;
+            self.retries.push(Reverse(Due { at, slot, index, attempt, reason: FailReason::Transport }));
+            self.enter_outage(now, at);
+            return;
+        }
         local.delta.last_outcome = Some(now);
+        if self.outage.take().is_some_and(|since| {
+            tracing::info!(after = ?now.saturating_duration_since(since), "the provider answers again: hand-offs resume");
+            true
+        }) {
+            self.paused_until = None;
+            self.pause = FIRST_PAUSE;
+        }
+        let retry = &self.shared.config.retry;
+        let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
+        let local = &mut self.runs[batch.run];
+        let run = &local.run;
         match outcome {
+            // Handled above.
+            Outcome::Unsent => {}
             Outcome::Delivered => {
                 local.stats.delivered(platform, now - run.fired_at, 1);
                 local.delta.delivered += 1;
                 batch.delivered += 1;
             }
             Outcome::Failed(reason) => {
+                if !reason.is_final() {
+                    batch.unanswered.push(index);
+                }
                 batch.failed[reason.index()] += 1;
                 local.stats.failed(reason);
                 local.delta.failed[reason.index()] += 1;
@@ -364,6 +442,7 @@ impl<S: Session> Notifier<S> {
                     local.delta.retried += 1;
                     self.retries.push(Reverse(Due { at: now + delay, slot, index, attempt: attempt + 1, reason }));
                 } else {
+                    batch.unanswered.push(index);
                     batch.failed[reason.index()] += 1;
                     local.stats.failed(reason);
                     local.delta.failed[reason.index()] += 1;
@@ -435,12 +514,62 @@ impl<S: Session> Notifier<S> {
         self.slots[slot as usize].as_ref().is_some_and(|b| self.runs[b.run].run.is_aborted())
     }
 
+    /// A request could not reach the provider: hand-offs pause until `until`
+    /// (the outage is logged once, when it starts).
+    fn enter_outage(&mut self, now: Instant, until: Instant) {
+        if self.outage.is_none() {
+            // A flapping provider (connections coming back one by one, a
+            // token refresh right after) is one state change in the log.
+            if self.outage_logged.is_some_and(|t| now.saturating_duration_since(t) < OUTAGE_LOG_QUIET) {
+                tracing::debug!("hand-offs paused again");
+            } else {
+                self.outage_logged = Some(now);
+                tracing::warn!(
+                    "a provider is not taking requests (no live connection, or its access token is being refreshed): hand-offs paused"
+                );
+            }
+            self.outage = Some(now);
+        }
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+    }
+
+    /// Past the outage timeout, every fire of this worker stops as
+    /// interrupted: resumable, nothing counted as delivered that was not.
+    fn check_outage(&mut self) {
+        let timeout = self.shared.config.outage_timeout;
+        let Some(since) = self.outage.filter(|since| since.elapsed() >= timeout) else { return };
+        let why = format!(
+            "the provider was unreachable for {} s (the outage timeout): the fire stopped, resume it when the provider is back",
+            since.elapsed().as_secs()
+        );
+        for local in &self.runs {
+            if !local.run.is_aborted() {
+                tracing::error!(campaign = %local.run.campaign_id, "{why}");
+                local.run.interrupt(&why);
+            }
+        }
+    }
+
     fn close_batch(&mut self, slot: u32) {
         let batch = self.slots[slot as usize].take().expect("open batch");
         self.free_slots.push(slot);
         let local = &mut self.runs[batch.run];
         local.delta.batches_done += 1;
         local.open_batches -= 1;
+        if let Some(journal) = &self.shared.journal {
+            let m = &batch.msg;
+            journal.record(
+                &m.campaign_id,
+                super::journal::JournalEntry {
+                    shard: m.shard,
+                    platform: m.platform,
+                    start: m.start,
+                    end: batch.next,
+                    unanswered: batch.unanswered.clone(),
+                },
+            );
+        }
         if let Some(hook) = &self.shared.on_batch_done {
             let failed = FailReason::ALL
                 .iter()
@@ -503,6 +632,7 @@ impl<S: Session> Notifier<S> {
             if expired.contains(&batch.run) {
                 batch.outstanding -= 1;
                 batch.in_doubt += 1;
+                batch.unanswered.push(f.index);
                 self.runs[batch.run].delta.in_doubt += 1;
                 if batch.outstanding == 0 && self.current != Some(f.slot) {
                     closed.push(f.slot);

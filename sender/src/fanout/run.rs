@@ -115,6 +115,9 @@ pub struct FireReport {
     pub aborted: bool,
     /// Who aborted.
     pub aborted_by: Option<String>,
+    /// Why the fire stopped before the end on its own (a provider outage
+    /// past the timeout): resume it with `fire --resume`.
+    pub interrupted: Option<String>,
     /// From the abort to the last hand-off, in seconds.
     pub abort_to_last_handoff_s: Option<f64>,
     /// From the fire to the last outcome, in seconds.
@@ -125,6 +128,9 @@ pub struct FireReport {
     pub unsent_ranges: Vec<UnsentRange>,
     /// Number of unsent ranges in all.
     pub unsent_ranges_total: u64,
+    /// For a resumed fire: how the interrupted fire stood when it was
+    /// resumed (`targeted` above counts only the devices sent again).
+    pub resumed: Option<super::journal::Standing>,
 }
 
 impl FireReport {
@@ -157,6 +163,9 @@ pub struct FireRun {
     aborted: AtomicBool,
     abort_at_ns: AtomicU64,
     aborted_by: Mutex<Option<String>>,
+    /// Why the fire stopped short on its own (a provider outage past the
+    /// timeout): it ends interrupted, resumable, rather than aborted.
+    interrupted: Mutex<Option<String>>,
     pub(crate) abort_notify: Notify,
     handed_off: AtomicU64,
     delivered: AtomicU64,
@@ -176,6 +185,9 @@ pub struct FireRun {
     unsent: Mutex<(Vec<UnsentRange>, u64)>,
     completed: AtomicBool,
     report: watch::Sender<Option<Arc<FireReport>>>,
+    /// The batches to send, when not the whole plan (a resume).
+    plan: Mutex<Option<Vec<(Duration, crate::queue::BatchMsg)>>>,
+    resumed: Option<super::journal::Standing>,
 }
 
 /// What a worker adds to a run's counters in one flush.
@@ -230,6 +242,7 @@ impl FireRun {
             aborted: AtomicBool::new(false),
             abort_at_ns: AtomicU64::new(NOT_YET),
             aborted_by: Mutex::new(None),
+            interrupted: Mutex::new(None),
             abort_notify: Notify::new(),
             handed_off: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
@@ -247,7 +260,26 @@ impl FireRun {
             unsent: Mutex::new((Vec::new(), 0)),
             completed: AtomicBool::new(false),
             report: watch::channel(None).0,
+            plan: Mutex::new(None),
+            resumed: None,
         }
+    }
+
+    /// The run of a resumed fire: it sends `plan` (the devices without a
+    /// final answer), `standing` tells how far the fire had got.
+    pub(crate) fn resuming(
+        record: &FireRecord,
+        apns: &ApnsOptions,
+        plan: Vec<(Duration, crate::queue::BatchMsg)>,
+        standing: super::journal::Standing,
+    ) -> Self {
+        let targeted = plan.iter().map(|(_, b)| u64::from(b.end - b.start)).sum();
+        Self { plan: Mutex::new(Some(plan)), resumed: Some(standing), ..Self::for_record(record, apns, targeted, Instant::now()) }
+    }
+
+    /// The batches to send instead of the whole plan, once.
+    pub(crate) fn take_plan(&self) -> Option<Vec<(Duration, crate::queue::BatchMsg)>> {
+        self.plan.lock().expect("plan lock").take()
     }
 
     /// [`FireRun::for_record`] for a fire pressed elsewhere: its instant on
@@ -288,6 +320,13 @@ impl FireRun {
         drop(who);
         self.abort_notify.notify_waiters();
         true
+    }
+
+    /// Stops the fire like an abort, but it ends *interrupted*: `fire
+    /// --resume` sends what is left.
+    pub(crate) fn interrupt(&self, why: &str) {
+        self.interrupted.lock().expect("interrupt lock").get_or_insert_with(|| why.to_owned());
+        self.abort("outage timeout");
     }
 
     /// Who aborted, if anyone did.
@@ -359,14 +398,15 @@ impl FireRun {
 
     /// Finishes the run if every dispatched batch is done: builds the
     /// report, records it in the ledger and wakes the waiters. Safe to call
-    /// from any thread, any number of times.
-    pub(crate) fn try_complete(&self, ctx: Completion<'_>) {
+    /// from any thread, any number of times. True for the call that
+    /// completed it.
+    pub(crate) fn try_complete(&self, ctx: Completion<'_>) -> bool {
         let total = self.batches_total.load(Ordering::SeqCst);
         if total == NOT_YET || self.batches_done.load(Ordering::SeqCst) < total {
-            return;
+            return false;
         }
         if self.completed.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         let mut report = self.build_report(ctx.alerts);
         let pruned = std::mem::take(&mut *self.pruned.lock().expect("pruned lock"));
@@ -390,12 +430,17 @@ impl FireRun {
             }
         }
         let report = Arc::new(report);
-        let status = if report.aborted { FireStatus::Aborted } else { FireStatus::Completed };
+        let status = match (&report.interrupted, report.aborted) {
+            (Some(_), _) => FireStatus::Interrupted,
+            (None, true) => FireStatus::Aborted,
+            (None, false) => FireStatus::Completed,
+        };
         let json = serde_json::to_string(&*report).expect("report serializes");
         if let Err(e) = ctx.ledger.finish(&self.campaign_id, status, &json) {
             tracing::error!(error = %e, campaign = %self.campaign_id, "could not record the end of the fire");
         }
         self.report.send_replace(Some(report));
+        true
     }
 
     fn build_report(&self, alerts: Vec<String>) -> FireReport {
@@ -409,6 +454,7 @@ impl FireRun {
         let last_handoff = Duration::from_nanos(self.last_handoff_ns.load(Ordering::Relaxed));
         let last_outcome = Duration::from_nanos(self.last_outcome_ns.load(Ordering::Relaxed)).max(last_handoff);
         let abort_at = self.abort_instant().map(|t| t - self.fired_at);
+        let interrupted = self.interrupted.lock().expect("interrupt lock").clone();
         let (unsent_ranges, unsent_ranges_total) = self.unsent.lock().expect("unsent lock").clone();
         FireReport {
             campaign_id: self.campaign_id.clone(),
@@ -430,13 +476,15 @@ impl FireRun {
             undelivered: 0,
             undelivered_report: None,
             alerts,
-            aborted: abort_at.is_some(),
-            aborted_by: self.aborted_by.lock().expect("abort lock").clone(),
+            aborted: abort_at.is_some() && interrupted.is_none(),
+            aborted_by: if interrupted.is_none() { self.aborted_by.lock().expect("abort lock").clone() } else { None },
+            interrupted,
             abort_to_last_handoff_s: abort_at.map(|a| last_handoff.saturating_sub(a).as_secs_f64()),
             elapsed_s: last_outcome.as_secs_f64(),
             last_handoff_s: last_handoff.as_secs_f64(),
             unsent_ranges,
             unsent_ranges_total,
+            resumed: self.resumed,
         }
     }
 

@@ -127,6 +127,12 @@ struct Message<'a> {
 }
 
 #[derive(serde::Deserialize)]
+struct Notification<'a> {
+    #[serde(borrow, default)]
+    tag: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
 struct Android<'a> {
     #[serde(borrow, default)]
     priority: Option<Cow<'a, str>>,
@@ -134,6 +140,8 @@ struct Android<'a> {
     ttl: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     collapse_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    notification: Option<Notification<'a>>,
 }
 
 fn valid_ttl(ttl: &str) -> bool {
@@ -218,7 +226,9 @@ pub fn send(state: &State, conn: &mut FcmConn, project: &str, req: &Incoming<'_>
     if state.is_unregistered(&device) {
         return fcm_error(404, "NOT_FOUND", "Requested entity was not found.", Some("UNREGISTERED"));
     }
-    let collapsible = message.android.as_ref().is_some_and(|a| a.collapse_key.as_deref().is_some_and(|k| !k.is_empty()));
+    let non_empty = |k: &Option<Cow<'_, str>>| k.as_deref().is_some_and(|k| !k.is_empty());
+    let collapsible = message.android.as_ref().is_some_and(|a| non_empty(&a.collapse_key))
+        || message.android.as_ref().and_then(|a| a.notification.as_ref()).is_some_and(|n| non_empty(&n.tag));
     state.records.delivered(Platform::Android, device.as_bytes(), now, collapsible);
     let id = state.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Reply::json(200, &serde_json::json!({ "name": format!("projects/{project}/messages/0:{:x}{id:08x}", state.id_prefix) }))

@@ -184,6 +184,50 @@ impl Records {
         }
     }
 
+    /// Writes the per-token counts (and the totals) to `path`, so a
+    /// gateway restarted after an outage counts on from them: one line per
+    /// token, `<key hex> <count>`, after a `deliveries <n> <without
+    /// collapse id>` line.
+    pub fn save_counts(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let tmp = path.with_extension("tmp");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        writeln!(out, "deliveries {} {}", self.deliveries.load(Ordering::Relaxed), self.without_collapse.load(Ordering::Relaxed))?;
+        for shard in &self.shards {
+            for (k, n) in &shard.lock().expect("records lock").tokens {
+                writeln!(out, "{k:016x} {n}")?;
+            }
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Adds the counts [`save_counts`](Self::save_counts) wrote; a missing
+    /// file adds nothing. A malformed line is an error naming it.
+    pub fn load_counts(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = match std::fs::read_to_string(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        let bad = |n: usize| std::io::Error::other(format!("{}:{}: not a gateway count line", path.display(), n + 1));
+        for (n, line) in text.lines().enumerate() {
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("deliveries"), Some(d), Some(w)) => {
+                    self.deliveries.fetch_add(d.parse().map_err(|_| bad(n))?, Ordering::Relaxed);
+                    self.without_collapse.fetch_add(w.parse().map_err(|_| bad(n))?, Ordering::Relaxed);
+                }
+                (Some(k), Some(c), None) => {
+                    let k = u64::from_str_radix(k, 16).map_err(|_| bad(n))?;
+                    let c: u32 = c.parse().map_err(|_| bad(n))?;
+                    *self.shards[(k as usize) % SHARDS].lock().expect("records lock").tokens.entry(k).or_default() += c;
+                }
+                _ => return Err(bad(n)),
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets everything.
     pub fn reset(&self) {
         for shard in &self.shards {

@@ -208,7 +208,7 @@ impl ApnsSession {
         let body: Bytes = req.payload.head.clone();
         match self.pool.as_mut().and_then(|p| p.send(request, body, false)) {
             Some(call) => Handoff::Pending(ApnsPending { call, health: self.health.clone() }),
-            None => Handoff::Done(Outcome::Retry { reason: FailReason::Transport, after: None }),
+            None => Handoff::Done(Outcome::Unsent),
         }
     }
 
@@ -237,7 +237,7 @@ impl Future for ApnsPending {
         let answer = std::task::ready!(Pin::new(&mut self.call).poll(cx));
         let outcome = match &answer {
             Ok(raw) => classify(raw),
-            Err(_) => Outcome::Retry { reason: FailReason::Transport, after: None },
+            Err(_) => Outcome::Unsent,
         };
         if outcome == Outcome::Failed(FailReason::Auth)
             && let Ok(raw) = &answer

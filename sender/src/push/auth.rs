@@ -341,6 +341,12 @@ impl CachedToken {
         Self { cell, version, value }
     }
 
+    /// The version of the value [`current`](Self::current) returned last.
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// The current header value, re-read only after a refresh.
     #[inline]
     pub fn current(&mut self) -> &HeaderValue {

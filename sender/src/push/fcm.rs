@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -96,12 +97,47 @@ impl OAuth {
     }
 }
 
+/// One early refresh of the access token when FCM answers 401 to the token
+/// the sender believed valid (revoked, or an endpoint restarted that forgot
+/// it): the requests go again with the new token; a 401 to the refreshed
+/// token too stops FCM for the fire.
+#[derive(Debug, Default)]
+pub struct Reauth {
+    /// Wakes the refresher now.
+    now: tokio::sync::Notify,
+    /// The token version an early refresh was asked for, plus one (0: none).
+    asked_for: AtomicU64,
+    /// The token version an early refresh produced (0: none).
+    produced: AtomicU64,
+}
+
+impl Reauth {
+    /// What a 401 to a request sent with token `version` (of `cell`) means.
+    fn unauthenticated(&self, version: u64, cell: &TokenCell) -> Outcome {
+        let current = cell.version();
+        if version < current {
+            // Refreshed since: send again with the new token.
+            return Outcome::Unsent;
+        }
+        if self.produced.load(Ordering::Acquire) == current {
+            // The refreshed token is refused too.
+            return Outcome::Failed(FailReason::Auth);
+        }
+        if self.asked_for.swap(current + 1, Ordering::AcqRel) != current + 1 {
+            tracing::warn!("FCM answered 401 to a token it had accepted: refreshing the access token once");
+            self.now.notify_one();
+        }
+        Outcome::Unsent
+    }
+}
+
 /// The FCM provider, shared by all workers.
 #[derive(Debug)]
 pub struct FcmProvider {
     endpoint: Arc<Endpoint>,
     path: PathAndQuery,
     token: Arc<TokenCell>,
+    reauth: Arc<Reauth>,
     connections: usize,
     pub(crate) health: Arc<Health>,
 }
@@ -118,8 +154,9 @@ impl FcmProvider {
         let oauth = OAuth::new(settings.account.clone(), tls)?;
         let (token, lifetime) = oauth.fetch().await?;
         let cell = Arc::new(TokenCell::new("Bearer", &token));
-        spawn_refresher(oauth, Arc::downgrade(&cell), lifetime);
-        Ok(Self { endpoint, path, token: cell, connections: settings.connections.max(1), health: Arc::new(Health::new("FCM")) })
+        let reauth = Arc::new(Reauth::default());
+        spawn_refresher(oauth, Arc::downgrade(&cell), reauth.clone(), lifetime);
+        Ok(Self { endpoint, path, token: cell, reauth, connections: settings.connections.max(1), health: Arc::new(Health::new("FCM")) })
     }
 
     /// A worker's session (connects in [`FcmSession::warm`]).
@@ -130,16 +167,21 @@ impl FcmProvider {
             pool: None,
             connections: self.connections,
             token: CachedToken::new(self.token.clone()),
+            cell: self.token.clone(),
+            reauth: self.reauth.clone(),
             health: self.health.clone(),
             body: BytesMut::with_capacity(64 * 1024),
         }
     }
 }
 
-fn spawn_refresher(oauth: OAuth, cell: std::sync::Weak<TokenCell>, mut lifetime: Duration) {
+fn spawn_refresher(oauth: OAuth, cell: std::sync::Weak<TokenCell>, reauth: Arc<Reauth>, mut lifetime: Duration) {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(lifetime.mul_f64(0.8).max(Duration::from_secs(1))).await;
+            let early = tokio::select! {
+                () = tokio::time::sleep(lifetime.mul_f64(0.8).max(Duration::from_secs(1))) => false,
+                () = reauth.now.notified() => true,
+            };
             let mut backoff = Duration::from_secs(1);
             loop {
                 if cell.strong_count() == 0 {
@@ -149,6 +191,9 @@ fn spawn_refresher(oauth: OAuth, cell: std::sync::Weak<TokenCell>, mut lifetime:
                     Ok((token, life)) => {
                         if let Some(cell) = cell.upgrade() {
                             cell.set("Bearer", &token);
+                            if early {
+                                reauth.produced.store(cell.version(), Ordering::Release);
+                            }
                         }
                         lifetime = life;
                         tracing::info!("FCM access token refreshed");
@@ -173,6 +218,8 @@ pub struct FcmSession {
     pool: Option<Pool>,
     connections: usize,
     token: CachedToken,
+    cell: Arc<TokenCell>,
+    reauth: Arc<Reauth>,
     health: Arc<Health>,
     /// Request bodies are cut from this buffer, refilled in 64 KB blocks.
     body: BytesMut,
@@ -219,9 +266,16 @@ impl FcmSession {
             return Handoff::Done(Outcome::Failed(FailReason::ProviderStopped));
         }
         let (request, body) = self.request(req);
+        let token_version = self.token.version();
         match self.pool.as_mut().and_then(|p| p.send(request, body, false)) {
-            Some(call) => Handoff::Pending(FcmPending { call, health: self.health.clone() }),
-            None => Handoff::Done(Outcome::Retry { reason: FailReason::Transport, after: None }),
+            Some(call) => Handoff::Pending(FcmPending {
+                call,
+                health: self.health.clone(),
+                token_version,
+                cell: self.cell.clone(),
+                reauth: self.reauth.clone(),
+            }),
+            None => Handoff::Done(Outcome::Unsent),
         }
     }
 
@@ -240,6 +294,10 @@ impl FcmSession {
 pub struct FcmPending {
     call: Call,
     health: Arc<Health>,
+    /// The access token version the request carried.
+    token_version: u64,
+    cell: Arc<TokenCell>,
+    reauth: Arc<Reauth>,
 }
 
 impl Future for FcmPending {
@@ -248,8 +306,9 @@ impl Future for FcmPending {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let answer = std::task::ready!(Pin::new(&mut self.call).poll(cx));
         let outcome = match &answer {
+            Ok(raw) if raw.status == 401 => self.reauth.unauthenticated(self.token_version, &self.cell),
             Ok(raw) => classify(raw),
-            Err(_) => Outcome::Retry { reason: FailReason::Transport, after: None },
+            Err(_) => Outcome::Unsent,
         };
         if outcome == Outcome::Failed(FailReason::Auth)
             && let Ok(raw) = &answer

@@ -295,9 +295,11 @@ impl Pool {
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "reconnect failed; retrying in {delay:?}");
+                        // The engine logs the provider's outage once; each
+                        // attempt is detail.
+                        tracing::debug!(error = %e, "reconnect failed; retrying in {delay:?}");
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        delay = (delay * 2).min(Duration::from_secs(2));
                     }
                 }
             }

@@ -130,6 +130,14 @@ impl FailReason {
         matches!(self, Self::Unregistered | Self::BadDeviceToken)
     }
 
+    /// True for a final answer about the device or the notification (a dead
+    /// token, a refused notification): sending it again would not change it.
+    /// Everything else (credentials, transient trouble) leaves the device
+    /// without a final answer, for a resume or a later send.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Unregistered | Self::BadDeviceToken | Self::PayloadTooLarge | Self::BadRequest)
+    }
+
     /// Parses a name from [`as_str`](Self::as_str).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
@@ -158,6 +166,12 @@ pub enum Outcome {
         /// The provider's `retry-after`.
         after: Option<Duration>,
     },
+    /// The request did not reach the provider (no live connection), or the
+    /// connection died with it in flight (in doubt): the engine sends it
+    /// again once a connection is back, at no cost to the retry budget (the
+    /// campaign's collapse id makes a second copy replace the first). The
+    /// outage timeout bounds the wait.
+    Unsent,
 }
 
 /// The APNs headers of a fire, validated once when it starts and cloned

@@ -209,27 +209,32 @@ pub struct TimeError {
     pub why: String,
 }
 
+/// The longest stretch a replay covers: a recording whose times span more
+/// (a damaged or hand-edited file) is replayed for its first 48 hours.
+pub const MAX_REPLAY_FRAMES: i64 = 48 * 3600;
+
 /// One frame per second from `from_ms` to `to_ms` (the whole event when
-/// `None`).
+/// `None`), at most [`MAX_REPLAY_FRAMES`] of them.
 pub fn frames(log: &EventLog, from_ms: Option<u64>, to_ms: Option<u64>) -> Vec<Frame> {
     let Some((lo, hi)) = log.span_ms() else { return Vec::new() };
-    let origin = origin_ms(log);
+    let clamp = |ms: u64| ms.min(i64::MAX as u64 / 2) as i64;
+    let origin = clamp(origin_ms(log));
     // Align seconds to the fire.
-    let first = origin as i64 - (((origin - lo.min(origin)) as i64 + 999) / 1000) * 1000;
-    let from = from_ms.map_or(first, |f| f as i64);
-    let to = to_ms.unwrap_or(hi) as i64;
+    let first = origin - ((origin - clamp(lo).min(origin)) + 999) / 1000 * 1000;
+    let from = from_ms.map_or(first, clamp).max(first);
+    let to = clamp(to_ms.unwrap_or(hi)).min(from.saturating_add((MAX_REPLAY_FRAMES - 1) * 1000));
     let devices = log.meta.get("targeted").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let mut out = Vec::new();
-    let mut t = first;
+    // The first frame shown: whole seconds after `first`, so a late `from`
+    // does not walk every second before it.
+    let mut t = first + (from - first) / 1000 * 1000;
     let (mut delivered, mut failed_now) = (0u64, BTreeMap::<String, u64>::new());
     let mut fleet = BTreeMap::new();
     let mut zombie = BTreeMap::<String, bool>::new();
     let (mut pi, mut ai) = (0usize, 0usize);
-    while t <= to {
-        let end = t + 1000;
-        let mut sent = [0u64; 2];
-        while pi < log.points.len() && (log.points[pi].t_ms as i64) < end {
-            let p = &log.points[pi];
+    let mut take_points = |until: i64, sent: &mut [u64; 2], pi: &mut usize| {
+        while *pi < log.points.len() && clamp(log.points[*pi].t_ms) < until {
+            let p = &log.points[*pi];
             match p.name.as_str() {
                 "sent" => {
                     let i = usize::from(p.dim("platform") == Some("android"));
@@ -247,26 +252,35 @@ pub fn frames(log: &EventLog, from_ms: Option<u64>, to_ms: Option<u64>) -> Vec<F
                 }
                 _ => {}
             }
-            pi += 1;
+            *pi += 1;
         }
+        (delivered, failed_now.values().sum::<u64>(), fleet.clone(), zombie.iter().filter(|(_, on)| **on).map(|(b, _)| b.clone()).collect())
+    };
+    // What happened before the first frame counts in its running totals.
+    take_points(t, &mut [0; 2], &mut pi);
+    while ai < log.audit.len() && clamp(log.audit[ai].t_ms) < t {
+        ai += 1;
+    }
+    while t <= to {
+        let end = t + 1000;
+        let mut sent = [0u64; 2];
+        let (delivered, failed, fleet, zombies) = take_points(end, &mut sent, &mut pi);
         let mut actions = Vec::new();
-        while ai < log.audit.len() && (log.audit[ai].t_ms as i64) < end {
+        while ai < log.audit.len() && clamp(log.audit[ai].t_ms) < end {
             actions.push(log.audit[ai].clone());
             ai += 1;
         }
-        if t >= from {
-            out.push(Frame {
-                t_ms: t.max(0) as u64,
-                offset_s: (t - origin as i64) as f64 / 1000.0,
-                sent,
-                delivered,
-                delivered_pct: if devices > 0 { delivered as f64 * 100.0 / devices as f64 } else { 0.0 },
-                failed: failed_now.values().sum(),
-                fleet: fleet.clone(),
-                zombies: zombie.iter().filter(|(_, on)| **on).map(|(b, _)| b.clone()).collect(),
-                actions,
-            });
-        }
+        out.push(Frame {
+            t_ms: t.max(0) as u64,
+            offset_s: (t - origin) as f64 / 1000.0,
+            sent,
+            delivered,
+            delivered_pct: if devices > 0 { delivered as f64 * 100.0 / devices as f64 } else { 0.0 },
+            failed,
+            fleet,
+            zombies,
+            actions,
+        });
         t = end;
     }
     out
@@ -281,5 +295,28 @@ pub fn format_offset(offset_s: f64) -> String {
         format!("T{sign}{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     } else {
         format!("T{sign}{:.0}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::Point;
+
+    #[test]
+    fn a_recording_with_absurd_times_replays_a_bounded_number_of_frames() {
+        let log = EventLog {
+            points: vec![Point::new(1_000, "sent", &[("platform", "ios")], 5.0), Point::new(u64::MAX, "sent", &[("platform", "ios")], 7.0)],
+            ..EventLog::default()
+        };
+        let frames = frames(&log, None, None);
+        assert_eq!(frames.len() as i64, MAX_REPLAY_FRAMES);
+        assert_eq!(frames[0].sent, [5, 0]);
+        // A late start skips ahead without walking every second before it,
+        // and keeps the running total.
+        let late = super::frames(&log, Some(1_000 + 3_600_000), Some(1_000 + 3_602_000));
+        assert_eq!(late.len(), 3);
+        assert_eq!(late[0].delivered, 5);
+        assert!(super::frames(&log, Some(u64::MAX), None).len() <= 1);
     }
 }

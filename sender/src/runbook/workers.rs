@@ -130,6 +130,12 @@ pub trait Workers: Send + Sync + std::fmt::Debug {
     fn fire(&self, operator: &str) -> Result<FireOutcome, WorkersError>;
     /// The fire of this event, once started.
     fn handle(&self) -> Option<FireHandle>;
+    /// Asks whichever process sends this event's fire of `campaign_id` to
+    /// stop, durably (a joined window or walk has no handle to abort).
+    /// Nothing happens if the campaign was not fired.
+    fn request_abort(&self, _campaign_id: &str, _by: &str, _why: &str) -> Result<(), WorkersError> {
+        Ok(())
+    }
     /// What arrived, counted at the receiver if it can be asked.
     fn received(&self, sender_delivered: u64) -> Received;
     /// Stops everything.
@@ -264,6 +270,14 @@ impl Workers for EmbeddedWorkers {
 
     fn handle(&self) -> Option<FireHandle> {
         self.handle.lock().expect("handle lock").clone()
+    }
+
+    fn request_abort(&self, campaign_id: &str, by: &str, why: &str) -> Result<(), WorkersError> {
+        use crate::fanout::FireLedger as _;
+        let ledger = SqliteLedger::open(&self.ledger)?;
+        let request = crate::fanout::AbortRequest { by: by.to_owned(), why: why.to_owned(), at_ms: crate::clock::now_ms() };
+        ledger.request_abort(&self.scope.key(campaign_id), &request)?;
+        Ok(())
     }
 
     fn received(&self, sender_delivered: u64) -> Received {

@@ -552,7 +552,7 @@ impl Event {
     /// Aborts the event: a fire in progress stops handing off, pending steps
     /// are skipped, nothing more can run.
     pub fn abort(&self, actor: &Actor, why: &str) -> Result<(), ActError> {
-        {
+        let campaign_id = {
             let mut inner = self.inner.lock().expect("event lock");
             if let Some((by, why)) = &inner.aborted {
                 return Err(ActError::Aborted { by: by.clone(), why: why.clone() });
@@ -565,9 +565,16 @@ impl Event {
                     st.note = Some(format!("aborted by {}: {why}", actor.name));
                 }
             }
-        }
+            inner.campaign.id.clone()
+        };
         if let Some(h) = self.services.workers.handle() {
             h.abort(&actor.name);
+        }
+        // The fire may be sending in another process (this window or walk
+        // joined the event): the ledger carries the abort to it.
+        if let Err(e) = self.services.workers.request_abort(&campaign_id, &actor.name, why) {
+            tracing::error!(error = %e, "could not record the abort in the ledger");
+            self.audit(AuditEntry::new(&actor.name, "abort", "error").payload(&serde_json::json!({ "why": why, "error": e.to_string() })));
         }
         self.audit(
             AuditEntry::new(&actor.name, "abort", "ok").payload(&serde_json::json!({ "why": why, "plan": self.runbook.abort_plan })),

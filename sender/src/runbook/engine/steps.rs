@@ -58,6 +58,19 @@ pub(super) enum StepError {
         /// When (RFC 3339).
         at: String,
     },
+    /// The fire was interrupted (its process stopped before every device
+    /// had an answer): resume it rather than fire again.
+    #[error(
+        "the fire of {fire_id} (at {at} by {by}) was interrupted before every device had an answer; resume it: kickoff-sender fire --audience … --campaign … --resume, with the same arguments"
+    )]
+    Interrupted {
+        /// The fire key.
+        fire_id: String,
+        /// Who fired.
+        by: String,
+        /// When (RFC 3339).
+        at: String,
+    },
     /// The step ran and its result says no.
     #[error("{0}")]
     Refused(String),
@@ -84,7 +97,7 @@ impl StepError {
             Self::Fleet(_) | Self::Workers(WorkersError::Platform(_)) => FailureCause::Unavailable,
             Self::Capacity { .. } | Self::Workers(WorkersError::NoTasks | WorkersError::WarmTimeout { .. }) => FailureCause::Capacity,
             Self::Workers(WorkersError::Provider(SetupError::Push(_) | SetupError::Unserved { .. })) => FailureCause::Credentials,
-            Self::AlreadyFired { .. } => FailureCause::AlreadyFired,
+            Self::AlreadyFired { .. } | Self::Interrupted { .. } => FailureCause::AlreadyFired,
             Self::Workers(WorkersError::Internal(_)) => FailureCause::Internal,
             _ => FailureCause::Step,
         }
@@ -276,8 +289,16 @@ impl Event {
                         .role(role.as_str())
                         .payload(&serde_json::to_value(&r).unwrap_or_default()),
                 );
+                if r.status == crate::fanout::FireStatus::Interrupted {
+                    return Err(StepError::Interrupted {
+                        fire_id: r.campaign_id.clone(),
+                        by: r.operator.clone(),
+                        at: rfc3339(r.fired_at_ms),
+                    });
+                }
                 Err(StepError::AlreadyFired { by: r.operator.clone(), at: rfc3339(r.fired_at_ms) })
             }
+            FireOutcome::NeverFired => Err("the workers answered a fire with 'never fired' (a resume); nothing was sent".into()),
             FireOutcome::Started(handle) => {
                 let fired_at_ms = now_ms().saturating_sub(handle.progress().elapsed.as_millis() as u64);
                 let info = FireInfo { by: actor.name.clone(), at_ms: fired_at_ms, fire_id: handle.campaign_id().to_owned() };
