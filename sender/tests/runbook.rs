@@ -531,3 +531,34 @@ fn a_killed_walk_keeps_everything_recorded_before_the_kill() {
     let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
 }
+
+#[test]
+fn ctrl_c_in_a_walk_aborts_the_event_with_its_report_and_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 100, 1.0);
+    // Instances that take a minute to start: the walk sits in scale-asg.
+    let text = std::fs::read_to_string(&rb).unwrap().replace("instance_startup = \"100ms\"", "instance_startup = \"60s\"");
+    std::fs::write(&rb, text).unwrap();
+    let record = dir.path().join("interrupted.kickoff.sqlite");
+    let child = std::process::Command::new(bin())
+        .args(["runbook", "walk", rb.to_str().unwrap(), "--yes", "--record", record.to_str().unwrap(), "--operator", "dee"])
+        .env("KICKOFF_DATA_DIR", dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(100));
+        if EventLog::open(&record).is_ok_and(|log| log.audit.iter().any(|a| a.step == "scale-asg" && a.action == "start")) {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("aborted by dee: Ctrl-C in the terminal"), "{err}");
+    let log = EventLog::open(&record).unwrap();
+    assert!(log.audit.iter().any(|a| a.action == "abort" && a.actor == "dee"), "the abort is in the audit log");
+}

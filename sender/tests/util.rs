@@ -132,11 +132,4 @@ impl GatewayProc {
         assert!(!out.is_empty(), "the gateway printed nothing");
         out
     }
-
-    /// Stops it at once (`kill -9`), like a provider outage; `start` again
-    /// with the same `dir` brings it back on the same address and keys.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

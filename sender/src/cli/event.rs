@@ -307,6 +307,22 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
                 }
             })
         };
+        // Ctrl-C aborts the event (and its fire, in whichever process sends
+        // it), like `fire`: the report follows and the exit code is 4.
+        let interrupt_task = {
+            let (event, actor) = (event.clone(), actor.clone());
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\naborting (Ctrl-C): no more devices are handed off; waiting for answers in flight");
+                    if let Err(e) = event.abort(&actor, "Ctrl-C in the terminal") {
+                        eprintln!("{e}");
+                    }
+                    if interactive {
+                        eprintln!("press Enter to finish the walk");
+                    }
+                }
+            })
+        };
         let result: Result<(), String> = if let Some(script) = script {
             walk::run_script(&event, &actor, &script, observer.as_ref()).await.map_err(|(line, e)| format!("script line {line}: {e}"))
         } else if args.yes {
@@ -321,11 +337,16 @@ fn walk_cmd(args: WalkArgs) -> anyhow::Result<ExitCode> {
         };
         session.close().await;
         progress_task.abort();
+        interrupt_task.abort();
         let state = event.state();
         if let Some(s) = &state.summary {
             print_summary(s);
         }
         println!("\nRecorded in {}; replay with:\n  kickoff-sender replay {}", record.display(), record.display());
+        if let Some((by, why)) = &state.aborted {
+            eprintln!("aborted by {by}: {why}");
+            return Ok(ExitCode::from(super::EXIT_ABORTED));
+        }
         match result {
             Ok(()) if unanswered > 0 => {
                 eprintln!("error: the fire left {} devices without a final answer", super::group(unanswered));

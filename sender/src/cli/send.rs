@@ -291,7 +291,7 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string(&serde_json::json!({ "status": "never_fired" }))?);
             } else {
-                println!("campaign {} was never fired; nothing to resume (fire it without --resume)", campaign_id);
+                println!("campaign {campaign_id} was never fired; nothing to resume (fire it without --resume)");
             }
             Ok(ExitCode::from(EXIT_ALREADY_FIRED))
         }

@@ -10,10 +10,13 @@ use super::run::{FireRun, UnsentRange};
 use super::warm::Warm;
 use crate::queue::{BatchMsg, FireMsg};
 
+/// Batches with the delay after the fire at which each may go.
+pub type Plan = Vec<(Duration, BatchMsg)>;
+
 /// Every batch of a fire (of one campaign market, if given), with the delay
 /// after the fire at which it may go. Batches are interleaved across shards
 /// so notifiers spread over them.
-pub fn plan(warm: &Warm, campaign_id: &str, only_market: Option<&str>) -> Vec<(Duration, BatchMsg)> {
+pub fn plan(warm: &Warm, campaign_id: &str, only_market: Option<&str>) -> Plan {
     let mut planned = Vec::new();
     for (shard_index, (shard, routes)) in warm.audience.shards().iter().zip(&warm.routes).enumerate() {
         let mut seq = 0u32;

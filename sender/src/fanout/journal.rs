@@ -268,7 +268,7 @@ impl Answered {
     /// `planned` (every batch of the fire) narrowed to the devices without
     /// an answer: whole batches where none has one, runs of devices where
     /// some have.
-    pub fn remaining(&self, planned: Vec<(Duration, BatchMsg)>) -> Vec<(Duration, BatchMsg)> {
+    pub fn remaining(&self, planned: super::dispatch::Plan) -> super::dispatch::Plan {
         let mut out = Vec::new();
         for (offset, b) in planned {
             let mut i = b.start;

@@ -399,7 +399,7 @@ impl Engine {
         Ok(self.remaining()?.map(|(standing, _)| standing))
     }
 
-    fn remaining(&self) -> Result<Option<(Standing, Vec<(Duration, BatchMsg)>)>, EngineError> {
+    fn remaining(&self) -> Result<Option<(Standing, dispatch::Plan)>, EngineError> {
         let warm = &self.shared.warm;
         let Some(answered) = self.shared.ledger.answered(&warm.campaign.id, warm)? else { return Ok(None) };
         let left = answered.remaining(dispatch::plan(warm, &warm.campaign.id, None));

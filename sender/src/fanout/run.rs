@@ -186,7 +186,7 @@ pub struct FireRun {
     completed: AtomicBool,
     report: watch::Sender<Option<Arc<FireReport>>>,
     /// The batches to send, when not the whole plan (a resume).
-    plan: Mutex<Option<Vec<(Duration, crate::queue::BatchMsg)>>>,
+    plan: Mutex<Option<super::dispatch::Plan>>,
     resumed: Option<super::journal::Standing>,
 }
 
@@ -270,7 +270,7 @@ impl FireRun {
     pub(crate) fn resuming(
         record: &FireRecord,
         apns: &ApnsOptions,
-        plan: Vec<(Duration, crate::queue::BatchMsg)>,
+        plan: super::dispatch::Plan,
         standing: super::journal::Standing,
     ) -> Self {
         let targeted = plan.iter().map(|(_, b)| u64::from(b.end - b.start)).sum();
@@ -278,7 +278,7 @@ impl FireRun {
     }
 
     /// The batches to send instead of the whole plan, once.
-    pub(crate) fn take_plan(&self) -> Option<Vec<(Duration, crate::queue::BatchMsg)>> {
+    pub(crate) fn take_plan(&self) -> Option<super::dispatch::Plan> {
         self.plan.lock().expect("plan lock").take()
     }
 

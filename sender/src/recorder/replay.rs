@@ -64,7 +64,7 @@ pub fn summarize(log: &EventLog) -> EventSummary {
         .into_iter()
         .filter_map(|(dims, v)| dims.strip_prefix("reason=").map(|r| (r.to_owned(), v as u64)))
         .collect();
-    let failed = failed_by_reason.values().sum();
+    let failed = failed_by_reason.values().fold(0u64, |a, v| a.saturating_add(*v));
     // The histogram recorded at the end of the fire.
     let last_t = log.series("latency_bucket").map(|p| p.t_ms).max();
     let buckets = log
@@ -82,7 +82,7 @@ pub fn summarize(log: &EventLog) -> EventSummary {
         delivered,
         failed,
         duplicates: log.series("receiver_duplicates").last().map_or(0, |p| p.value as u64),
-        missing: devices.saturating_sub(delivered + failed),
+        missing: devices.saturating_sub(delivered.saturating_add(failed)),
         p50_s: h.quantile(0.5).as_secs_f64(),
         p95_s: h.quantile(0.95).as_secs_f64(),
         p99_s: h.quantile(0.99).as_secs_f64(),
@@ -238,8 +238,9 @@ pub fn frames(log: &EventLog, from_ms: Option<u64>, to_ms: Option<u64>) -> Vec<F
             match p.name.as_str() {
                 "sent" => {
                     let i = usize::from(p.dim("platform") == Some("android"));
-                    sent[i] += p.value as u64;
-                    delivered += p.value as u64;
+                    // Saturating: a damaged file may hold any number.
+                    sent[i] = sent[i].saturating_add(p.value as u64);
+                    delivered = delivered.saturating_add(p.value as u64);
                 }
                 "failed_total" => {
                     failed_now.insert(p.dims.clone(), p.value as u64);
@@ -254,7 +255,12 @@ pub fn frames(log: &EventLog, from_ms: Option<u64>, to_ms: Option<u64>) -> Vec<F
             }
             *pi += 1;
         }
-        (delivered, failed_now.values().sum::<u64>(), fleet.clone(), zombie.iter().filter(|(_, on)| **on).map(|(b, _)| b.clone()).collect())
+        (
+            delivered,
+            failed_now.values().fold(0u64, |a, v| a.saturating_add(*v)),
+            fleet.clone(),
+            zombie.iter().filter(|(_, on)| **on).map(|(b, _)| b.clone()).collect(),
+        )
     };
     // What happened before the first frame counts in its running totals.
     take_points(t, &mut [0; 2], &mut pi);
@@ -318,5 +324,22 @@ mod tests {
         assert_eq!(late.len(), 3);
         assert_eq!(late[0].delivered, 5);
         assert!(super::frames(&log, Some(u64::MAX), None).len() <= 1);
+    }
+
+    #[test]
+    fn absurd_counts_saturate_instead_of_overflowing() {
+        let log = EventLog {
+            points: vec![
+                Point::new(1_000, "sent", &[("platform", "ios")], 1e300),
+                Point::new(1_500, "sent", &[("platform", "ios")], 1e300),
+                Point::new(1_600, "failed_total", &[("reason", "a")], 1e300),
+                Point::new(1_700, "failed_total", &[("reason", "b")], 1e300),
+            ],
+            ..EventLog::default()
+        };
+        let frames = frames(&log, None, None);
+        assert_eq!(frames[0].sent[0], u64::MAX);
+        assert_eq!(frames[0].failed, u64::MAX);
+        assert_eq!(summarize(&log).failed, u64::MAX);
     }
 }
