@@ -201,12 +201,14 @@ fn main() {
         ),
     });
 
-    // 5. The latency model against Little's law.
-    let nm = scaled(1_000_000);
+    // 5. The latency model against Little's law: each provider has its own
+    // window, so the bound is the larger provider share's.
+    let nm = scaled(4_000_000);
     let am = audience(dir.path(), nm);
     let model = ModelConfig::default();
     let limit = cores * config.in_flight_per_worker;
-    let bound = nm as f64 * model.mean_rtt().as_secs_f64() / limit as f64;
+    let largest = Platform::ALL.map(|p| am.shards().iter().map(|s| s.len(p) as u64).sum::<u64>()).into_iter().max().unwrap();
+    let bound = largest as f64 * model.mean_rtt().as_secs_f64() / limit as f64;
     let metrics = Arc::new(MemoryMetrics::new());
     let r = rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -222,7 +224,7 @@ fn main() {
     });
     let stats = metrics.snapshot("model");
     rows.push(Row {
-        name: format!("latency model, {nm} devices, RTT uniform 20-60 ms, {limit} in flight"),
+        name: format!("latency model, {nm} devices (60% iOS), RTT uniform 20-60 ms, {limit} in flight per provider"),
         value: format!(
             "{:.3} s; p50 {:.2} s, p95 {:.2} s, p99 {:.2} s",
             r.elapsed_s,
@@ -230,7 +232,7 @@ fn main() {
             stats.latency.quantile(0.95).as_secs_f64(),
             stats.latency.quantile(0.99).as_secs_f64()
         ),
-        goal: format!("within 10% of Little's law {bound:.3} s"),
+        goal: format!("within 15% of Little's law for the larger provider share, {bound:.3} s"),
         note: format!("{:+.1}% of the bound", (r.elapsed_s / bound - 1.0) * 100.0),
     });
     let r = rt.block_on(fire(&am, "abort-model", ModelProvider::new(model, None), config, Some(Duration::from_millis(500))));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::audience::generate::{self, GenerateSpec};
-use crate::audience::{Audience, AudienceError, CompileOptions, store};
+use crate::audience::{Audience, AudienceError, CompileOptions, Platform, store};
 use crate::campaign::{self, Campaign, CampaignError};
 use crate::fanout::{
     Engine, EngineConfig, EngineError, FireLedger, FireOutcome, FireRecord, LedgerError, Progress, SqliteLedger, Warm, WarmError,
@@ -93,13 +93,23 @@ pub struct DrillSummary {
     pub max_s: f64,
     /// Peak resident memory of the process, bytes.
     pub peak_rss_bytes: u64,
-    /// Total sends in flight allowed (model provider only).
+    /// Targeted iOS devices (sent through APNs).
+    pub ios: u64,
+    /// Targeted Android devices (sent through FCM).
+    pub android: u64,
+    /// Sends in flight allowed to APNs, over every worker (each provider
+    /// has a window of its own; a provider's stream limits can lower it).
+    pub apns_in_flight_limit: u64,
+    /// Sends in flight allowed to FCM, over every worker.
+    pub fcm_in_flight_limit: u64,
+    /// Sends in flight allowed per provider (model provider only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight_limit: Option<u64>,
     /// Mean round trip of the model (model provider only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_rtt_s: Option<f64>,
-    /// Little's-law bound: devices x mean round trip / in-flight limit.
+    /// Little's-law bound: the longest over providers of that provider's
+    /// devices x mean round trip / its in-flight limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub littles_law_s: Option<f64>,
     /// Failures by reason.
@@ -340,6 +350,7 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
     let campaign = Arc::new(campaign.with_id(drill_id));
     let warm = Warm::new(audience.clone(), campaign.clone())?;
     let devices = warm.targeted();
+    let (ios, android) = (warm.targeted_on(Platform::Ios), warm.targeted_on(Platform::Android));
     let excluded = warm.excluded().values().sum();
     let warm_checksum = warm.checksum().to_owned();
 
@@ -354,7 +365,9 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
     let handle = match outcome {
         FireOutcome::Started(h) => h,
         FireOutcome::AlreadyFired(record) => return Err(DrillError::AlreadyFired(Box::new(record))),
-        FireOutcome::NeverFired => return Err(DrillError::Invalid("a drill fires; it has nothing to resume".into())),
+        FireOutcome::NeverFired | FireOutcome::Mismatch { .. } => {
+            return Err(DrillError::Invalid("a drill fires; it has nothing to resume".into()));
+        }
     };
     let wait = handle.wait();
     tokio::pin!(wait);
@@ -375,7 +388,8 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
         ProviderChoice::Model(cfg) => Some(cfg.mean_rtt()),
         _ => None,
     };
-    let in_flight_limit = model.map(|_| (workers * opts.engine.in_flight_per_worker.max(1)) as u64);
+    let per_provider = (workers * opts.engine.in_flight_per_worker.max(1)) as u64;
+    let in_flight_limit = model.map(|_| per_provider);
     Ok(DrillSummary {
         devices,
         delivered,
@@ -390,9 +404,13 @@ pub async fn run(opts: &DrillOptions, on_event: &(dyn Fn(&DrillEvent) + Send + S
         p99_s: secs(stats.latency.quantile(0.99)),
         max_s: secs(stats.latency.max()),
         peak_rss_bytes: crate::sys::peak_rss_bytes().unwrap_or(0),
+        ios,
+        android,
+        apns_in_flight_limit: per_provider,
+        fcm_in_flight_limit: per_provider,
         in_flight_limit,
         mean_rtt_s: model.map(secs),
-        littles_law_s: model.zip(in_flight_limit).map(|(rtt, limit)| devices as f64 * rtt.as_secs_f64() / limit as f64),
+        littles_law_s: model.zip(in_flight_limit).map(|(rtt, limit)| ios.max(android) as f64 * rtt.as_secs_f64() / limit as f64),
         failed_by_reason: report.failed_by_reason.clone(),
         sender_delivered: report.delivered,
         handoff_s: report.last_handoff_s,

@@ -143,9 +143,9 @@ impl Session for AnySession {
         }
     }
 
-    fn capacity(&self) -> Option<usize> {
+    fn capacity(&self, platform: crate::audience::Platform) -> Option<usize> {
         match self {
-            Self::Push(s) => s.capacity(),
+            Self::Push(s) => s.capacity(platform),
             _ => None,
         }
     }

@@ -150,6 +150,7 @@ fn workers(aws: &Aws, dir: &Path, event: &str) -> AwsWorkers {
         scope: kickoff_sender::fanout::FireScope::NewEvent(event.to_owned()),
         provider: ProviderChoice::Null,
         warm_timeout: Duration::from_secs(90),
+        outage_timeout: None,
     };
     AwsWorkers::new(aws.clone(), opts, Arc::new(LiveMetrics::new(None)))
 }
@@ -281,7 +282,7 @@ async fn a_notifier_killed_mid_send_loses_nothing_and_duplicates_only_its_held_b
     let handle = match w.fire("carol").unwrap() {
         FireOutcome::Started(h) => h,
         FireOutcome::AlreadyFired(r) => panic!("{r}"),
-        FireOutcome::NeverFired => panic!("a fire is not a resume"),
+        other => panic!("not a fire: {other:?}"),
     };
     // Kill one worker once sending is under way.
     let store = aws.store();
@@ -341,7 +342,7 @@ async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_af
     // copy), the ledger is what refuses.
     let campaign = Campaign::clone(&demo_campaign(dir.path())).with_id("late@e".into());
     let first = kickoff_sender::aws::control::fire(&aws, &campaign, "alice").await.unwrap();
-    assert!(matches!(first, Claim::Won(_)));
+    assert!(matches!(first.claim, Claim::Won(_)));
     // One message per market, handed out one at a time (one message group).
     let mut markets = Vec::new();
     loop {
@@ -358,7 +359,7 @@ async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_af
     markets.sort();
     expected.sort();
     assert_eq!(markets, expected);
-    match kickoff_sender::aws::control::fire(&aws, &campaign, "bob").await.unwrap() {
+    match kickoff_sender::aws::control::fire(&aws, &campaign, "bob").await.unwrap().claim {
         Claim::AlreadyFired(r) => assert_eq!(r.operator, "alice"),
         Claim::Won(_) => panic!("a second fire was claimed"),
     }
@@ -369,7 +370,13 @@ async fn the_fifo_queue_deduplicates_presses_and_the_s3_ledger_refuses_a_fire_af
         );
     }
     // The claim is a conditional put: racing claims, one winner.
-    let claim = FireClaim { campaign_id: "race@e".into(), campaign_hash: "h".into(), operator: String::new(), at: SystemTime::now() };
+    let claim = FireClaim {
+        campaign_id: "race@e".into(),
+        campaign_hash: "h".into(),
+        operator: String::new(),
+        at: SystemTime::now(),
+        warm_checksum: None,
+    };
     let store = aws.store();
     let results = futures_util::future::join_all((0..8).map(|i| {
         let (store, claim) = (store.clone(), FireClaim { operator: format!("op{i}"), ..claim.clone() });
@@ -498,4 +505,305 @@ async fn a_runbook_walked_in_aws_mode_scales_warms_fires_once_and_charts_from_cl
     let stats = gateway.stats();
     assert_eq!(stats["unique_tokens"], targeted, "0 missing, counted per token at the gateway: {stats}");
     assert_eq!(stats["duplicates"], 0, "{stats}");
+}
+
+/// A worker process with extra arguments.
+fn worker_with(config: &Path, log: &Path, extra: &[&str]) -> WorkerProc {
+    let log = std::fs::File::create(log).unwrap();
+    WorkerProc(
+        Command::new(util::bin())
+            .args(["worker", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .env("KICKOFF_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_credentials_refuses_to_start_before_touching_aws_unless_null_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let config = write_config(dir.path(), &moto, None, "");
+    let aws = connect(&config).await;
+    let o = Command::new(util::bin()).args(["worker", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success());
+    let err = util::stderr(&o);
+    assert!(err.contains("push_config") && err.contains("--provider null") && err.contains("aws.toml"), "{err}");
+    assert!(aws.store().workers().await.unwrap().is_empty(), "it wrote nothing to S3");
+    // Asked for explicitly, the null provider runs, and says so.
+    let null = worker_with(&config, &dir.path().join("null.log"), &["--provider", "null"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = aws.store().workers().await.unwrap().into_iter().next() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the null worker wrote no status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.provider, "null", "{status:?}");
+    assert!(null.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_claimed_but_not_fully_queued_is_completed_by_the_next_press_and_sends_each_device_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    util::audience(dir.path(), 20_000, 3, 4);
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\n");
+    let aws = connect(&config).await;
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let campaign = demo_campaign(dir.path());
+    let w = workers(&aws, dir.path(), "repair");
+    let targeted = w.warm(campaign.clone(), 2).await.unwrap().devices;
+    // The press that claimed the fire died after queueing one market.
+    let (_, warmed) = kickoff_sender::aws::control::warmed_campaign(&aws).await.unwrap();
+    let store = aws.store();
+    let claim = FireClaim {
+        campaign_id: warmed.id.clone(),
+        campaign_hash: warmed.hash().to_owned(),
+        operator: "alice".into(),
+        at: SystemTime::now(),
+        warm_checksum: None,
+    };
+    let Claim::Won(record) = store.claim(&claim).await.unwrap() else { panic!("the claim was won") };
+    let first = warmed.markets[0].code.clone();
+    Queues::open(&aws)
+        .await
+        .unwrap()
+        .send_fire(&FireMsg {
+            campaign_id: warmed.id.clone(),
+            campaign_hash: record.campaign_hash.clone(),
+            operator: "alice".into(),
+            fired_at_ms: record.fired_at_ms,
+            market: Some(first.clone()),
+        })
+        .await
+        .unwrap();
+    let o = Command::new(util::bin()).args(["aws", "fire", "--config", config.to_str().unwrap(), "--operator", "bob"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "still 'already fired': {}", util::stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(util::stdout(&o).trim()).unwrap();
+    let requeued: Vec<String> = serde_json::from_value(j["requeued"].clone()).unwrap();
+    let mut expected: Vec<String> = warmed.markets.iter().map(|m| m.code.clone()).filter(|m| *m != first).collect();
+    expected.sort();
+    let mut got = requeued.clone();
+    got.sort();
+    assert_eq!(got, expected, "the markets the dead press never queued: {j}");
+    let (batches, done) = wait_all_done(&aws, &warmed.id, warmed.markets.len(), Duration::from_secs(120)).await;
+    assert_eq!(done as u64, batches);
+    // A third press finds every market queued, and queues nothing.
+    let o = Command::new(util::bin()).args(["aws", "fire", "--config", config.to_str().unwrap(), "--operator", "carol"]).output().unwrap();
+    let j: serde_json::Value = serde_json::from_str(util::stdout(&o).trim()).unwrap();
+    assert_eq!(j["requeued"], serde_json::json!([]), "{j}");
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!((stats["unique_tokens"].as_u64().unwrap(), stats["duplicates"].as_u64().unwrap()), (targeted, 0), "{stats}");
+}
+
+/// Messages waiting in the batch queue, visible or delayed.
+async fn batches_queued(aws: &Aws, queues: &Queues) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queues.batch_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    out.attributes().map_or(0, |a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_stopped_mid_market_finishes_that_market_and_no_market_is_dispatched_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    util::audience(dir.path(), 300_000, 8, 4);
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    let dispatch_only = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nroles = [\"dispatch\"]\n");
+    let aws = connect(&dispatch_only).await;
+    let queues = Queues::open(&aws).await.unwrap();
+    let dispatcher = WorkerProc::start(&dispatch_only, &dir.path().join("dispatcher.log"));
+    let campaign = demo_campaign(dir.path());
+    let w = workers(&aws, dir.path(), "sigterm");
+    let targeted = w.warm(campaign.clone(), 1).await.unwrap().devices;
+    let handle = match w.fire("ana").unwrap() {
+        FireOutcome::Started(h) => h,
+        other => panic!("not a fire: {other:?}"),
+    };
+    let fire_id = handle.campaign_id().to_owned();
+    let store = aws.store();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batches_queued(&aws, &queues).await == 0 {
+        assert!(Instant::now() < deadline, "the dispatcher did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let markets_then = store.all_dispatched(&fire_id).await.unwrap().len();
+    assert!(dispatcher.terminate().success(), "the dispatcher exits cleanly on SIGTERM");
+    assert!(markets_then < campaign.markets.len(), "the stop came mid-fire");
+    // Every market it recorded is queued whole: the queue holds exactly the
+    // recorded batches (nothing sends them yet).
+    let recorded: u64 = store.all_dispatched(&fire_id).await.unwrap().iter().map(|d| d.batches).sum();
+    assert!(recorded > 0, "it finished the market it was dispatching");
+    assert_eq!(batches_queued(&aws, &queues).await, recorded, "no partial market in the queue");
+    // Workers with both roles take over the rest.
+    let both = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\n");
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&both, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let (batches, done) = wait_all_done(&aws, &fire_id, campaign.markets.len(), Duration::from_secs(240)).await;
+    assert_eq!(done as u64, batches);
+    let report = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await.expect("the fire completes");
+    assert_eq!(report.delivered, targeted, "{report:?}");
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!((stats["unique_tokens"].as_u64().unwrap(), stats["duplicates"].as_u64().unwrap()), (targeted, 0), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_offset_beyond_the_queues_longest_delay_is_honoured_by_queueing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let audience = util::audience(dir.path(), 6_000, 4, 2);
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    // The queue delays at most 1 s here (SQS: 15 minutes); US goes 8 s late.
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_delay = \"1s\"\n");
+    let aws = connect(&config).await;
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let path = dir.path().join("late-us.toml");
+    std::fs::write(&path, campaign::DEMO_CAMPAIGN.replacen("code = \"US\"", "code = \"US\"\nsend_offset = \"8s\"", 1)).unwrap();
+    let campaign = Arc::new(Campaign::load(&path).unwrap());
+    let w = workers(&aws, dir.path(), "late");
+    let targeted = w.warm(campaign.clone(), 2).await.unwrap().devices;
+    let pressed = Instant::now();
+    let handle = match w.fire("ana").unwrap() {
+        FireOutcome::Started(h) => h,
+        other => panic!("not a fire: {other:?}"),
+    };
+    let fire_id = handle.campaign_id().to_owned();
+    let store = aws.store();
+    let is_us = |r: &kickoff_sender::aws::store::DoneRecord| {
+        audience.shards()[r.done.msg.shard as usize].markets()[usize::from(r.done.msg.market)] == "US"
+    };
+    // Well past the 1 s the queue can delay, well before the 8 s: other
+    // markets are sent, US is not.
+    let mut others = 0;
+    while pressed.elapsed() < Duration::from_secs(4) {
+        for name in store.done_names(&fire_id).await.unwrap() {
+            let r = store.done(&fire_id, &name).await.unwrap().unwrap();
+            assert!(!is_us(&r) || pressed.elapsed() >= Duration::from_secs(8), "a US batch went before its offset: {name}");
+            others += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(others > 0, "the other markets went at once");
+    let report = tokio::time::timeout(Duration::from_secs(120), handle.wait()).await.expect("the fire completes");
+    assert!(pressed.elapsed() >= Duration::from_secs(8), "never sooner than the offset");
+    assert_eq!(report.delivered, targeted, "{report:?}");
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!((stats["unique_tokens"].as_u64().unwrap(), stats["duplicates"].as_u64().unwrap()), (targeted, 0), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_abort_from_another_process_stops_the_workers_and_the_window_following_the_fire_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    util::audience(dir.path(), 30_000, 6, 4);
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "150-250", "--gateway-streams", "40"]);
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 4\n");
+    let aws = connect(&config).await;
+    let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let campaign = demo_campaign(dir.path());
+    let w = workers(&aws, dir.path(), "abort");
+    let targeted = w.warm(campaign.clone(), 2).await.unwrap().devices;
+    let handle = match w.fire("ana").unwrap() {
+        FireOutcome::Started(h) => h,
+        other => panic!("not a fire: {other:?}"),
+    };
+    let fire_id = handle.campaign_id().to_owned();
+    let store = aws.store();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.done_names(&fire_id).await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "no batch finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let abort = |why: &str| {
+        Command::new(util::bin())
+            .args(["aws", "abort", "--config", config.to_str().unwrap(), "--why", why, "--operator", "bo"])
+            .output()
+            .unwrap()
+    };
+    let no_why = abort(" ");
+    assert!(!no_why.status.success() && util::stderr(&no_why).contains("--why"), "{}", util::stderr(&no_why));
+    let o = abort("backend drowning");
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(util::stdout(&o).trim()).unwrap();
+    assert_eq!(j["outcome"], "aborted", "{j}");
+    let again = abort("twice");
+    assert_eq!(again.status.code(), Some(3), "{}", util::stdout(&again));
+    let report = tokio::time::timeout(Duration::from_secs(120), handle.wait()).await.expect("the fire ends");
+    assert!(report.aborted, "{report:?}");
+    assert_eq!(report.aborted_by.as_deref(), Some("bo (backend drowning)"), "{report:?}");
+    assert!(report.delivered < targeted, "the send stopped: {report:?}");
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!(stats["unique_tokens"].as_u64().unwrap(), report.delivered, "the gateway counted what the batch records say: {stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    util::audience(dir.path(), 6_000, 7, 4);
+    // Slow answers, few streams: handing a batch off takes seconds, longer
+    // than the grace, so the stop comes mid-batch.
+    let mut gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "100-150", "--gateway-streams", "4"]);
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 3\ngrace = \"1s\"\n");
+    let aws = connect(&config).await;
+    let mut procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let campaign = demo_campaign(dir.path());
+    let w = workers(&aws, dir.path(), "drain");
+    let targeted = w.warm(campaign.clone(), 2).await.unwrap().devices;
+    let handle = match w.fire("ana").unwrap() {
+        FireOutcome::Started(h) => h,
+        other => panic!("not a fire: {other:?}"),
+    };
+    let fire_id = handle.campaign_id().to_owned();
+    let store = aws.store();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.done_names(&fire_id).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no batch finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(procs.remove(0).terminate().success(), "SIGTERM: a clean exit");
+    // Another worker joins and the fire goes on.
+    procs.push(WorkerProc::start(&config, &dir.path().join("worker-late.log")));
+    let report = tokio::time::timeout(Duration::from_secs(300), handle.wait()).await.expect("the fire completes");
+    assert_eq!((report.delivered, report.not_sent), (targeted, 0), "{report:?}");
+    let mut split = 0;
+    for name in store.done_names(&fire_id).await.unwrap() {
+        split += usize::from(store.done(&fire_id, &name).await.unwrap().unwrap().requeued.is_some());
+    }
+    assert!(split > 0, "the stopped worker split the batches it had started");
+    for p in procs {
+        assert!(p.terminate().success());
+    }
+    let stats = gateway.stats();
+    assert_eq!(
+        (stats["unique_tokens"].as_u64().unwrap(), stats["duplicates"].as_u64().unwrap()),
+        (targeted, 0),
+        "nothing sent by both the stopped worker and the one that took its batches: {stats}"
+    );
 }

@@ -201,13 +201,24 @@ fn a_fire_that_leaves_devices_without_a_final_answer_exits_6() {
 fn an_absurd_retry_after_is_capped_and_the_fire_ends_with_exit_6() {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = compiled_audience(dir.path(), 20);
-    let o =
-        fire_in(dir.path(), &aud, &campaign, &["--gateway-429", "1", "--gateway-retry-after", "18446744073709551615", "--workers", "1"]);
+    // A provider that throttles everything, forever: the lane paces itself
+    // (its pauses capped at the policy's 30 s, whatever retry-after says)
+    // and, throttled past the outage timeout, the fire stops interrupted.
+    let started = std::time::Instant::now();
+    let o = fire_in(
+        dir.path(),
+        &aud,
+        &campaign,
+        &["--gateway-429", "1", "--gateway-retry-after", "18446744073709551615", "--workers", "1", "--outage-timeout", "40s"],
+    );
     assert_eq!(o.status.code(), Some(6), "no panic, an honest exit code: {}", stderr(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "the fire ends within two minutes");
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let r = &j["report"];
-    assert_eq!(r["failed_by_reason"]["too_many_requests"], 20, "{r}");
-    assert!(r["elapsed_s"].as_f64().unwrap() < 120.0, "capped at the policy's 30 s per retry: {r}");
+    assert!(r["interrupted"].as_str().unwrap().contains("throttled every request"), "{r}");
+    assert_eq!(j["unanswered"], 20, "every device is left for a resume: {j}");
+    assert_eq!(r["delivered"], 0, "{r}");
+    assert!(r["throttled"].as_u64().unwrap() >= 20, "{r}");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
 

@@ -223,3 +223,108 @@ fn a_two_second_provider_outage_pauses_the_fire_and_loses_nothing() {
 fn a_ten_second_provider_outage_pauses_the_fire_and_loses_nothing() {
     provider_outage(Duration::from_secs(10));
 }
+
+/// Devices of `platform` the journal holds a final answer for.
+fn journaled_devices(ledger: &Path, platform: u8) -> i64 {
+    let Ok(db) = rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else { return 0 };
+    db.query_row(
+        "SELECT coalesce(sum(end_ - start - coalesce(length(unanswered), 0) / 4), 0) FROM fire_journal WHERE platform = ?1",
+        [platform],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+#[test]
+fn a_storm_of_429s_on_half_the_requests_for_ten_seconds_slows_the_fire_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = audience(dir.path());
+    let keys = dir.path().join("keys");
+    let storm =
+        ["--gateway-latency-ms", "20", "--gateway-streams", "40", "--gateway-429", "0.5", "--gateway-faults-for", "10", "--expect", &aud];
+    let mut gw = GatewayProc::start(&keys, &storm);
+    let ledger = dir.path().join("ledger.sqlite");
+    let (ledger_s, reports) = (ledger.to_str().unwrap(), dir.path().join("reports"));
+    let args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    let out = run(&args);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let report = &j["report"];
+    assert_eq!(j["unanswered"], 0, "{j}");
+    assert!(report["throttled"].as_u64().unwrap() > 0, "the storm was met: {report}");
+    assert!(report["retries"].as_u64().unwrap() <= report["retry_budget"].as_u64().unwrap(), "{report}");
+    assert_eq!(report["budget_exhausted"], 0, "{report}");
+    let log = stderr(&out);
+    assert!(log.contains("is throttling (429)"), "one line when the throttling starts: {log}");
+    let out = gw.finish();
+    let (stats, check) = (&out[0], &out[1]);
+    assert_eq!(check["missing"], 0, "every device arrived: {check}");
+    assert_eq!(check["duplicates"], 0, "a 429 is not a delivery: nothing arrived twice: {check}");
+    assert!(stats["statuses"]["429"].as_u64().unwrap() > 0, "{stats}");
+}
+
+/// The sender's configuration for APNs at one gateway and FCM at another.
+fn split_config(dir: &Path, apns: &GatewayProc, fcm: &GatewayProc) -> std::path::PathBuf {
+    let table = |g: &GatewayProc| -> toml::Table { std::fs::read_to_string(&g.config).unwrap().parse().unwrap() };
+    let (a, f) = (table(apns), table(fcm));
+    let (a_dir, f_dir) = (apns.config.parent().unwrap(), fcm.config.parent().unwrap());
+    let s = |t: &toml::Table, section: &str, key: &str| t[section][key].as_str().unwrap().to_owned();
+    let text = format!(
+        "[apns]\nkey_file = {:?}\nkey_id = {:?}\nteam_id = {:?}\nurl = {:?}\n[fcm]\nservice_account = {:?}\nurl = {:?}\n",
+        a_dir.join(s(&a, "apns", "key_file")),
+        s(&a, "apns", "key_id"),
+        s(&a, "apns", "team_id"),
+        s(&a, "apns", "url"),
+        f_dir.join(s(&f, "fcm", "service_account")),
+        s(&f, "fcm", "url"),
+    );
+    let path = dir.join("split.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn fcm_down_does_not_stop_apns_and_the_fire_finishes_once_fcm_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, campaign) = audience(dir.path());
+    let loaded = kickoff_sender::audience::Audience::load(Path::new(&aud)).unwrap();
+    let count = |p| loaded.shards().iter().map(|s| s.len(p) as u64).sum::<u64>();
+    let (ios, android) = (count(kickoff_sender::audience::Platform::Ios), count(kickoff_sender::audience::Platform::Android));
+    let slow = ["--gateway-latency-ms", "20", "--gateway-streams", "40"];
+    let mut apns = GatewayProc::start(&dir.path().join("keys-apns"), &slow);
+    let counts = dir.path().join("fcm-counts.txt");
+    let fcm_flags = [&slow[..], &["--counts", counts.to_str().unwrap()]].concat();
+    let fcm_keys = dir.path().join("keys-fcm");
+    let mut fcm = GatewayProc::start(&fcm_keys, &fcm_flags);
+    let config = split_config(dir.path(), &apns, &fcm);
+    let ledger = dir.path().join("ledger.sqlite");
+    let reports = dir.path().join("reports");
+    let mut args = fire_args(&aud, &campaign, &apns, ledger.to_str().unwrap(), reports.to_str().unwrap());
+    let at = args.iter().position(|a| *a == "--config").unwrap() + 1;
+    args[at] = config.to_str().unwrap();
+    let mut fire = spawn(&args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while journaled_devices(&ledger, 1) < 500 {
+        assert!(Instant::now() < deadline, "FCM sends did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // FCM goes away; APNs goes on to the last iOS device meanwhile.
+    fcm.finish();
+    while journaled_devices(&ledger, 0) < ios as i64 {
+        assert!(Instant::now() < deadline, "APNs stalled with FCM: {} of {ios} iOS devices answered", journaled_devices(&ledger, 0));
+        assert!(fire.try_wait().unwrap().is_none(), "the fire waits for FCM instead of ending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(journaled_devices(&ledger, 1) < android as i64, "FCM was down meanwhile");
+    let mut fcm = GatewayProc::start(&fcm_keys, &fcm_flags);
+    let out = fire.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("FCM unreachable since"), "the fire's status names the provider: {log}");
+    assert!(!log.contains("APNs unreachable"), "{log}");
+    let a = apns.stats();
+    assert_eq!((a["unique_tokens"].as_u64().unwrap(), a["duplicates"].as_u64().unwrap()), (ios, 0), "{a}");
+    let f = fcm.stats();
+    assert_eq!(f["unique_tokens"].as_u64().unwrap(), android, "every Android device, over both FCM runs: {f}");
+    assert_eq!(f["without_collapse_id"], 0, "{f}");
+}

@@ -61,6 +61,14 @@ impl Platform {
         }
     }
 
+    /// The push provider that serves it: `APNs` or `FCM`.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Self::Ios => "APNs",
+            Self::Android => "FCM",
+        }
+    }
+
     /// The platform stored as `v`.
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {

@@ -108,6 +108,9 @@ pub struct AwsWorkersOptions {
     pub provider: ProviderChoice,
     /// How long verify-warm waits for the workers.
     pub warm_timeout: Duration,
+    /// The runbook's `[send] outage_timeout`, handed to the workers with
+    /// the warm spec.
+    pub outage_timeout: Option<Duration>,
 }
 
 /// What the last verify-warm published.
@@ -176,6 +179,7 @@ impl AwsWorkers {
             campaign_hash: hash.clone(),
             silent: campaign.mode == Mode::Silent,
             audience_checksum: format!("{:016x}", audience.checksum()),
+            outage_timeout_s: self.opts.outage_timeout.map(|t| t.as_secs().max(1)),
         };
         self.store.upload_audience(&dir).await.map_err(platform)?;
         self.store.put_warm(&spec, &text).await.map_err(platform)?;
@@ -219,8 +223,8 @@ impl AwsWorkers {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| WorkersError::Internal(e.to_string()))?;
         let warmed = self.warmed.lock().expect("warm lock").clone().ok_or(WorkersError::NotWarm)?;
         let campaign = &warmed.campaign;
-        let claim = run_apart(&self.aws.config, |aws| async move { fire(&aws, campaign, operator).await }).map_err(platform)?;
-        let record = match claim.map_err(platform)? {
+        let fired = run_apart(&self.aws.config, |aws| async move { fire(&aws, campaign, operator).await }).map_err(platform)?;
+        let record = match fired.map_err(platform)?.claim {
             Claim::AlreadyFired(r) => return Ok(FireOutcome::AlreadyFired(r)),
             Claim::Won(r) => r,
         };
@@ -232,32 +236,116 @@ impl AwsWorkers {
     }
 }
 
+/// What a press did in AWS mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    /// Won: this press fired. Already fired: somebody pressed first.
+    pub claim: Claim,
+    /// Markets of a fire claimed before but not fully queued (its press
+    /// failed midway), queued by this press.
+    pub requeued: Vec<String>,
+}
+
 /// Fires `campaign` (its id is the fire id): claims it in the S3 ledger,
 /// then queues one FIFO message per market. Whoever loses the claim, in any
-/// process and at any time, gets [`Claim::AlreadyFired`] and queues nothing.
-pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Claim, FireError> {
+/// process and at any time, gets [`Claim::AlreadyFired`] and fires nothing
+/// new; if that fire is still under way, markets it has not dispatched are
+/// queued again ([`complete`]).
+pub async fn fire(aws: &Aws, campaign: &Campaign, operator: &str) -> Result<Fired, FireError> {
     let claim = FireClaim {
         campaign_id: campaign.id.clone(),
         campaign_hash: campaign.hash().to_owned(),
         operator: operator.to_owned(),
         at: SystemTime::now(),
+        warm_checksum: None,
     };
-    let record = match aws.store().claim(&claim).await.map_err(FireError::Claim)? {
-        Claim::AlreadyFired(r) => return Ok(Claim::AlreadyFired(r)),
-        Claim::Won(r) => r,
-    };
+    match aws.store().claim(&claim).await.map_err(FireError::Claim)? {
+        Claim::AlreadyFired(r) => {
+            let requeued = complete(aws, campaign, &r).await?;
+            Ok(Fired { claim: Claim::AlreadyFired(r), requeued })
+        }
+        Claim::Won(r) => {
+            let markets: Vec<&str> = campaign.markets.iter().map(|m| m.code.as_str()).collect();
+            queue_markets(aws, campaign, &r, &markets).await?;
+            Ok(Fired { claim: Claim::Won(r), requeued: Vec::new() })
+        }
+    }
+}
+
+/// Completes a fire claimed but not fully queued (the press that claimed
+/// it failed before every market's message was queued, so no `queued`
+/// record): queues the fire message of every market with no dispatch
+/// record yet. Safe to repeat: the FIFO queue
+/// drops a copy of a message it still holds (5-minute window) and a
+/// dispatcher drops a market recorded as dispatched, so a market is
+/// dispatched once whatever the number of presses. An aborted or ended
+/// fire is left alone.
+pub async fn complete(aws: &Aws, campaign: &Campaign, record: &FireRecord) -> Result<Vec<String>, FireError> {
+    let store = aws.store();
+    let id = &record.campaign_id;
+    if record.status != FireStatus::Fired
+        || store.is_queued(id).await.map_err(FireError::Queues)?
+        || store.abort_mark(id).await.map_err(FireError::Queues)?.is_some()
+    {
+        return Ok(Vec::new());
+    }
+    let dispatched: HashSet<String> =
+        store.all_dispatched(&record.campaign_id).await.map_err(FireError::Queues)?.into_iter().map(|d| d.market).collect();
+    let missing: Vec<&str> = campaign.markets.iter().map(|m| m.code.as_str()).filter(|m| !dispatched.contains(*m)).collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::info!(fire = %record.campaign_id, markets = ?missing, "the fire was claimed but not every market was queued: queued again");
+    queue_markets(aws, campaign, record, &missing).await?;
+    Ok(missing.into_iter().map(str::to_owned).collect())
+}
+
+async fn queue_markets(aws: &Aws, campaign: &Campaign, record: &FireRecord, markets: &[&str]) -> Result<(), FireError> {
     let queues = Queues::open(aws).await.map_err(FireError::Queues)?;
-    for market in &campaign.markets {
+    for market in markets {
         let msg = FireMsg {
             campaign_id: campaign.id.clone(),
             campaign_hash: record.campaign_hash.clone(),
             operator: record.operator.clone(),
             fired_at_ms: record.fired_at_ms,
-            market: Some(market.code.clone()),
+            market: Some((*market).to_owned()),
         };
-        queues.send_fire(&msg).await.map_err(|source| FireError::Market { market: market.code.clone(), source })?;
+        queues.send_fire(&msg).await.map_err(|source| FireError::Market { market: (*market).to_owned(), source })?;
     }
-    Ok(Claim::Won(record))
+    // From here on, a press of this fire queues nothing more.
+    let all: Vec<&str> = campaign.markets.iter().map(|m| m.code.as_str()).collect();
+    aws.store().put_queued(&campaign.id, &all).await.map_err(FireError::Queues)?;
+    Ok(())
+}
+
+/// How an abort request was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aborted {
+    /// Recorded: every worker stops its hand-offs within a heartbeat.
+    Requested(FireRecord),
+    /// An abort was recorded before; it stands.
+    AlreadyRequested(super::store::AbortMark),
+    /// The fire already ended.
+    Ended(FireRecord),
+    /// The fire was never claimed.
+    NeverFired,
+}
+
+/// Records the abort of fire `fire_id` in S3, where every worker (and the
+/// window following the fire) reads it: how any process stops an AWS fire,
+/// including when the process that pressed fire is gone.
+pub async fn abort(aws: &Aws, fire_id: &str, by: &str, why: &str) -> Result<Aborted, AwsError> {
+    let store = aws.store();
+    let Some(record) = store.fire_record(fire_id).await? else { return Ok(Aborted::NeverFired) };
+    if record.status != FireStatus::Fired {
+        return Ok(Aborted::Ended(record));
+    }
+    if store.put_abort(fire_id, by, why).await? {
+        Ok(Aborted::Requested(record))
+    } else {
+        let mark = store.abort_mark(fire_id).await?.ok_or_else(|| AwsError::Data(format!("{fire_id}: the abort mark vanished")))?;
+        Ok(Aborted::AlreadyRequested(mark))
+    }
 }
 
 /// The campaign the workers hold (from S3), under its fire id.
@@ -280,24 +368,36 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
     let markets = warmed.campaign.markets.len();
     let mut seen: HashSet<String> = HashSet::new();
     let mut batches: Option<u64> = None;
+    // Batches a stopping worker split (their rest queued as batches of
+    // their own): each is one more batch to wait for.
+    let mut split = 0u64;
     let mut records_complete_at: Option<Instant> = None;
     let mut abort_sent = false;
+    let mut abort_checked = Instant::now();
     let mut charted = super::metrics::Series::default();
     let fired_at_s = record.fired_at_ms / 1000;
     let captured = CapturedLedger::default();
     loop {
         if run.is_aborted() && !abort_sent {
             let by = run.aborted_by().unwrap_or_else(|| "operator".into());
-            match store.put_abort(&fire_id, &by).await {
-                Ok(()) => abort_sent = true,
+            match store.put_abort(&fire_id, &by, "").await {
+                Ok(_) => abort_sent = true,
                 Err(e) => tracing::error!(error = %e, "could not record the abort in S3; retrying"),
+            }
+        }
+        // An abort from elsewhere (`aws abort`, another window).
+        if !run.is_aborted() && abort_checked.elapsed() >= Duration::from_secs(1) {
+            abort_checked = Instant::now();
+            if let Ok(Some(mark)) = store.abort_mark(&fire_id).await {
+                run.abort(&mark.by_and_why());
+                abort_sent = true;
             }
         }
         if batches.is_none() {
             match store.all_dispatched(&fire_id).await {
                 Ok(d) if d.len() >= markets => {
                     let n = d.iter().map(|d| d.batches).sum();
-                    run.dispatched(n);
+                    run.dispatched(n + split);
                     batches = Some(n);
                 }
                 Ok(_) => {}
@@ -329,12 +429,21 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
                                 }
                             }
                             run.first_sends(u64::from(d.handed_off));
-                            run.unsent(UnsentRange {
-                                shard: d.msg.shard,
-                                platform: d.msg.platform,
-                                start: d.msg.end - d.unsent,
-                                end: d.msg.end,
-                            });
+                            if r.requeued.is_some() {
+                                // The rest is a batch of its own, counted
+                                // when its record comes.
+                                split += 1;
+                                if let Some(n) = batches {
+                                    run.dispatched(n + split);
+                                }
+                            } else {
+                                run.unsent(UnsentRange {
+                                    shard: d.msg.shard,
+                                    platform: d.msg.platform,
+                                    start: d.msg.end - d.unsent,
+                                    end: d.msg.end,
+                                });
+                            }
                             run.apply(delta);
                             seen.insert(name);
                         }
@@ -365,7 +474,7 @@ async fn follow(aws: Aws, record: FireRecord, warmed: Warmed, run: Arc<FireRun>,
         // Every batch has its record: give CloudWatch a few seconds to hold
         // the same count, so the chart agrees with the outcome when the fire
         // is reported done (the workers put their points every second).
-        if records_complete_at.is_none() && batches.is_some_and(|n| seen.len() as u64 >= n) {
+        if records_complete_at.is_none() && batches.is_some_and(|n| seen.len() as u64 >= n + split) {
             records_complete_at = Some(Instant::now());
         }
         let chart_lags = charted.total() < run.progress().delivered;
@@ -439,6 +548,12 @@ impl Workers for AwsWorkers {
         self.handle.lock().expect("handle lock").clone()
     }
 
+    fn request_abort(&self, campaign_id: &str, by: &str, why: &str) -> Result<(), WorkersError> {
+        let fire_id = self.opts.scope.key(campaign_id);
+        run_apart(&self.aws.config, |aws| async move { abort(&aws, &fire_id, by, why).await }).and_then(|r| r).map_err(platform)?;
+        Ok(())
+    }
+
     fn received(&self, sender_delivered: u64) -> Received {
         Received { delivered: sender_delivered, duplicates: 0, measured_at: "sender" }
     }
@@ -503,6 +618,7 @@ pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Se
             scope: opts.fire_scope.clone(),
             provider: opts.provider.clone(),
             warm_timeout: Duration::from_secs(300),
+            outage_timeout: runbook.outage_timeout,
         },
         live.clone(),
     );

@@ -117,6 +117,19 @@ pub struct WorkerConfig {
     pub push_config: Option<PathBuf>,
     /// This worker's id (default: host name and process id).
     pub id: Option<String>,
+    /// The longest delay the batch queue gives a message: SQS's 15
+    /// minutes. A batch due later is queued again when it arrives early.
+    /// (Lower it only to test that.)
+    #[serde(with = "crate::clock::duration")]
+    pub max_delay: Duration,
+    /// How long the dispatcher keeps a fire message invisible at a time; it
+    /// extends that while it dispatches the market.
+    #[serde(with = "crate::clock::duration")]
+    pub fire_visibility_timeout: Duration,
+    /// On SIGTERM, how long the worker finishes what it holds before it
+    /// stops its hand-offs and gives the rest back to the queue.
+    #[serde(with = "crate::clock::duration")]
+    pub grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -131,6 +144,9 @@ impl Default for WorkerConfig {
             cache_dir: None,
             push_config: None,
             id: None,
+            max_delay: queues::MAX_DELAY,
+            fire_visibility_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(20),
         }
     }
 }
@@ -238,6 +254,15 @@ impl AwsConfig {
         }
         if cfg.batch_queue.ends_with(".fifo") {
             return Err(err(format!("batch_queue {:?} must be a standard queue, not FIFO", cfg.batch_queue)));
+        }
+        if cfg.worker.max_delay < Duration::from_secs(1) || cfg.worker.max_delay > queues::MAX_DELAY {
+            return Err(err("worker.max_delay is between 1s and 15m (SQS's longest delay)".into()));
+        }
+        if cfg.worker.fire_visibility_timeout < Duration::from_secs(2) || cfg.worker.fire_visibility_timeout > Duration::from_secs(3600) {
+            return Err(err("worker.fire_visibility_timeout is between 2s and 1h".into()));
+        }
+        if cfg.worker.grace > Duration::from_secs(3600) {
+            return Err(err("worker.grace is at most 1h".into()));
         }
         if cfg.worker.wait_time > Duration::from_secs(20) {
             return Err(err("worker.wait_time is at most 20s (the SQS long-poll limit)".into()));

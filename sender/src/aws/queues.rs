@@ -19,7 +19,7 @@ use super::{Aws, AwsError};
 use crate::queue::{BatchMsg, FireMsg};
 
 /// SQS's longest message delay.
-const MAX_DELAY: Duration = Duration::from_secs(900);
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 /// A received message.
 #[derive(Debug, Clone)]
@@ -134,21 +134,28 @@ impl Queues {
     }
 
     /// Queues a fire's batches, ten to a call. A batch due `offset` after the
-    /// fire is delayed by what remains of it (SQS delays up to 15 minutes;
-    /// later ones go at 15 minutes). Returns the number queued.
-    pub async fn send_batches(&self, batches: &[(Duration, BatchMsg)], fired_at: SystemTime) -> Result<u64, AwsError> {
+    /// fire is delayed by what remains of it; one due later than the queue
+    /// can delay (`max_delay`, SQS: 15 minutes) carries its time
+    /// (`not_before_ms`) and is queued again by the notifier that receives
+    /// it early. Returns the number queued.
+    pub async fn send_batches(&self, batches: &[(Duration, BatchMsg)], fired_at: SystemTime, max_delay: Duration) -> Result<u64, AwsError> {
         let since_fire = SystemTime::now().duration_since(fired_at).unwrap_or_default();
+        let fired_ms = crate::clock::ms(fired_at);
         let mut sent = 0u64;
         for chunk in batches.chunks(10) {
             let mut entries: Vec<SendMessageBatchRequestEntry> = chunk
                 .iter()
                 .enumerate()
                 .map(|(i, (offset, b))| {
-                    let delay = offset.saturating_sub(since_fire).min(MAX_DELAY);
+                    let wait = offset.saturating_sub(since_fire);
+                    let mut b = b.clone();
+                    if wait > max_delay {
+                        b.not_before_ms = Some(fired_ms.saturating_add(offset.as_millis() as u64));
+                    }
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(serde_json::to_string(b).expect("batch serializes"))
-                        .delay_seconds(delay.as_secs() as i32)
+                        .message_body(serde_json::to_string(&b).expect("batch serializes"))
+                        .delay_seconds(wait.min(max_delay).as_secs() as i32)
                         .build()
                         .expect("id and body are set")
                 })
@@ -210,6 +217,20 @@ impl Queues {
                 .await
                 .map_err(|e| AwsError::call("SQS", "ChangeMessageVisibilityBatch", e))?;
         }
+        Ok(())
+    }
+
+    /// Keeps a fire message invisible for another `visibility` (the
+    /// dispatcher, while it dispatches the market).
+    pub async fn extend_fire(&self, handle: &str, visibility: Duration) -> Result<(), AwsError> {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.fire_url)
+            .receipt_handle(handle)
+            .visibility_timeout(visibility.as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| AwsError::call("SQS", "ChangeMessageVisibility", e))?;
         Ok(())
     }
 

@@ -33,6 +33,10 @@ pub struct WarmSpec {
     pub silent: bool,
     /// The audience checksum (manifest) the campaign was checked against.
     pub audience_checksum: String,
+    /// The runbook's `[send] outage_timeout`, in seconds (unset: the
+    /// worker's own setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage_timeout_s: Option<u64>,
 }
 
 /// A worker's role.
@@ -82,6 +86,10 @@ pub struct WorkerStatus {
     pub error: Option<String>,
     /// When written (ms since the epoch).
     pub at_ms: u64,
+    /// Where it sends: `apns+fcm` (and the like) through the credentials of
+    /// its `push_config`, or `null` (nowhere: asked for explicitly).
+    #[serde(default)]
+    pub provider: String,
 }
 
 /// A market's dispatch, written once all its batches are queued.
@@ -102,8 +110,18 @@ pub struct Dispatched {
 pub struct AbortMark {
     /// Who.
     pub by: String,
+    /// Why.
+    #[serde(default)]
+    pub why: String,
     /// When (ms since the epoch).
     pub at_ms: u64,
+}
+
+impl AbortMark {
+    /// "who (why)", as reports name an abort.
+    pub fn by_and_why(&self) -> String {
+        if self.why.is_empty() { self.by.clone() } else { format!("{} ({})", self.by, self.why) }
+    }
 }
 
 /// A finished batch, with the worker that sent it.
@@ -114,6 +132,11 @@ pub struct DoneRecord {
     pub done: BatchDone,
     /// Who sent it.
     pub worker: String,
+    /// A worker stopping (SIGTERM) sent part of the batch and queued the
+    /// rest as this batch of its own: its devices are not "not sent", and
+    /// the fire has one more batch to wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued: Option<BatchMsg>,
 }
 
 /// Kickoff's objects in one bucket and prefix.
@@ -311,6 +334,7 @@ impl Store {
             finished_at_ms: None,
             summary: None,
             heartbeat_ms: None,
+            warm_checksum: claim.warm_checksum.clone(),
         };
         let rel = fire_key(&claim.campaign_id, "claim.json");
         if self.put_new(&rel, serde_json::to_vec_pretty(&record).expect("record serializes")).await? {
@@ -353,6 +377,16 @@ impl Store {
         self.put(&fire_key(fire_id, &format!("dispatch/{}.json", d.market)), serde_json::to_vec(d).expect("serializes")).await
     }
 
+    /// Records that every market's fire message was queued.
+    pub async fn put_queued(&self, fire_id: &str, markets: &[&str]) -> Result<(), AwsError> {
+        self.put(&fire_key(fire_id, "queued.json"), serde_json::to_vec(markets).expect("serializes")).await
+    }
+
+    /// True once every market's fire message was queued.
+    pub async fn is_queued(&self, fire_id: &str) -> Result<bool, AwsError> {
+        Ok(self.get_json::<Vec<String>>(&fire_key(fire_id, "queued.json")).await?.is_some())
+    }
+
     /// Every market's dispatch record of a fire.
     pub async fn all_dispatched(&self, fire_id: &str) -> Result<Vec<Dispatched>, AwsError> {
         let mut out = Vec::new();
@@ -393,9 +427,11 @@ impl Store {
     }
 
     /// Records an abort (the first one stays).
-    pub async fn put_abort(&self, fire_id: &str, by: &str) -> Result<(), AwsError> {
-        let mark = AbortMark { by: by.to_owned(), at_ms: crate::fanout::ledger::ms(SystemTime::now()) };
-        self.put_new(&fire_key(fire_id, "abort.json"), serde_json::to_vec(&mark).expect("serializes")).await.map(|_| ())
+    /// Records the abort of a fire, once: true if this call recorded it,
+    /// false if an abort was recorded before (it stands).
+    pub async fn put_abort(&self, fire_id: &str, by: &str, why: &str) -> Result<bool, AwsError> {
+        let mark = AbortMark { by: by.to_owned(), why: why.to_owned(), at_ms: crate::fanout::ledger::ms(SystemTime::now()) };
+        self.put_new(&fire_key(fire_id, "abort.json"), serde_json::to_vec(&mark).expect("serializes")).await
     }
 
     /// The abort of a fire, if any.

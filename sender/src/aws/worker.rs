@@ -77,19 +77,48 @@ fn plans(warm: &Warm, fire_id: &str) -> Plans {
     warm.campaign.markets.iter().map(|m| (m.code.clone(), crate::fanout::dispatch::plan(warm, fire_id, Some(&m.code)))).collect()
 }
 
+/// Where a worker sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerProvider {
+    /// APNs and FCM through the credentials of `[worker] push_config`.
+    Configured,
+    /// Nowhere (every send accepted at once): only when asked for, for a
+    /// rehearsal of the fleet; status and metrics say `null`.
+    Null,
+}
+
+/// The worker's provider credentials, checked before it touches AWS: a
+/// worker without them refuses to start (it would otherwise mark every
+/// device delivered having sent nothing), unless `Null` was asked for.
+pub fn push_config(config: &AwsConfig, provider: WorkerProvider) -> Result<Option<PushConfig>, AwsError> {
+    match (&config.worker.push_config, provider) {
+        (_, WorkerProvider::Null) => Ok(None),
+        (Some(p), WorkerProvider::Configured) => {
+            PushConfig::load(p).map(Some).map_err(|e| AwsError::Config { path: p.clone(), message: e.to_string() })
+        }
+        (None, WorkerProvider::Configured) => Err(AwsError::Config {
+            path: config.source.clone(),
+            message: "[worker] has no push_config: a worker needs provider credentials (push_config = \"kickoff.toml\", \
+                      with [apns] and/or [fcm]) to send; to rehearse the fleet without sending, start it with --provider null"
+                .into(),
+        }),
+    }
+}
+
 /// Runs a worker until `stop` completes.
-pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<(), AwsError> {
+pub async fn run(config: AwsConfig, provider: WorkerProvider, stop: impl Future<Output = ()>) -> Result<(), AwsError> {
+    let push = push_config(&config, provider)?;
     let aws = Aws::connect(config).await?;
     let queues = Queues::open(&aws).await?;
     let ctx = Ctx { store: aws.store(), queues, id: worker_id(&aws.config), aws };
     let (aws, store, id) = (&ctx.aws, &ctx.store, ctx.id.clone());
     let cfg = aws.config.worker.clone();
     let cache = cfg.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("kickoff-worker").join(&id));
-    let push = match &cfg.push_config {
-        Some(p) => Some(PushConfig::load(p).map_err(|e| AwsError::Config { path: p.clone(), message: e.to_string() })?),
-        None => None,
+    let provider_name = match &push {
+        Some(p) => crate::push::PushProviders::name_of(p),
+        None => "null",
     };
-    tracing::info!(worker = %id, roles = ?cfg.roles, "worker started");
+    tracing::info!(worker = %id, roles = ?cfg.roles, provider = provider_name, "worker started");
     tokio::pin!(stop);
     let mut status = WorkerStatus {
         worker: id.clone(),
@@ -101,6 +130,7 @@ pub async fn run(config: AwsConfig, stop: impl Future<Output = ()>) -> Result<()
         shards_total: 0,
         error: None,
         at_ms: 0,
+        provider: provider_name.to_owned(),
     };
     loop {
         // Wait for something to warm.
@@ -196,7 +226,15 @@ async fn load(
     let setup = Setup::start(&choice, &audience, &campaign.apns.topic).await.map_err(|e| AwsError::Data(e.to_string()))?;
     let sink = CloudWatchSink::start(aws.cloudwatch.clone(), aws.config.namespace.clone());
     let (tx, rx) = mpsc::unbounded_channel::<BatchDone>();
-    let config = EngineConfig { workers: aws.config.worker.notifiers, reports_dir: Some(cache.join("reports")), ..EngineConfig::default() };
+    let defaults = EngineConfig::default();
+    let outage_timeout = spec
+        .outage_timeout_s
+        .map(Duration::from_secs)
+        .or(push.and_then(|p| p.send.outage_timeout))
+        .unwrap_or(defaults.outage_timeout)
+        .clamp(Duration::from_secs(1), crate::fanout::MAX_OUTAGE_TIMEOUT);
+    let config =
+        EngineConfig { workers: aws.config.worker.notifiers, reports_dir: Some(cache.join("reports")), outage_timeout, ..defaults };
     let hook: crate::fanout::BatchDoneHook = Box::new(move |d| {
         let _ = tx.send(d);
     });
@@ -287,17 +325,19 @@ async fn serve(
         .then(|| spawn_receiver(queues.clone(), Arc::new(tokio::sync::Semaphore::new(cfg.max_batches)), cfg.clone(), tx));
     // The dispatcher runs on its own: a busy notifier loop never delays a
     // market's dispatch (FIFO messages of one fire are served one at a time).
+    // Told to stop, it finishes the market it is dispatching: a market is
+    // queued whole, once.
+    let (stop_dispatch, dispatch_stopped) = tokio::sync::watch::channel(false);
     let dispatcher = dispatch.then(|| {
-        let (store, queues, id, plans, fire_id, wait) =
-            (store.clone(), queues.clone(), id.to_owned(), loaded.plans.clone(), fire_id.clone(), cfg.wait_time);
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = dispatch_once(&store, &queues, &id, &plans, &fire_id, wait).await {
-                    tracing::error!(error = %e, "dispatch");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        })
+        let d = Dispatcher {
+            store: store.clone(),
+            queues: queues.clone(),
+            id: id.to_owned(),
+            plans: loaded.plans.clone(),
+            fire_id: fire_id.clone(),
+            cfg: cfg.clone(),
+        };
+        tokio::spawn(d.run(dispatch_stopped))
     });
     // Finished batches are recorded and deleted concurrently.
     let mut finishing = tokio::task::JoinSet::new();
@@ -305,7 +345,7 @@ async fn serve(
     let stopped = loop {
         tokio::select! {
             () = &mut *stop => break true,
-            Some(d) = done_rx.recv() => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d),
+            Some(d) = done_rx.recv() => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, false),
             Some(_) = finishing.join_next(), if !finishing.is_empty() => {}
             Some((r, permit)) = received.recv() => {
                 take_batch(ctx, loaded, &mut fire, &mut held, r, permit).await;
@@ -315,8 +355,8 @@ async fn serve(
                     && !h.progress().aborted
                     && let Ok(Some(mark)) = store.abort_mark(&fire_id).await
                 {
-                    tracing::warn!(by = %mark.by, "abort recorded in S3: stopping sends");
-                    h.abort(&mark.by);
+                    tracing::warn!(by = %mark.by, why = %mark.why, "abort recorded in S3: stopping sends");
+                    h.abort(&mark.by_and_why());
                 }
                 write_status(store, status).await;
                 if let Ok(Some(spec)) = store.warm_spec().await
@@ -341,9 +381,19 @@ async fn serve(
         r.abort();
     }
     if let Some(d) = dispatcher {
-        // A fire message it held reappears after its visibility timeout; a
-        // market already recorded as dispatched is not dispatched again.
-        d.abort();
+        let _ = stop_dispatch.send(true);
+        if stopped {
+            // Finishes the market under way (a fire message it held and did
+            // not finish reappears after its visibility timeout; a market
+            // recorded as dispatched is never dispatched again).
+            let abort = d.abort_handle();
+            if tokio::time::timeout(cfg.grace.max(Duration::from_secs(1)), d).await.is_err() {
+                tracing::warn!("the dispatcher did not finish its market within the grace period; its fire message goes back to the queue");
+                abort.abort();
+            }
+        } else {
+            d.abort();
+        }
     }
     // Batches received but not yet taken go back at once.
     received.close();
@@ -351,17 +401,30 @@ async fn serve(
         let _ = queues.release(&r.handle).await;
     }
     if stopped && !held.is_empty() {
-        // Finish what is held within the grace period; release the rest.
-        let grace = cfg.visibility_timeout.min(Duration::from_secs(20));
-        let deadline = Instant::now() + grace;
+        // Finish what is held within the grace period...
+        let deadline = Instant::now() + cfg.grace.min(cfg.visibility_timeout);
         while !held.is_empty() {
             match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
-                Ok(Some(d)) => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d),
+                Ok(Some(d)) => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, false),
                 _ => break,
             }
         }
+        // ...then stop handing off: each open batch ends with what it handed
+        // off (its answers in flight are waited for) and the rest of it goes
+        // back to the queue as a batch of its own, so no device is sent by
+        // this worker and another one.
+        if !held.is_empty() {
+            loaded.engine.stop_handoffs();
+            let drain = Instant::now() + EngineConfig::default().drain_timeout + Duration::from_secs(1);
+            while !held.is_empty() {
+                match tokio::time::timeout_at(drain.into(), done_rx.recv()).await {
+                    Ok(Some(d)) => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, true),
+                    _ => break,
+                }
+            }
+        }
         for (name, h) in held.drain() {
-            tracing::warn!(batch = %name, held_for = ?h.since.elapsed(), "released unfinished at shutdown");
+            tracing::warn!(batch = %name, held_for = ?h.since.elapsed(), "released unfinished at shutdown (answers still outstanding)");
             let _ = queues.release(&h.handle).await;
         }
     }
@@ -387,6 +450,27 @@ async fn take_batch(
         tracing::error!(batch = %name, campaign = %r.msg.campaign_id, holds = %fire_id, "a batch of a fire this worker is not warm for; left in the queue");
         return;
     }
+    if let Some(at) = r.msg.not_before_ms
+        && at > crate::clock::now_ms() + 500
+    {
+        // Due later than the queue could delay it: queued again for the
+        // rest of its wait (the copy is queued before this one is deleted,
+        // so the batch is never lost).
+        let fired_at = std::time::SystemTime::now();
+        let wait = Duration::from_millis(at - crate::clock::now_ms());
+        let mut msg = r.msg.clone();
+        msg.not_before_ms = None;
+        match queues.send_batches(&[(wait, msg)], fired_at, ctx.aws.config.worker.max_delay).await {
+            Ok(_) => {
+                let _ = queues.delete_batch(&r.handle).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, batch = %name, "could not queue an early batch again; released");
+                let _ = queues.release(&r.handle).await;
+            }
+        }
+        return;
+    }
     match store.is_done(fire_id, &r.msg).await {
         Ok(true) => {
             // Redelivered after another worker finished it.
@@ -406,7 +490,7 @@ async fn take_batch(
                 loaded.sink.begin(fire_id, record.fired_at_ms);
                 let h = engine.adopt(&record);
                 if let Ok(Some(mark)) = store.abort_mark(fire_id).await {
-                    h.abort(&mark.by);
+                    h.abort(&mark.by_and_why());
                 }
                 *fire = Some(h);
             }
@@ -427,13 +511,44 @@ async fn take_batch(
 }
 
 /// Records a finished batch, then deletes its message (in a task of
-/// `finishing`: records of many batches are written at once).
-fn finish_batch(ctx: &Ctx, fire_id: &str, held: &mut HashMap<String, Held>, finishing: &mut tokio::task::JoinSet<()>, d: BatchDone) {
+/// `finishing`: records of many batches are written at once). `stopping`:
+/// the engine stopped its hand-offs, and a batch it only partly handed off
+/// has the rest queued as a batch of its own (one it never started is
+/// released whole).
+fn finish_batch(
+    ctx: &Ctx,
+    fire_id: &str,
+    held: &mut HashMap<String, Held>,
+    finishing: &mut tokio::task::JoinSet<()>,
+    d: BatchDone,
+    stopping: bool,
+) {
     let name = super::store::batch_name(&d.msg);
     let handle = held.remove(&name).map(|h| h.handle);
     let (store, queues, fire_id) = (ctx.store.clone(), ctx.queues.clone(), fire_id.to_owned());
-    let record = DoneRecord { done: d, worker: ctx.id.clone() };
+    let rest = (stopping && d.unsent > 0).then(|| BatchMsg { start: d.msg.end - d.unsent, not_before_ms: None, ..d.msg.clone() });
+    if stopping && d.handed_off == 0 {
+        if let Some(handle) = handle {
+            finishing.spawn(async move {
+                let _ = queues.release(&handle).await;
+            });
+        }
+        return;
+    }
+    let max_delay = ctx.aws.config.worker.max_delay;
+    let record = DoneRecord { done: d, worker: ctx.id.clone(), requeued: rest.clone() };
     finishing.spawn(async move {
+        // The rest is queued before the record is written: a crash between
+        // the two sends the rest twice, never loses it.
+        if let Some(rest) = &rest
+            && let Err(e) = queues.send_batches(&[(Duration::ZERO, rest.clone())], std::time::SystemTime::now(), max_delay).await
+        {
+            tracing::error!(error = %e, batch = %name, "could not queue the rest of a batch; the whole batch goes back to the queue");
+            if let Some(handle) = handle {
+                let _ = queues.release(&handle).await;
+            }
+            return;
+        }
         if let Err(e) = store.put_done(&fire_id, &record).await {
             // Not deleted: the message reappears and the batch is sent again
             // rather than lost.
@@ -448,37 +563,94 @@ fn finish_batch(ctx: &Ctx, fire_id: &str, held: &mut HashMap<String, Held>, fini
     });
 }
 
-/// Handles at most one fire message.
-async fn dispatch_once(store: &Store, queues: &Queues, id: &str, plans: &Plans, fire_id: &str, wait: Duration) -> Result<(), AwsError> {
-    let got = queues.receive_fires(wait, Duration::from_secs(60)).await?;
-    for r in got {
-        let fire = r.msg;
+/// The dispatch role: fire messages in, a market's batches out.
+struct Dispatcher {
+    store: Store,
+    queues: Queues,
+    id: String,
+    plans: Arc<Plans>,
+    fire_id: String,
+    cfg: super::WorkerConfig,
+}
+
+impl Dispatcher {
+    /// Dispatches until `stop` turns true; a market under way is finished
+    /// first.
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let got = tokio::select! {
+                got = self.queues.receive_fires(self.cfg.wait_time, self.cfg.fire_visibility_timeout) => got,
+                _ = stop.changed() => return,
+            };
+            let result = match got {
+                Ok(got) => {
+                    let mut result = Ok(());
+                    for r in got {
+                        result = result.and(Box::pin(self.dispatch(r)).await);
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "dispatch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Dispatches one market's fire message, keeping it invisible while
+    /// its batches are queued (a big market takes longer than one
+    /// visibility timeout, and must not be dispatched twice).
+    async fn dispatch(&self, r: super::queues::Received<crate::queue::FireMsg>) -> Result<(), AwsError> {
+        let visibility = self.cfg.fire_visibility_timeout;
+        let work = self.dispatch_market(&r);
+        tokio::pin!(work);
+        let mut extend = tokio::time::interval_at(tokio::time::Instant::now() + visibility / 3, visibility / 3);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                _ = extend.tick() => {
+                    if let Err(e) = self.queues.extend_fire(&r.handle, visibility).await {
+                        tracing::warn!(error = %e, "could not extend the fire message's visibility");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dispatch_market(&self, r: &super::queues::Received<crate::queue::FireMsg>) -> Result<(), AwsError> {
+        let (store, queues, fire_id) = (&self.store, &self.queues, self.fire_id.as_str());
+        let fire = &r.msg;
         let market = fire.market.clone().unwrap_or_default();
         if fire.campaign_id != fire_id {
             tracing::error!(campaign = %fire.campaign_id, holds = %fire_id, "a fire for a campaign this dispatcher is not warm for; left in the queue");
-            continue;
+            return Ok(());
         }
         if store.dispatched(fire_id, &market).await?.is_some() {
             queues.delete_fire(&r.handle).await?;
-            continue;
+            return Ok(());
         }
         let Some(record) = store.fire_record(fire_id).await? else {
             tracing::error!(fire = %fire_id, "a fire message without a ledger claim; left for the dead-letter queue");
-            continue;
+            return Ok(());
         };
         let aborted = store.abort_mark(fire_id).await?.is_some();
         // A message without a market (not one Kickoff sends) stands for all of them.
         let planned: std::borrow::Cow<'_, [(Duration, BatchMsg)]> = match &fire.market {
             _ if aborted => (&[][..]).into(),
-            Some(m) => plans.get(m).map_or(&[][..], Vec::as_slice).into(),
-            None => plans.values().flatten().cloned().collect::<Vec<_>>().into(),
+            Some(m) => self.plans.get(m).map_or(&[][..], Vec::as_slice).into(),
+            None => self.plans.values().flatten().cloned().collect::<Vec<_>>().into(),
         };
         let devices = planned.iter().map(|(_, b)| u64::from(b.len())).sum();
         let fired_at = UNIX_EPOCH + Duration::from_millis(record.fired_at_ms);
-        let batches = queues.send_batches(&planned, fired_at).await?;
-        store.put_dispatched(fire_id, &Dispatched { market: market.clone(), batches, devices, worker: id.to_owned() }).await?;
+        let batches = queues.send_batches(&planned, fired_at, self.cfg.max_delay).await?;
+        store.put_dispatched(fire_id, &Dispatched { market: market.clone(), batches, devices, worker: self.id.clone() }).await?;
         queues.delete_fire(&r.handle).await?;
         tracing::info!(fire = %fire_id, market = %market, batches, devices, "dispatched");
+        Ok(())
     }
-    Ok(())
 }

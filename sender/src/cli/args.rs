@@ -111,6 +111,7 @@ impl PushFlags {
             },
             tls: TlsConfig { ca_file: self.ca_file.clone() },
             pool: PoolConfig { connections },
+            send: Default::default(),
         };
         Ok(file.merged(flags))
     }
@@ -140,6 +141,10 @@ pub(crate) struct GatewayFlags {
     /// retry-after seconds on 429/503.
     #[arg(long)]
     gateway_retry_after: Option<u64>,
+    /// Inject the 429/500/503 answers only during the first SECS seconds
+    /// after the first request (a storm that passes) [default: always].
+    #[arg(long, value_name = "SECS")]
+    gateway_faults_for: Option<f64>,
     /// SETTINGS_MAX_CONCURRENT_STREAMS of the gateway [default: 1000].
     #[arg(long)]
     gateway_streams: Option<u32>,
@@ -167,6 +172,11 @@ impl GatewayFlags {
             rate_500: rate("--gateway-500", self.gateway_500)?,
             rate_503: rate("--gateway-503", self.gateway_503)?,
             retry_after: self.gateway_retry_after,
+            faults_for: match self.gateway_faults_for {
+                Some(s) if !(0.0..=86_400.0).contains(&s) => bail!("--gateway-faults-for {s} is not between 0 and 86400 seconds"),
+                Some(s) => Some(Duration::from_secs_f64(s)),
+                None => None,
+            },
             ..GatewayConfig::default()
         })
     }
@@ -181,6 +191,7 @@ impl GatewayFlags {
             ("--gateway-500", self.gateway_500.is_some()),
             ("--gateway-503", self.gateway_503.is_some()),
             ("--gateway-retry-after", self.gateway_retry_after.is_some()),
+            ("--gateway-faults-for", self.gateway_faults_for.is_some()),
             ("--gateway-streams", self.gateway_streams.is_some()),
             ("--gateway-threads", self.gateway_threads.is_some()),
         ])
@@ -245,12 +256,19 @@ pub(crate) struct ProviderArgs {
 }
 
 fn outage_timeout(s: &str) -> Result<std::time::Duration, String> {
-    kickoff_sender::clock::parse_duration(s, kickoff_sender::fanout::MAX_OUTAGE_TIMEOUT).map_err(|e| e.to_string())
+    kickoff_sender::fanout::parse_outage_timeout(s)
 }
 
 impl ProviderArgs {
-    pub(crate) fn engine(&self) -> EngineConfig {
+    /// The engine's settings: the flags, else (for `--provider http`) the
+    /// `[send]` table of the provider configuration, else the defaults.
+    pub(crate) fn engine(&self) -> anyhow::Result<EngineConfig> {
         let mut config = EngineConfig::default();
+        if self.provider == ProviderKind::Http
+            && let Some(t) = self.push.config(None)?.send.outage_timeout
+        {
+            config.outage_timeout = t;
+        }
         if let Some(w) = self.workers {
             config.workers = w.max(1);
         }
@@ -259,7 +277,7 @@ impl ProviderArgs {
         if let Some(t) = self.outage_timeout {
             config.outage_timeout = t;
         }
-        config
+        Ok(config)
     }
 
     /// Flags given on the command line that the chosen provider would

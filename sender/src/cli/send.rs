@@ -119,7 +119,7 @@ pub(crate) fn drill_cmd(args: DrillArgs) -> anyhow::Result<ExitCode> {
         audience: args.audience,
         campaign: args.campaign,
         provider: args.provider.choice()?,
-        engine: args.provider.engine(),
+        engine: args.provider.engine()?,
         generate: args.generate.spec(),
         shards: args.shards,
         silent: args.silent,
@@ -161,7 +161,15 @@ pub(crate) fn drill_cmd(args: DrillArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_drill(s: &DrillSummary) {
-    println!("drill {}: {} devices, provider {}, {} workers", s.campaign_id, group(s.devices), s.provider, s.workers);
+    println!(
+        "drill {}: {} devices ({} iOS, {} Android), provider {}, {} workers",
+        s.campaign_id,
+        group(s.devices),
+        group(s.ios),
+        group(s.android),
+        s.provider,
+        s.workers
+    );
     println!(
         "  delivered   {}   duplicates {}   missing {}   failed {}",
         group(s.delivered),
@@ -176,7 +184,7 @@ fn print_drill(s: &DrillSummary) {
     println!("  delivery    p50 {:.3} s   p95 {:.3} s   p99 {:.3} s   max {:.3} s", s.p50_s, s.p95_s, s.p99_s, s.max_s);
     if let (Some(limit), Some(rtt), Some(bound)) = (s.in_flight_limit, s.mean_rtt_s, s.littles_law_s) {
         println!(
-            "  model       in flight {}   mean rtt {:.1} ms   Little's law {:.3} s ({:+.1}%)",
+            "  model       in flight {} per provider   mean rtt {:.1} ms   Little's law {:.3} s ({:+.1}%)",
             group(limit),
             rtt * 1000.0,
             bound,
@@ -205,7 +213,7 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
     let data = kickoff_sender::sys::data_dir();
     let ledger = Arc::new(SqliteLedger::open(&args.ledger.clone().unwrap_or_else(kickoff_sender::sys::state_db))?);
     let choice = args.provider.choice()?;
-    let mut config = args.provider.engine();
+    let mut config = args.provider.engine()?;
     config.reports_dir = Some(args.reports.clone().unwrap_or_else(|| data.join("reports")));
     // IO is enabled for the providers and the Ctrl-C handler.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -295,6 +303,22 @@ pub(crate) fn fire_cmd(args: FireArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(EXIT_ALREADY_FIRED))
         }
+        Err(NotSent::Mismatch(record, now)) => {
+            let fired = record.warm_checksum.clone().unwrap_or_default();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&serde_json::json!({ "status": "mismatch", "record": record, "fired_from": fired, "now": now }))?
+                );
+            } else {
+                println!(
+                    "campaign {} was fired from audience and campaign {fired}, but --audience and --campaign now hold {now}: \
+                     a resume must send from the same files (the journal names devices by position); nothing was sent",
+                    record.campaign_id
+                );
+            }
+            Ok(ExitCode::from(EXIT_ALREADY_FIRED))
+        }
         Err(NotSent::AlreadyFired(record, standing)) => {
             let interrupted = record.status == FireStatus::Interrupted;
             if args.json {
@@ -344,6 +368,8 @@ enum NotSent {
     AlreadyFired(FireRecord, Option<Standing>),
     /// A resume of a campaign never fired.
     NeverFired,
+    /// A resume from another audience or campaign than the fire's.
+    Mismatch(FireRecord, String),
 }
 
 type FireResult = (Result<Arc<FireReport>, NotSent>, Option<(u64, u64)>);
@@ -371,6 +397,9 @@ async fn fire_with(
             let interrupt = tokio::signal::ctrl_c();
             tokio::pin!(wait, interrupt);
             let mut aborted = false;
+            // A provider's outage is told once when it starts and once when
+            // it ends, not on every tick.
+            let mut paused: Option<String> = None;
             let report = loop {
                 tokio::select! {
                     report = &mut wait => break report,
@@ -382,6 +411,14 @@ async fn fire_with(
                     () = tokio::time::sleep(Duration::from_millis(100)) => {
                         let p = handle.progress();
                         progress.set_position(p.delivered + p.failed);
+                        let line = p.paused_line();
+                        if line != paused {
+                            match &line {
+                                Some(l) => progress.suspend(|| eprintln!("{l}")),
+                                None => progress.suspend(|| eprintln!("every provider takes requests again: sending")),
+                            }
+                            paused = line;
+                        }
                     }
                 }
             };
@@ -389,10 +426,14 @@ async fn fire_with(
             Ok(report)
         }
         FireOutcome::AlreadyFired(record) => {
+            // A fire whose process died a moment ago reads as interrupted
+            // once its heartbeat is quiet: say so rather than "fired".
+            let record = engine.settle(record)?;
             let standing = if record.status == FireStatus::Interrupted { engine.standing()? } else { None };
             Err(NotSent::AlreadyFired(record, standing))
         }
         FireOutcome::NeverFired => Err(NotSent::NeverFired),
+        FireOutcome::Mismatch { record, now } => Err(NotSent::Mismatch(record, now)),
     };
     engine.shutdown();
     let received = match (&result, &setup.gateway) {

@@ -14,12 +14,16 @@ use crate::queue::{BatchMsg, FireMsg};
 pub type Plan = Vec<(Duration, BatchMsg)>;
 
 /// Every batch of a fire (of one campaign market, if given), with the delay
-/// after the fire at which it may go. Batches are interleaved across shards
-/// so notifiers spread over them.
+/// after the fire at which it may go. Within one delay, batches are
+/// interleaved across shards (so notifiers spread over them) and across
+/// platforms in proportion to their counts (so both providers' windows fill
+/// from the first batch to the last, also where one queue carries both, as
+/// SQS does in AWS mode).
 pub fn plan(warm: &Warm, campaign_id: &str, only_market: Option<&str>) -> Plan {
+    // (offset, platform, seq within the shard's platform section, shard, batch)
     let mut planned = Vec::new();
     for (shard_index, (shard, routes)) in warm.audience.shards().iter().zip(&warm.routes).enumerate() {
-        let mut seq = 0u32;
+        let mut seq = [0u32; 2];
         for run in shard.runs() {
             let Some(market) = routes.campaign_market[usize::from(run.market)] else { continue };
             if only_market.is_some_and(|m| m != warm.campaign.markets[market].code) {
@@ -37,15 +41,31 @@ pub fn plan(warm: &Warm, campaign_id: &str, only_market: Option<&str>) -> Plan {
                     market: run.market,
                     start,
                     end,
+                    not_before_ms: None,
                 };
-                planned.push((offset, seq, msg));
-                seq += 1;
+                let p = run.platform as usize;
+                planned.push((offset, p, seq[p], msg));
+                seq[p] += 1;
                 start = end;
             }
         }
     }
-    planned.sort_by_key(|(offset, seq, msg)| (*offset, *seq, msg.shard));
-    planned.into_iter().map(|(o, _, m)| (o, m)).collect()
+    // Each platform's batches in shard-interleaved order...
+    planned.sort_by_key(|(offset, p, seq, msg)| (*offset, *p, *seq, msg.shard));
+    // ...then merged by how far through its platform's list each batch is.
+    let mut keyed = Vec::with_capacity(planned.len());
+    let mut i = 0;
+    while i < planned.len() {
+        let (offset, p) = (planned[i].0, planned[i].1);
+        let n = planned[i..].iter().take_while(|(o, q, _, _)| *o == offset && *q == p).count();
+        for k in 0..n {
+            keyed.push((offset, (k as f64 + 0.5) / n as f64, i + k));
+        }
+        i += n;
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut slots: Vec<Option<BatchMsg>> = planned.into_iter().map(|(_, _, _, m)| Some(m)).collect();
+    keyed.into_iter().map(|(offset, _, at)| (offset, slots[at].take().expect("each batch once"))).collect()
 }
 
 /// Runs the dispatch tier until the fire queue closes.
@@ -84,10 +104,43 @@ async fn dispatch(shared: &Shared, fire: &FireMsg, run: &FireRun) {
             }
             break;
         }
-        shared.batch_queue.send_all(planned[i..group_end].iter().map(|(_, b)| b.clone()));
+        shared.queue_batches(planned[i..group_end].iter().map(|(_, b)| b.clone()));
         queued += (group_end - i) as u64;
         i = group_end;
     }
     run.dispatched(queued);
     shared.try_complete(run);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audience::generate::{self, GenerateSpec};
+    use crate::audience::{Audience, Platform};
+
+    #[test]
+    fn platforms_are_interleaved_in_proportion_and_every_device_is_planned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = GenerateSpec { devices: 20_000, ios_share: 0.6, markets: 3, seed: 5 };
+        generate::compile_generated(&spec, &dir.path().join("a"), 3, true, &|_| {}).unwrap();
+        let audience = Arc::new(Audience::load(&dir.path().join("a")).unwrap());
+        let warm = Warm::new(audience, Arc::new(crate::campaign::demo())).unwrap();
+        let planned = plan(&warm, "c", None);
+        let devices: u64 = planned.iter().map(|(_, b)| u64::from(b.len())).sum();
+        assert_eq!(devices, warm.targeted());
+        let batches_of = |p: Platform, part: &[(Duration, BatchMsg)]| part.iter().filter(|(_, b)| b.platform == p).count() as f64;
+        let (ios, android) = (batches_of(Platform::Ios, &planned), batches_of(Platform::Android, &planned));
+        assert!(ios > 0.0 && android > 0.0);
+        // Every tenth of the plan holds both platforms in the plan's proportion,
+        // so neither provider's window waits for the other's batches.
+        for part in planned.chunks(planned.len() / 10) {
+            let share = batches_of(Platform::Ios, part) / part.len() as f64;
+            assert!((share - ios / (ios + android)).abs() < 0.1, "iOS share {share:.2} in a tenth of the plan");
+        }
+        // Shards are interleaved too: the first batches come from every shard.
+        let first: std::collections::BTreeSet<u32> = planned[..6].iter().map(|(_, b)| b.shard).collect();
+        assert_eq!(first.len(), 3, "{first:?}");
+    }
 }

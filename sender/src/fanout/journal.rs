@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -73,6 +73,9 @@ enum Msg {
 pub struct Journal {
     tx: mpsc::Sender<Msg>,
     thread: Option<JoinHandle<()>>,
+    /// Fires whose heartbeat another process took over (a resume elsewhere
+    /// while this one was thought dead): this process must stop sending.
+    lost: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -92,11 +95,27 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| err(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         let owned = path.to_owned();
+        let lost = Arc::new(Mutex::new(HashSet::new()));
+        let writer = Writer {
+            conn,
+            path: owned,
+            pending: Vec::new(),
+            live: HashSet::new(),
+            failing: false,
+            lost: lost.clone(),
+            host: super::ledger::host_name(),
+        };
         let thread = std::thread::Builder::new()
             .name("kickoff-journal".into())
-            .spawn(move || Writer { conn, path: owned, pending: Vec::new(), live: HashSet::new(), failing: false }.run(&rx))
+            .spawn(move || writer.run(&rx))
             .map_err(|e| err(format!("could not start the journal thread: {e}")))?;
-        Ok(Self { tx, thread: Some(thread) })
+        Ok(Self { tx, thread: Some(thread), lost })
+    }
+
+    /// True once fire `key`'s row belongs to another process (it took the
+    /// fire over): this process stops its sends.
+    pub fn is_lost(&self, key: &str) -> bool {
+        self.lost.lock().expect("lost lock").contains(key)
     }
 
     /// Records a closed batch of fire `key`.
@@ -136,6 +155,10 @@ struct Writer {
     live: HashSet<String>,
     /// The last write failed (logged once until one succeeds).
     failing: bool,
+    /// Fires whose row another process took over.
+    lost: Arc<Mutex<HashSet<String>>>,
+    /// This host, as the ledger records it.
+    host: String,
 }
 
 impl Writer {
@@ -146,6 +169,7 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(Msg::Entry(key, entry)) => self.pending.push((key, entry)),
                 Ok(Msg::Live(key, true)) => {
+                    self.lost.lock().expect("lost lock").remove(&key);
                     self.live.insert(key);
                     self.beat();
                     last_beat = Instant::now();
@@ -209,14 +233,38 @@ impl Writer {
         }
     }
 
+    /// Beats the heartbeat of every live fire whose row is still this
+    /// process's; a row another process took over is reported lost.
     fn beat(&mut self) {
         let now = ms(SystemTime::now()) as i64;
+        let mut lost = Vec::new();
         for key in &self.live {
-            if let Err(e) =
-                self.conn.execute("UPDATE fires SET heartbeat_ms = ?2 WHERE campaign_id = ?1 AND status = 'fired'", params![key, now])
-            {
-                tracing::warn!(ledger = %self.path.display(), error = %e, "could not beat the fire's heartbeat");
+            match self.conn.execute(
+                "UPDATE fires SET heartbeat_ms = ?2 WHERE campaign_id = ?1 AND status = 'fired' AND host = ?3 AND pid = ?4",
+                params![key, now, self.host, std::process::id()],
+            ) {
+                Ok(0) => {
+                    // Ended (the run completes on its own) or taken over.
+                    let taken = self
+                        .conn
+                        .query_row(
+                            "SELECT count(*) FROM fires WHERE campaign_id = ?1 AND status = 'fired' AND NOT (host = ?2 AND pid = ?3)",
+                            params![key, self.host, std::process::id()],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .unwrap_or(0);
+                    if taken > 0 {
+                        tracing::error!(fire = %key, "another process took this fire over (its heartbeat looked stale): stopping here");
+                        lost.push(key.clone());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(ledger = %self.path.display(), error = %e, "could not beat the fire's heartbeat"),
             }
+        }
+        for key in lost {
+            self.live.remove(&key);
+            self.lost.lock().expect("lost lock").insert(key);
         }
     }
 }
@@ -309,7 +357,7 @@ mod tests {
     use super::*;
 
     fn msg(start: u32, end: u32) -> BatchMsg {
-        BatchMsg { campaign_id: "c".into(), shard: 0, platform: Platform::Ios, market: 0, start, end }
+        BatchMsg { campaign_id: "c".into(), shard: 0, platform: Platform::Ios, market: 0, start, end, not_before_ms: None }
     }
 
     #[test]

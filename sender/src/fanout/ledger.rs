@@ -28,6 +28,9 @@ pub struct FireClaim {
     pub operator: String,
     /// When.
     pub at: SystemTime,
+    /// What the sending workers hold ([`Warm::checksum`]: the audience and
+    /// the campaign), so a resume can refuse different ones.
+    pub warm_checksum: Option<String>,
 }
 
 /// Where a fired campaign stands.
@@ -91,6 +94,9 @@ pub struct FireRecord {
     /// (embedded ledger).
     #[serde(default)]
     pub heartbeat_ms: Option<u64>,
+    /// What the fire was sent from ([`Warm::checksum`]), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_checksum: Option<String>,
 }
 
 impl FireRecord {
@@ -142,6 +148,15 @@ pub enum TakeOver {
     NotInterrupted(FireRecord),
     /// The campaign was never fired.
     NeverFired,
+    /// The fire was interrupted, but from another audience or campaign than
+    /// the one given now: resuming would send the wrong devices (journal
+    /// rows are positions in the audience). Nothing was taken over.
+    Mismatch {
+        /// The fire.
+        record: FireRecord,
+        /// What the resume holds.
+        now: String,
+    },
 }
 
 /// A durable record of fires.
@@ -160,8 +175,10 @@ pub trait FireLedger: Send + Sync + fmt::Debug {
     fn answered(&self, _key: &str, _warm: &Warm) -> Result<Option<Answered>, LedgerError> {
         Ok(None)
     }
-    /// Takes over an interrupted fire, once: of two callers racing, one resumes.
-    fn take_over(&self, key: &str) -> Result<TakeOver, LedgerError> {
+    /// Takes over an interrupted fire sent from `warm_checksum`, once: of
+    /// two callers racing, one resumes. An abort recorded for the fire
+    /// (while its process was dying) ends it aborted instead.
+    fn take_over(&self, key: &str, _warm_checksum: &str) -> Result<TakeOver, LedgerError> {
         Err(LedgerError { path: PathBuf::from(key), message: "this ledger cannot resume a fire".into() })
     }
     /// Records a request to abort fire `key`, for whichever process sends
@@ -206,6 +223,12 @@ pub enum AbortAnswer {
 /// heartbeat is older than this.
 pub const STALE_HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// Even on this host, a `fired` row reads as interrupted only once its
+/// heartbeat (beaten every second) is this old: `/proc` can hide a live
+/// process (another PID namespace, `hidepid`, two machines both called
+/// "localhost").
+pub const QUIET_HEARTBEAT: Duration = Duration::from_secs(3);
+
 fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie (killed, not yet reaped) is gone.
@@ -215,15 +238,27 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 impl FireRecord {
+    /// A `fired` row whose process is gone from this host while its
+    /// heartbeat is still fresh: it reads as interrupted within the
+    /// returned time. `None` otherwise.
+    pub fn dying(&self) -> Option<Duration> {
+        if self.status != FireStatus::Fired || self.host != host_name() || self.pid == std::process::id() || pid_alive(self.pid) {
+            return None;
+        }
+        let beat = UNIX_EPOCH + Duration::from_millis(self.heartbeat_ms.unwrap_or(self.fired_at_ms));
+        let age = SystemTime::now().duration_since(beat).unwrap_or_default();
+        Some(QUIET_HEARTBEAT.saturating_sub(age) + Duration::from_millis(50))
+    }
+
     /// Sent by a process that is gone, before it finished.
     fn looks_interrupted(&self, now: SystemTime) -> bool {
         if self.status != FireStatus::Fired {
             return self.status == FireStatus::Interrupted;
         }
         let beat = UNIX_EPOCH + Duration::from_millis(self.heartbeat_ms.unwrap_or(self.fired_at_ms));
-        let stale = now.duration_since(beat).is_ok_and(|age| age > STALE_HEARTBEAT);
-        let dead_here = self.host == host_name() && self.pid != std::process::id() && !pid_alive(self.pid);
-        dead_here || stale
+        let age = now.duration_since(beat).unwrap_or_default();
+        let dead_here = self.host == host_name() && self.pid != std::process::id() && !pid_alive(self.pid) && age > QUIET_HEARTBEAT;
+        dead_here || age > STALE_HEARTBEAT
     }
 }
 
@@ -261,7 +296,8 @@ impl SqliteLedger {
                 status         TEXT NOT NULL,
                 finished_at_ms INTEGER,
                 summary        TEXT,
-                heartbeat_ms   INTEGER
+                heartbeat_ms   INTEGER,
+                warm_checksum  TEXT
             );",
         )
         .map_err(|e| LedgerError { path: path.to_owned(), message: e.to_string() })?;
@@ -275,11 +311,13 @@ impl SqliteLedger {
             );",
         )
         .map_err(err)?;
-        // Ledgers written before heartbeats.
-        if conn.prepare("SELECT heartbeat_ms FROM fires LIMIT 0").is_err() {
-            match conn.execute_batch("ALTER TABLE fires ADD COLUMN heartbeat_ms INTEGER") {
-                Err(e) if !e.to_string().contains("duplicate column") => return Err(err(e)),
-                _ => {}
+        // Ledgers written before heartbeats and checksums.
+        for (column, ty) in [("heartbeat_ms", "INTEGER"), ("warm_checksum", "TEXT")] {
+            if conn.prepare(&format!("SELECT {column} FROM fires LIMIT 0")).is_err() {
+                match conn.execute_batch(&format!("ALTER TABLE fires ADD COLUMN {column} {ty}")) {
+                    Err(e) if !e.to_string().contains("duplicate column") => return Err(err(e)),
+                    _ => {}
+                }
             }
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
@@ -298,7 +336,8 @@ impl SqliteLedger {
 
 fn read_record(conn: &Connection, campaign_id: &str) -> rusqlite::Result<Option<FireRecord>> {
     conn.query_row(
-        "SELECT campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, finished_at_ms, summary, heartbeat_ms
+        "SELECT campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, finished_at_ms, summary, heartbeat_ms,
+                warm_checksum
          FROM fires WHERE campaign_id = ?1",
         params![campaign_id],
         |r| {
@@ -313,6 +352,7 @@ fn read_record(conn: &Connection, campaign_id: &str) -> rusqlite::Result<Option<
                 finished_at_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
                 summary: r.get(8)?,
                 heartbeat_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                warm_checksum: r.get(10)?,
             })
         },
     )
@@ -333,9 +373,17 @@ impl FireLedger for SqliteLedger {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
         let inserted = tx
             .execute(
-                "INSERT INTO fires (campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'fired') ON CONFLICT(campaign_id) DO NOTHING",
-                params![claim.campaign_id, claim.campaign_hash, claim.operator, ms(claim.at) as i64, host_name(), std::process::id()],
+                "INSERT INTO fires (campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, heartbeat_ms, warm_checksum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'fired', ?4, ?7) ON CONFLICT(campaign_id) DO NOTHING",
+                params![
+                    claim.campaign_id,
+                    claim.campaign_hash,
+                    claim.operator,
+                    ms(claim.at) as i64,
+                    host_name(),
+                    std::process::id(),
+                    claim.warm_checksum
+                ],
             )
             .map_err(|e| self.err(e))?;
         let record = read_record(&tx, &claim.campaign_id)
@@ -347,9 +395,11 @@ impl FireLedger for SqliteLedger {
 
     fn finish(&self, campaign_id: &str, status: FireStatus, summary_json: &str) -> Result<(), LedgerError> {
         let conn = self.conn.lock().expect("ledger lock");
+        // Only while the row is this process's: a fire taken over by a
+        // resume elsewhere is that process's to end.
         conn.execute(
-            "UPDATE fires SET status = ?2, finished_at_ms = ?3, summary = ?4 WHERE campaign_id = ?1",
-            params![campaign_id, status.as_str(), ms(SystemTime::now()) as i64, summary_json],
+            "UPDATE fires SET status = ?2, finished_at_ms = ?3, summary = ?4 WHERE campaign_id = ?1 AND host = ?5 AND pid = ?6",
+            params![campaign_id, status.as_str(), ms(SystemTime::now()) as i64, summary_json, host_name(), std::process::id()],
         )
         .map_err(|e| self.err(e))?;
         Ok(())
@@ -367,12 +417,22 @@ impl FireLedger for SqliteLedger {
         Answered::read(&self.conn.lock().expect("ledger lock"), key, warm).map(Some).map_err(|e| self.err(e))
     }
 
-    fn take_over(&self, key: &str) -> Result<TakeOver, LedgerError> {
+    fn take_over(&self, key: &str, warm_checksum: &str) -> Result<TakeOver, LedgerError> {
         let mut conn = self.conn.lock().expect("ledger lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
         let Some(record) = read_record(&tx, key).map_err(|e| self.err(e))? else { return Ok(TakeOver::NeverFired) };
         if record.status != FireStatus::Interrupted {
             return Ok(TakeOver::NotInterrupted(record));
+        }
+        if let Some(abort) = read_abort(&tx, key).map_err(|e| self.err(e))? {
+            // Aborted while its process was dying: the abort stands.
+            end_aborted(&tx, key, &abort).map_err(|e| self.err(e))?;
+            let record = read_record(&tx, key).map_err(|e| self.err(e))?.expect("the row is there");
+            tx.commit().map_err(|e| self.err(e))?;
+            return Ok(TakeOver::NotInterrupted(record));
+        }
+        if record.warm_checksum.as_deref().is_some_and(|fired| fired != warm_checksum) {
+            return Ok(TakeOver::Mismatch { record, now: warm_checksum.to_owned() });
         }
         let now = ms(SystemTime::now()) as i64;
         tx.execute(
@@ -401,12 +461,7 @@ impl FireLedger for SqliteLedger {
         )
         .map_err(|e| self.err(e))?;
         if record.status == FireStatus::Interrupted {
-            let summary = serde_json::json!({ "aborted_by": request.by, "why": request.why, "interrupted": true }).to_string();
-            tx.execute(
-                "UPDATE fires SET status = 'aborted', finished_at_ms = ?2, summary = ?3 WHERE campaign_id = ?1",
-                params![key, request.at_ms as i64, summary],
-            )
-            .map_err(|e| self.err(e))?;
+            end_aborted(&tx, key, request).map_err(|e| self.err(e))?;
         }
         let record = read_record(&tx, key).map_err(|e| self.err(e))?.expect("the row is there");
         tx.commit().map_err(|e| self.err(e))?;
@@ -416,6 +471,16 @@ impl FireLedger for SqliteLedger {
     fn abort_request(&self, key: &str) -> Result<Option<AbortRequest>, LedgerError> {
         read_abort(&self.conn.lock().expect("ledger lock"), key).map_err(|e| self.err(e))
     }
+}
+
+/// Ends an interrupted fire as aborted: it is never resumed.
+fn end_aborted(conn: &Connection, key: &str, request: &AbortRequest) -> rusqlite::Result<()> {
+    let summary = serde_json::json!({ "aborted_by": request.by, "why": request.why, "interrupted": true }).to_string();
+    conn.execute(
+        "UPDATE fires SET status = 'aborted', finished_at_ms = ?2, summary = ?3 WHERE campaign_id = ?1",
+        params![key, request.at_ms as i64, summary],
+    )?;
+    Ok(())
 }
 
 fn read_abort(conn: &Connection, key: &str) -> rusqlite::Result<Option<AbortRequest>> {
@@ -467,7 +532,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     fn claim(op: &str) -> FireClaim {
-        FireClaim { campaign_id: "c1".into(), campaign_hash: "h".into(), operator: op.into(), at: SystemTime::now() }
+        FireClaim { campaign_id: "c1".into(), campaign_hash: "h".into(), operator: op.into(), at: SystemTime::now(), warm_checksum: None }
     }
 
     #[test]

@@ -51,13 +51,23 @@ pub const DEFAULT_OUTAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest outage timeout a setting may ask for.
 pub const MAX_OUTAGE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Parses an outage timeout as written in a flag or a file: `"90s"`,
+/// `"5m"`; from 1 s to [`MAX_OUTAGE_TIMEOUT`].
+pub fn parse_outage_timeout(text: &str) -> Result<Duration, String> {
+    let d = crate::clock::parse_duration(text, MAX_OUTAGE_TIMEOUT).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text:?} is shorter than 1 s"));
+    }
+    Ok(d)
+}
+
 /// Settings of the notifier tier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
     /// Notifier workers (threads). Default: one per core.
     pub workers: usize,
-    /// Sends a worker keeps outstanding. Default 4,000 (4 connections x
-    /// 1,000 streams).
+    /// Sends a worker keeps outstanding to each provider (APNs and FCM
+    /// have a window each). Default 4,000 (4 connections x 1,000 streams).
     pub in_flight_per_worker: usize,
     /// After an abort, how long to wait for sends already in flight before
     /// reporting them as in doubt.
@@ -109,7 +119,8 @@ pub(crate) struct Shared {
     pub(crate) ledger: Arc<dyn FireLedger>,
     pub(crate) metrics: Arc<dyn MetricsSink>,
     pub(crate) fire_queue: EmbeddedQueue<FireMsg>,
-    pub(crate) batch_queue: EmbeddedQueue<BatchMsg>,
+    /// One batch queue per platform: each provider's lane takes its own.
+    batch_queues: [EmbeddedQueue<BatchMsg>; 2],
     runs: Mutex<HashMap<String, Arc<FireRun>>>,
     /// The provider's alerts (a stopped provider), read at the end of a fire.
     alerts: Box<dyn Fn() -> Vec<String> + Send + Sync>,
@@ -118,6 +129,8 @@ pub(crate) struct Shared {
     pub(crate) on_batch_done: Option<BatchDoneHook>,
     /// Which devices have a final answer, durably (the embedded ledger).
     pub(crate) journal: Option<journal::Journal>,
+    /// No more hand-offs: a worker is stopping ([`Engine::stop_handoffs`]).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// Called with every finished batch, from the notifier thread.
@@ -148,6 +161,24 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The batch queue of `platform`'s provider.
+    pub(crate) fn batch_queue(&self, platform: crate::audience::Platform) -> &EmbeddedQueue<BatchMsg> {
+        &self.batch_queues[platform as usize]
+    }
+
+    /// Queues batches, each on its platform's queue.
+    pub(crate) fn queue_batches(&self, batches: impl IntoIterator<Item = BatchMsg>) {
+        let [mut ios, mut android] = [Vec::new(), Vec::new()];
+        for b in batches {
+            match b.platform {
+                crate::audience::Platform::Ios => ios.push(b),
+                crate::audience::Platform::Android => android.push(b),
+            }
+        }
+        self.batch_queues[0].send_all(ios);
+        self.batch_queues[1].send_all(android);
+    }
+
     pub(crate) fn run(&self, campaign_id: &str) -> Option<Arc<FireRun>> {
         self.runs.lock().expect("runs lock").get(campaign_id).cloned()
     }
@@ -177,6 +208,14 @@ pub enum FireOutcome {
     AlreadyFired(FireRecord),
     /// A resume of a campaign never fired; nothing was sent.
     NeverFired,
+    /// A resume from another audience or campaign than the fire's: nothing
+    /// was sent (the journal's positions would name other devices).
+    Mismatch {
+        /// The interrupted fire.
+        record: FireRecord,
+        /// What this engine holds ([`Warm::checksum`]).
+        now: String,
+    },
 }
 
 /// A fire in progress.
@@ -235,6 +274,10 @@ fn watch_aborts(shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
         let live: Vec<Arc<FireRun>> =
             shared.runs.lock().expect("runs lock").values().filter(|r| !r.is_aborted() && !r.progress().done).cloned().collect();
         for run in live {
+            if shared.journal.as_ref().is_some_and(|j| j.is_lost(&run.campaign_id)) {
+                run.abort("another process (it resumed this fire)");
+                continue;
+            }
             match shared.ledger.abort_request(&run.campaign_id) {
                 Ok(Some(request)) => {
                     tracing::warn!(campaign = %run.campaign_id, by = %request.by, why = %request.why, "abort requested through the ledger: stopping hand-offs");
@@ -301,11 +344,12 @@ impl Engine {
             ledger,
             metrics,
             fire_queue: EmbeddedQueue::new(),
-            batch_queue: EmbeddedQueue::new(),
+            batch_queues: [EmbeddedQueue::new(), EmbeddedQueue::new()],
             runs: Mutex::new(HashMap::new()),
             alerts: Box::new(move || alerts_of.alerts()),
             on_batch_done,
             journal,
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let mut engine = Self { shared: shared.clone(), threads: Vec::new(), abort_watch: None };
         let mut waits = Vec::new();
@@ -360,6 +404,19 @@ impl Engine {
         &self.shared.warm
     }
 
+    /// Re-reads `record` once its process, gone from this host, has been
+    /// quiet long enough to read as interrupted (a fire `kill -9`ed a
+    /// moment ago). Waits at most [`ledger::QUIET_HEARTBEAT`].
+    pub fn settle(&self, record: FireRecord) -> Result<FireRecord, EngineError> {
+        match record.dying() {
+            Some(wait) => {
+                std::thread::sleep(wait);
+                Ok(self.shared.ledger.get(&record.campaign_id)?.unwrap_or(record))
+            }
+            None => Ok(record),
+        }
+    }
+
     /// Fires the warm campaign. Idempotent through the ledger: a campaign
     /// fired before, by anyone, answers [`FireOutcome::AlreadyFired`] and
     /// sends nothing. If the ledger cannot answer, nothing is sent.
@@ -367,8 +424,13 @@ impl Engine {
         let pressed = Instant::now();
         let at = SystemTime::now();
         let campaign = &self.shared.warm.campaign;
-        let claim =
-            FireClaim { campaign_id: campaign.id.clone(), campaign_hash: campaign.hash().to_owned(), operator: operator.to_owned(), at };
+        let claim = FireClaim {
+            campaign_id: campaign.id.clone(),
+            campaign_hash: campaign.hash().to_owned(),
+            operator: operator.to_owned(),
+            at,
+            warm_checksum: Some(self.shared.warm.checksum().to_owned()),
+        };
         let record = match self.shared.ledger.claim(&claim)? {
             Claim::AlreadyFired(record) => return Ok(FireOutcome::AlreadyFired(record)),
             Claim::Won(record) => record,
@@ -415,10 +477,22 @@ impl Engine {
     /// whose send offset is still ahead keep their time.
     pub fn resume(&self, operator: &str) -> Result<FireOutcome, EngineError> {
         let warm = &self.shared.warm;
-        let record = match self.shared.ledger.take_over(&warm.campaign.id)? {
-            TakeOver::Resumed(record) => record,
-            TakeOver::NotInterrupted(record) => return Ok(FireOutcome::AlreadyFired(record)),
-            TakeOver::NeverFired => return Ok(FireOutcome::NeverFired),
+        let mut settled = false;
+        let record = loop {
+            match self.shared.ledger.take_over(&warm.campaign.id, warm.checksum())? {
+                TakeOver::Resumed(record) => break record,
+                TakeOver::NotInterrupted(record) => match record.dying() {
+                    // Its process is gone but its heartbeat still fresh:
+                    // it reads as interrupted in a moment.
+                    Some(wait) if !settled => {
+                        settled = true;
+                        std::thread::sleep(wait);
+                    }
+                    _ => return Ok(FireOutcome::AlreadyFired(record)),
+                },
+                TakeOver::NeverFired => return Ok(FireOutcome::NeverFired),
+                TakeOver::Mismatch { record, now } => return Ok(FireOutcome::Mismatch { record, now }),
+            }
         };
         let Some((standing, left)) = self.remaining()? else {
             return Err(EngineError::Ledger(LedgerError {
@@ -448,12 +522,21 @@ impl Engine {
 
     /// Hands a batch of an adopted fire to the notifiers.
     pub fn submit(&self, batch: BatchMsg) {
-        self.shared.batch_queue.send_all([batch]);
+        self.shared.queue_batches([batch]);
     }
 
     /// The handle of a fire started by this engine.
     pub fn handle(&self, campaign_id: &str) -> Option<FireHandle> {
         self.shared.run(campaign_id).map(|run| FireHandle { run })
+    }
+
+    /// Stops handing off, without aborting anything: every open batch
+    /// ends with the devices it handed off (their answers in flight are
+    /// still taken), the rest of it reported unsent in its
+    /// [`BatchDone`]; batches not yet started end with nothing handed off.
+    /// How a stopping AWS worker gives back exactly what it did not send.
+    pub fn stop_handoffs(&self) {
+        self.shared.draining.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Stops the workers after aborting any fire still running.
@@ -468,7 +551,9 @@ impl Engine {
             }
         }
         self.shared.fire_queue.close();
-        self.shared.batch_queue.close();
+        for q in &self.shared.batch_queues {
+            q.close();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

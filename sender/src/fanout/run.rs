@@ -61,6 +61,23 @@ pub struct Progress {
     pub done: bool,
     /// An abort was requested.
     pub aborted: bool,
+    /// Since when APNs takes no requests (its hand-offs paused), ms since
+    /// the UNIX epoch.
+    pub apns_unreachable_since_ms: Option<u64>,
+    /// Since when FCM takes no requests, likewise.
+    pub fcm_unreachable_since_ms: Option<u64>,
+}
+
+impl Progress {
+    /// "APNs unreachable since 2026-12-06T10:31:02Z, paused", for each provider in an
+    /// outage; `None` while both take requests.
+    pub fn paused_line(&self) -> Option<String> {
+        let parts: Vec<String> = [("APNs", self.apns_unreachable_since_ms), ("FCM", self.fcm_unreachable_since_ms)]
+            .into_iter()
+            .filter_map(|(p, since)| since.map(|ms| format!("{p} unreachable since {}, paused", crate::clock::rfc3339_s(ms))))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -99,6 +116,9 @@ pub struct FireReport {
     pub retry_budget: u64,
     /// Devices refused a retry because the budget was spent.
     pub budget_exhausted: u64,
+    /// 429 answers sent again at no cost to the budget: the provider was
+    /// throttling, and the sender slowed down to its pace instead.
+    pub throttled: u64,
     /// Tokens the providers reported dead (unregistered or malformed).
     pub pruned: u64,
     /// The prune report (CSV: user_id, platform, token, reason, time).
@@ -139,6 +159,7 @@ impl FireReport {
     /// the sender's credentials. A final answer is a delivery, a dead token
     /// or a refusal of the notification itself (too large, malformed).
     pub fn unanswered(&self) -> u64 {
+        // Unexpected answers are among the undelivered.
         let by = |r: crate::push::FailReason| self.failed_by_reason.get(r.as_str()).copied().unwrap_or(0);
         let unauthorized = by(crate::push::FailReason::Auth) + by(crate::push::FailReason::ProviderStopped);
         self.not_sent + self.in_doubt + self.undelivered + unauthorized
@@ -179,6 +200,7 @@ pub struct FireRun {
     /// the periodic flush) so the retry budget grows with the send.
     first_sends: AtomicU64,
     retries: AtomicU64,
+    throttled: AtomicU64,
     budget_exhausted: AtomicU64,
     pruned: Mutex<Vec<DeviceNote>>,
     undelivered: Mutex<Vec<DeviceNote>>,
@@ -188,6 +210,9 @@ pub struct FireRun {
     /// The batches to send, when not the whole plan (a resume).
     plan: Mutex<Option<super::dispatch::Plan>>,
     resumed: Option<super::journal::Standing>,
+    /// Per platform: the workers whose provider is unreachable, and since
+    /// when (ms since the epoch) the first of them saw it.
+    unreachable: [Mutex<(u32, u64)>; 2],
 }
 
 /// What a worker adds to a run's counters in one flush.
@@ -199,6 +224,7 @@ pub(crate) struct RunDelta {
     pub(crate) in_doubt: u64,
     pub(crate) batches_done: u64,
     pub(crate) retried: u64,
+    pub(crate) throttled: u64,
     pub(crate) budget_exhausted: u64,
     pub(crate) pruned: Vec<DeviceNote>,
     pub(crate) undelivered: Vec<DeviceNote>,
@@ -213,6 +239,7 @@ impl RunDelta {
             && self.in_doubt == 0
             && self.delivered == 0
             && self.retried == 0
+            && self.throttled == 0
             && self.failed.iter().all(|f| *f == 0)
     }
 }
@@ -254,6 +281,7 @@ impl FireRun {
             batches_done: AtomicU64::new(0),
             first_sends: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             budget_exhausted: AtomicU64::new(0),
             pruned: Mutex::new(Vec::new()),
             undelivered: Mutex::new(Vec::new()),
@@ -262,6 +290,7 @@ impl FireRun {
             report: watch::channel(None).0,
             plan: Mutex::new(None),
             resumed: None,
+            unreachable: [Mutex::new((0, 0)), Mutex::new((0, 0))],
         }
     }
 
@@ -324,9 +353,37 @@ impl FireRun {
 
     /// Stops the fire like an abort, but it ends *interrupted*: `fire
     /// --resume` sends what is left.
+    /// An abort that came first stands: the fire then ends aborted.
     pub(crate) fn interrupt(&self, why: &str) {
-        self.interrupted.lock().expect("interrupt lock").get_or_insert_with(|| why.to_owned());
-        self.abort("outage timeout");
+        let mut slot = self.interrupted.lock().expect("interrupt lock");
+        if self.is_aborted() {
+            return;
+        }
+        *slot = Some(why.to_owned());
+        drop(slot);
+        if !self.abort("outage timeout") {
+            // An operator's abort won the race.
+            *self.interrupted.lock().expect("interrupt lock") = None;
+        }
+    }
+
+    /// A worker finds `platform`'s provider unreachable since `since`.
+    pub(crate) fn provider_down(&self, platform: Platform, since: SystemTime) {
+        let mut u = self.unreachable[platform as usize].lock().expect("unreachable lock");
+        let ms = crate::clock::ms(since);
+        u.1 = if u.0 == 0 { ms } else { u.1.min(ms) };
+        u.0 += 1;
+    }
+
+    /// A worker that found `platform`'s provider unreachable reaches it again.
+    pub(crate) fn provider_up(&self, platform: Platform) {
+        let mut u = self.unreachable[platform as usize].lock().expect("unreachable lock");
+        u.0 = u.0.saturating_sub(1);
+    }
+
+    fn unreachable_since(&self, platform: Platform) -> Option<u64> {
+        let u = self.unreachable[platform as usize].lock().expect("unreachable lock");
+        (u.0 > 0).then_some(u.1)
     }
 
     /// Who aborted, if anyone did.
@@ -368,6 +425,7 @@ impl FireRun {
             self.undelivered.lock().expect("undelivered lock").extend(d.undelivered);
         }
         self.budget_exhausted.fetch_add(d.budget_exhausted, Ordering::Relaxed);
+        self.throttled.fetch_add(d.throttled, Ordering::Relaxed);
         self.handed_off.fetch_add(d.handed_off, Ordering::Relaxed);
         self.delivered.fetch_add(d.delivered, Ordering::Relaxed);
         self.in_doubt.fetch_add(d.in_doubt, Ordering::Relaxed);
@@ -469,6 +527,7 @@ impl FireRun {
             not_sent: self.targeted.saturating_sub(handed_off),
             in_doubt: self.in_doubt.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
             retry_budget: 0,
             budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
             pruned: 0,
@@ -498,6 +557,8 @@ impl FireRun {
             elapsed: self.fired_at.elapsed(),
             done: self.completed.load(Ordering::Acquire),
             aborted: self.is_aborted(),
+            apns_unreachable_since_ms: self.unreachable_since(Platform::Ios),
+            fcm_unreachable_since_ms: self.unreachable_since(Platform::Android),
         }
     }
 

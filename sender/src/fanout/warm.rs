@@ -65,6 +65,8 @@ pub struct Warm {
     pub(crate) payloads: Payloads,
     pub(crate) routes: Vec<ShardRoutes>,
     targeted: u64,
+    /// Targeted devices per platform (iOS, Android).
+    by_platform: [u64; 2],
     excluded: BTreeMap<String, u64>,
     checksum: String,
 }
@@ -76,6 +78,7 @@ impl Warm {
         let payloads = Payloads::render(&campaign)?;
         let mut routes = Vec::with_capacity(audience.shards().len());
         let mut targeted = 0;
+        let mut by_platform = [0u64; 2];
         let mut excluded: BTreeMap<String, u64> = BTreeMap::new();
         let mut unresolved: BTreeMap<(String, String), u64> = BTreeMap::new();
         for shard in audience.shards() {
@@ -94,6 +97,7 @@ impl Warm {
                     continue;
                 }
                 targeted += n;
+                by_platform[run.platform as usize] += n;
                 for i in run.start..run.end {
                     let locale = shard.locale(run.platform, i as usize);
                     if payload_of_locale[usize::from(locale)] == u16::MAX {
@@ -114,7 +118,7 @@ impl Warm {
             });
         }
         let checksum = format!("{:016x}-{}", audience.checksum(), &campaign.hash()[..16]);
-        Ok(Self { audience, campaign, payloads, routes, targeted, excluded, checksum })
+        Ok(Self { audience, campaign, payloads, routes, targeted, by_platform, excluded, checksum })
     }
 
     /// The audience.
@@ -135,6 +139,11 @@ impl Warm {
     /// Devices the campaign sends to.
     pub fn targeted(&self) -> u64 {
         self.targeted
+    }
+
+    /// Devices the campaign sends to on `platform`.
+    pub fn targeted_on(&self, platform: crate::audience::Platform) -> u64 {
+        self.by_platform[platform as usize]
     }
 
     /// Devices in markets the campaign does not list, per market.

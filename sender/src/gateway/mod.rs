@@ -64,6 +64,9 @@ pub struct GatewayConfig {
     pub rate_503: f64,
     /// `retry-after` seconds sent with 429 and 503.
     pub retry_after: Option<u64>,
+    /// Inject 429/500/503 only for this long after the first request (a
+    /// storm that passes); `None`: for as long as the gateway runs.
+    pub faults_for: Option<Duration>,
     /// Lifetime of issued OAuth access tokens.
     pub token_lifetime: Duration,
     /// Seed of the fault and latency draws.
@@ -82,6 +85,7 @@ impl Default for GatewayConfig {
             rate_500: 0.0,
             rate_503: 0.0,
             retry_after: None,
+            faults_for: None,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             seed: 42,
         }
@@ -145,6 +149,8 @@ pub(crate) struct Incoming<'a> {
 pub(crate) struct Faults {
     rng: SplitMix64,
     config: Arc<GatewayConfig>,
+    /// When the gateway saw its first request (shared by every connection).
+    first_request: Arc<std::sync::OnceLock<Instant>>,
 }
 
 impl Faults {
@@ -152,6 +158,11 @@ impl Faults {
     fn inject(&mut self) -> Option<u16> {
         let c = &self.config;
         if c.rate_429 + c.rate_500 + c.rate_503 == 0.0 {
+            return None;
+        }
+        if let Some(window) = c.faults_for
+            && self.first_request.get_or_init(Instant::now).elapsed() >= window
+        {
             return None;
         }
         let roll = self.rng.next_f64();
@@ -184,6 +195,7 @@ pub(crate) struct State {
     ids: AtomicU64,
     id_prefix: u64,
     connections: AtomicU64,
+    first_request: Arc<std::sync::OnceLock<Instant>>,
 }
 
 impl State {
@@ -280,6 +292,7 @@ impl Gateway {
             ids: AtomicU64::new(1),
             id_prefix: u64::from_le_bytes(crate::push::auth::rand_bytes::<8>()),
             connections: AtomicU64::new(0),
+            first_request: Arc::default(),
         });
         let threads = state.config.threads.max(1);
         let rt = if threads == 1 {
@@ -488,8 +501,11 @@ where
         .handshake::<_, Bytes>(io)
         .await?;
     let n = state.connections.fetch_add(1, Ordering::Relaxed);
-    let mut faults =
-        Faults { rng: SplitMix64::new(state.config.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)), config: state.config.clone() };
+    let mut faults = Faults {
+        rng: SplitMix64::new(state.config.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        config: state.config.clone(),
+        first_request: state.first_request.clone(),
+    };
     let mut conn_state = ConnState::default();
     let mut reading = FuturesUnordered::new();
     let mut delayed = FuturesUnordered::new();

@@ -218,7 +218,7 @@ impl ApnsSession {
         let call = self.pool.as_mut().and_then(|p| p.send(request, req.payload.head.clone(), true));
         match call {
             Some(call) => call.await,
-            None => Err(CallError("no connection to APNs".into())),
+            None => Err(CallError::not_sent("no connection to APNs")),
         }
     }
 }
@@ -237,7 +237,7 @@ impl Future for ApnsPending {
         let answer = std::task::ready!(Pin::new(&mut self.call).poll(cx));
         let outcome = match &answer {
             Ok(raw) => classify(raw),
-            Err(_) => Outcome::Unsent,
+            Err(e) => e.outcome(),
         };
         if outcome == Outcome::Failed(FailReason::Auth)
             && let Ok(raw) = &answer

@@ -18,6 +18,9 @@
 //! # ca_file = "ca.pem"                 # an extra CA (a test gateway's)
 //! [pool]
 //! connections = 4                      # per worker and provider
+//! [send]
+//! outage_timeout = "2m"                # 1 s to 1 h: how long a fire waits for
+//!                                      # an unreachable or throttling provider
 //! ```
 //!
 //! The file names key files; it never holds key material itself.
@@ -51,6 +54,24 @@ pub struct PushConfig {
     /// Connection pool.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// How fires behave.
+    #[serde(default)]
+    pub send: SendConfig,
+}
+
+/// `[send]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendConfig {
+    /// How long hand-offs wait for an unreachable (or throttling) provider
+    /// before the fire stops as interrupted, resumable.
+    #[serde(default, deserialize_with = "outage_timeout")]
+    pub outage_timeout: Option<Duration>,
+}
+
+fn outage_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    crate::fanout::parse_outage_timeout(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `[apns]`.
@@ -162,6 +183,7 @@ impl PushConfig {
         take(&mut self.fcm.url, over.fcm.url);
         take(&mut self.tls.ca_file, over.tls.ca_file);
         take(&mut self.pool.connections, over.pool.connections);
+        take(&mut self.send.outage_timeout, over.send.outage_timeout);
         self
     }
 
@@ -242,6 +264,16 @@ mod tests {
         assert_eq!(m.apns.key_id.as_deref(), Some("OTHER"));
         assert_eq!(m.apns.team_id.as_deref(), Some("T"));
         assert_eq!(m.pool.connections, Some(2));
+    }
+
+    #[test]
+    fn the_outage_timeout_is_read_and_bounded_with_its_line() {
+        let c = PushConfig::parse("[send]\noutage_timeout = \"5m\"\n", Path::new("k.toml")).unwrap();
+        assert_eq!(c.send.outage_timeout, Some(Duration::from_secs(300)));
+        let e = PushConfig::parse("[pool]\n\n[send]\noutage_timeout = \"2h\"\n", Path::new("k.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("k.toml:4:") && e.contains("2h"), "{e}");
+        let e = PushConfig::parse("[send]\noutage_timeout = \"0s\"\n", Path::new("k.toml")).unwrap_err().to_string();
+        assert!(e.contains("shorter than 1 s"), "{e}");
     }
 
     #[test]

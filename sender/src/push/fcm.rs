@@ -284,7 +284,7 @@ impl FcmSession {
         let (request, body) = self.request(req);
         match self.pool.as_mut().and_then(|p| p.send(request, body, true)) {
             Some(call) => call.await,
-            None => Err(CallError("no connection to FCM".into())),
+            None => Err(CallError::not_sent("no connection to FCM")),
         }
     }
 }
@@ -308,7 +308,7 @@ impl Future for FcmPending {
         let outcome = match &answer {
             Ok(raw) if raw.status == 401 => self.reauth.unauthenticated(self.token_version, &self.cell),
             Ok(raw) => classify(raw),
-            Err(_) => Outcome::Unsent,
+            Err(e) => e.outcome(),
         };
         if outcome == Outcome::Failed(FailReason::Auth)
             && let Ok(raw) = &answer

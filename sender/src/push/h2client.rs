@@ -344,26 +344,75 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
-    /// What an answer means where APNs and FCM agree: 413 too large, 429
-    /// throttled, 500 / 502-504 transient (retried, honouring
-    /// `retry-after`), anything else a bad request. Each provider handles
-    /// its own success, token and authentication answers first.
+    /// What an answer means where APNs and FCM agree: 400 a refused
+    /// notification, 413 too large, 429 throttled, 500 / 502-504 transient
+    /// (retried, honouring `retry-after`), anything else unexpected (not a
+    /// final answer). Each provider handles its own success, token and
+    /// authentication answers first.
     pub fn common_outcome(&self) -> crate::push::Outcome {
         use crate::push::{FailReason, Outcome};
         match self.status {
+            400 => Outcome::Failed(FailReason::BadRequest),
             413 => Outcome::Failed(FailReason::PayloadTooLarge),
             429 => Outcome::Retry { reason: FailReason::TooManyRequests, after: self.retry_after },
             500 => Outcome::Retry { reason: FailReason::ServerError, after: self.retry_after },
             502..=504 => Outcome::Retry { reason: FailReason::Unavailable, after: self.retry_after },
-            _ => Outcome::Failed(FailReason::BadRequest),
+            _ => Outcome::Failed(FailReason::Unexpected),
         }
     }
 }
 
 /// Why a call produced no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CallError(pub String);
+#[error("{message}")]
+pub struct CallError {
+    /// Whether the provider may have seen the request.
+    pub kind: CallFailure,
+    /// What happened.
+    pub message: String,
+}
+
+/// How far a request got before its call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The provider never processed it: no live connection, the stream was
+    /// refused (REFUSED_STREAM) or above a GOAWAY's last stream id.
+    NotSent,
+    /// The connection died with the request in flight: in doubt.
+    InDoubt,
+    /// The provider reset this one stream on a live connection.
+    Reset,
+}
+
+impl CallError {
+    /// A request that could not be sent at all.
+    pub fn not_sent(message: impl Into<String>) -> Self {
+        Self { kind: CallFailure::NotSent, message: message.into() }
+    }
+
+    fn of(e: &h2::Error) -> Self {
+        let kind = if e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()) {
+            CallFailure::NotSent
+        } else if e.is_reset() && e.is_remote() {
+            CallFailure::Reset
+        } else {
+            // An I/O error, the connection closed, or a protocol error on
+            // our side: the connection is gone with the request.
+            CallFailure::InDoubt
+        };
+        Self { kind, message: e.to_string() }
+    }
+
+    /// What the failure means for the send.
+    pub fn outcome(&self) -> crate::push::Outcome {
+        use crate::push::{FailReason, Outcome};
+        match self.kind {
+            CallFailure::NotSent => Outcome::Unsent,
+            CallFailure::InDoubt => Outcome::Lost,
+            CallFailure::Reset => Outcome::Retry { reason: FailReason::Transport, after: None },
+        }
+    }
+}
 
 enum CallState {
     Head(ResponseFuture),
@@ -417,7 +466,7 @@ impl Future for Call {
             match &mut this.state {
                 CallState::Failed => {
                     this.state = CallState::Done;
-                    return Poll::Ready(Err(CallError("the stream could not be opened".into())));
+                    return Poll::Ready(Err(CallError { kind: CallFailure::InDoubt, message: "the request could not be written".into() }));
                 }
                 CallState::Done => panic!("Call polled after completion"),
                 CallState::Head(fut) => {
@@ -425,7 +474,7 @@ impl Future for Call {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => {
                             this.state = CallState::Done;
-                            return Poll::Ready(Err(CallError(e.to_string())));
+                            return Poll::Ready(Err(CallError::of(&e)));
                         }
                         Poll::Ready(Ok(r)) => r,
                     };
@@ -452,8 +501,13 @@ impl Future for Call {
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        this.state = CallState::Done;
-                        return Poll::Ready(Err(CallError(e.to_string())));
+                        let CallState::Body(_, raw) = std::mem::replace(&mut this.state, CallState::Done) else { unreachable!() };
+                        // The status is in: an accepted notification was
+                        // accepted, whatever happened to the rest of its body.
+                        if raw.status == 200 {
+                            return Poll::Ready(Ok(raw));
+                        }
+                        return Poll::Ready(Err(CallError::of(&e)));
                     }
                     Poll::Ready(None) => {
                         let CallState::Body(_, raw) = std::mem::replace(&mut this.state, CallState::Done) else { unreachable!() };

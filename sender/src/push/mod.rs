@@ -60,7 +60,8 @@ pub enum FailReason {
     BadDeviceToken,
     /// The provider refused the payload size.
     PayloadTooLarge,
-    /// Any other request the provider refused as malformed.
+    /// The provider refused this notification as malformed (a 400 about
+    /// the request itself).
     BadRequest,
     /// Authentication or authorization failed (403, 401).
     Auth,
@@ -77,11 +78,15 @@ pub enum FailReason {
     /// The provider was stopped earlier in this fire (after an
     /// authentication failure) and this device was not sent.
     ProviderStopped,
+    /// An answer the sender does not know (a status neither provider
+    /// documents for a notification): not retried, and not a final answer
+    /// either; the device is listed as undelivered.
+    Unexpected,
 }
 
 impl FailReason {
     /// Number of reasons.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     /// Every reason, in index order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Unregistered,
@@ -95,6 +100,7 @@ impl FailReason {
         Self::Transport,
         Self::Timeout,
         Self::ProviderStopped,
+        Self::Unexpected,
     ];
 
     /// Position in [`ALL`](Self::ALL), for counting in arrays.
@@ -116,6 +122,7 @@ impl FailReason {
             Self::Transport => "transport",
             Self::Timeout => "timeout",
             Self::ProviderStopped => "provider_stopped",
+            Self::Unexpected => "unexpected",
         }
     }
 
@@ -166,12 +173,16 @@ pub enum Outcome {
         /// The provider's `retry-after`.
         after: Option<Duration>,
     },
-    /// The request did not reach the provider (no live connection), or the
-    /// connection died with it in flight (in doubt): the engine sends it
-    /// again once a connection is back, at no cost to the retry budget (the
-    /// campaign's collapse id makes a second copy replace the first). The
+    /// The request never reached the provider (no live connection, the
+    /// stream refused, or above a GOAWAY's last stream): the engine sends it
+    /// again once a connection is back, at no cost to the retry budget. The
     /// outage timeout bounds the wait.
     Unsent,
+    /// The connection died with the request in flight: it may or may not
+    /// have arrived. The engine sends it again (the campaign's collapse id
+    /// makes a second copy replace the first), at no cost to the retry
+    /// budget a few times, then as a budgeted retry.
+    Lost,
 }
 
 /// The APNs headers of a fire, validated once when it starts and cloned
@@ -337,10 +348,11 @@ pub trait Session {
     /// Hands one notification over.
     fn send(&mut self, req: &PushRequest<'_>) -> Handoff<Self::Pending>;
 
-    /// Sends the session can keep in flight, once warm (for HTTP/2: its
-    /// connections times the server's stream limit). The engine never keeps
-    /// more in flight; `None` leaves the engine's own limit alone.
-    fn capacity(&self) -> Option<usize> {
+    /// Sends the session can keep in flight to `platform`'s provider, once
+    /// warm (for HTTP/2: its connections times the server's stream limit).
+    /// Each provider has its own window: the engine never keeps more in
+    /// flight to it; `None` leaves the engine's own limit alone.
+    fn capacity(&self, _platform: Platform) -> Option<usize> {
         None
     }
 }

@@ -21,6 +21,17 @@ pub struct PushProviders {
 }
 
 impl PushProviders {
+    /// The name [`Provider::name`] will give the providers `config` sets up.
+    pub fn name_of(config: &super::PushConfig) -> &'static str {
+        let apns = config.apns.key_file.is_some() || config.apns.key_id.is_some();
+        match (apns, config.fcm.service_account.is_some()) {
+            (true, true) => "apns+fcm",
+            (true, false) => "apns",
+            (false, true) => "fcm",
+            (false, false) => "none",
+        }
+    }
+
     /// True if `platform` has a provider.
     pub fn serves(&self, platform: Platform) -> bool {
         match platform {
@@ -92,7 +103,7 @@ impl PushSessions {
         match (req.platform(), &mut self.apns, &mut self.fcm) {
             (Platform::Ios, Some(s), _) => s.send_detailed(req).await,
             (Platform::Android, _, Some(s)) => s.send_detailed(req).await,
-            (p, _, _) => Err(CallError(format!("no provider is configured for {p}"))),
+            (p, _, _) => Err(CallError::not_sent(format!("no provider is configured for {p}"))),
         }
     }
 }
@@ -110,9 +121,11 @@ impl Session for PushSessions {
         Ok(())
     }
 
-    fn capacity(&self) -> Option<usize> {
-        // The window is shared by both platforms; the smaller pool bounds it.
-        [self.apns.as_ref().map(ApnsSession::capacity), self.fcm.as_ref().map(FcmSession::capacity)].into_iter().flatten().min()
+    fn capacity(&self, platform: Platform) -> Option<usize> {
+        match platform {
+            Platform::Ios => self.apns.as_ref().map(ApnsSession::capacity),
+            Platform::Android => self.fcm.as_ref().map(FcmSession::capacity),
+        }
     }
 
     #[inline]

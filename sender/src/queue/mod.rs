@@ -46,6 +46,11 @@ pub struct BatchMsg {
     pub start: u32,
     /// One past the last device.
     pub end: u32,
+    /// Not to be sent before this time (ms since the epoch): a market's
+    /// send offset beyond what the queue can delay a message (SQS: 15
+    /// minutes). A notifier that receives it early queues it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
 }
 
 impl BatchMsg {

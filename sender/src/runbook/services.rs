@@ -115,7 +115,8 @@ impl Services {
             opts.provider.clone(),
             opts.fire_scope.clone(),
             live.clone(),
-        );
+        )
+        .with_outage_timeout(runbook.outage_timeout);
         Ok(Self {
             fleet: Arc::new(SimFleet::new(runbook.fleet.clone())?),
             workers: Arc::new(workers),

@@ -165,6 +165,8 @@ pub struct EmbeddedWorkers {
     /// The started provider (the gateway), kept for the whole event.
     setup: Mutex<Option<Arc<Setup>>>,
     audience: Mutex<Option<Arc<Audience>>>,
+    /// The runbook's `[send] outage_timeout`.
+    outage_timeout: Option<Duration>,
 }
 
 impl EmbeddedWorkers {
@@ -189,7 +191,15 @@ impl EmbeddedWorkers {
             handle: Mutex::new(None),
             setup: Mutex::new(None),
             audience: Mutex::new(None),
+            outage_timeout: None,
         }
+    }
+
+    /// Fires wait this long for an unreachable provider (default:
+    /// [`crate::fanout::DEFAULT_OUTAGE_TIMEOUT`]).
+    pub fn with_outage_timeout(mut self, t: Option<Duration>) -> Self {
+        self.outage_timeout = t;
+        self
     }
 
     async fn audience(&self) -> Result<Arc<Audience>, WorkersError> {
@@ -227,10 +237,12 @@ impl Workers for EmbeddedWorkers {
             let devices = warm.targeted();
             let checksum = warm.checksum().to_owned();
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let defaults = EngineConfig::default();
             let config = EngineConfig {
                 workers: (tasks as usize).clamp(1, cores),
                 reports_dir: Some(self.work_dir.join("reports")),
-                ..EngineConfig::default()
+                outage_timeout: self.outage_timeout.unwrap_or(defaults.outage_timeout),
+                ..defaults
             };
             let ledger = Arc::new(SqliteLedger::open(&self.ledger)?);
             let mut slot = self.engine.lock().await;

@@ -298,7 +298,9 @@ impl Event {
                 }
                 Err(StepError::AlreadyFired { by: r.operator.clone(), at: rfc3339(r.fired_at_ms) })
             }
-            FireOutcome::NeverFired => Err("the workers answered a fire with 'never fired' (a resume); nothing was sent".into()),
+            FireOutcome::NeverFired | FireOutcome::Mismatch { .. } => {
+                Err("the workers answered a fire as if it were a resume; nothing was sent".into())
+            }
             FireOutcome::Started(handle) => {
                 let fired_at_ms = now_ms().saturating_sub(handle.progress().elapsed.as_millis() as u64);
                 let info = FireInfo { by: actor.name.clone(), at_ms: fired_at_ms, fire_id: handle.campaign_id().to_owned() };

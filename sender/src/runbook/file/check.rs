@@ -24,6 +24,7 @@ pub(super) struct Header {
     pub(super) roles: BTreeMap<Role, String>,
     pub(super) backend_capacity: BTreeMap<String, f64>,
     pub(super) abort_plan: String,
+    pub(super) outage_timeout: Option<Duration>,
 }
 
 /// Checks the header, including that there are steps and that a runbook
@@ -94,7 +95,13 @@ pub(super) fn header(ctx: &Ctx<'_>, raw: &RawRunbook) -> Result<Header, RunbookE
     if abort_plan.is_empty() && raw.steps.iter().any(|s| s.get_ref().kind.get_ref() == "fire") {
         return Err(ctx.err(0..0, "a runbook that fires needs an [abort] plan with `text`"));
     }
-    Ok(Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan })
+    let outage_timeout = match raw.send.as_ref().map(|s| (s.span(), s.get_ref().outage_timeout.as_deref())) {
+        Some((span, Some(t))) => {
+            Some(crate::fanout::parse_outage_timeout(t).map_err(|e| ctx.err(span, format!("[send] outage_timeout: {e}")))?)
+        }
+        _ => None,
+    };
+    Ok(Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan, outage_timeout })
 }
 
 /// Checks each step in file order; a step may only name earlier steps.

@@ -18,6 +18,8 @@
 //! deadline = "T-20m"
 //! params = { desired = 8, timeout = "2m" }
 //! backup = { text = "Take what we got", step = "accept-partial" }
+//! [send]                                  # optional
+//! outage_timeout = "5m"                   # 1 s to 1 h; default 2m
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -345,6 +347,10 @@ pub struct Runbook {
     pub roles: BTreeMap<Role, String>,
     /// The abort plan.
     pub abort_plan: String,
+    /// `[send] outage_timeout`: how long the fire waits for an unreachable
+    /// (or throttling) provider before it stops as interrupted. `None`: the
+    /// default, [`crate::fanout::DEFAULT_OUTAGE_TIMEOUT`].
+    pub outage_timeout: Option<Duration>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
@@ -376,7 +382,7 @@ impl Runbook {
             })
             .chain(header.backend_capacity.keys().cloned())
             .collect();
-        let check::Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan } = header;
+        let check::Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan, outage_timeout } = header;
         Ok(Runbook {
             name,
             path: path.to_owned(),
@@ -389,6 +395,7 @@ impl Runbook {
             backend_capacity,
             roles,
             abort_plan,
+            outage_timeout,
             steps,
         })
     }

@@ -28,8 +28,15 @@ pub(super) struct RawRunbook {
     #[serde(default)]
     pub(super) backends: BTreeMap<String, Spanned<RawBackend>>,
     pub(super) abort: Option<Spanned<RawAbort>>,
+    pub(super) send: Option<Spanned<RawSend>>,
     #[serde(default)]
     pub(super) steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSend {
+    pub(super) outage_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
