@@ -20,22 +20,25 @@
 //! and sends it again once a connection is back.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::Shared;
-use super::run::{DeviceNote, FireRun, RunDelta, UnsentRange};
+use super::run::{FireRun, RunDelta, UnsentRange};
 use crate::audience::Platform;
 use crate::metrics::FanoutStats;
 use crate::push::{DeviceRef, FailReason, Handoff, Outcome, PushRequest, Session};
 use crate::queue::BatchMsg;
 use crate::rng::SplitMix64;
+use lane::{Lane, Tries};
+
+mod answers;
+mod lane;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Synchronous deliveries are time-stamped once per this many devices: an
@@ -48,34 +51,6 @@ const RTT_SAMPLE_EVERY: u32 = 64;
 /// cost to the retry budget; after that, as a budgeted retry (a request
 /// that kills every connection it is sent on must not loop forever).
 const MAX_FREE_RESENDS: u8 = 3;
-/// A device the provider throttled (429) goes again this many times at no
-/// cost to the retry budget (the lane slows down instead); after that its
-/// 429s are budgeted retries.
-const MAX_FREE_THROTTLED: u8 = 8;
-/// An interval is throttled when more than one answer in this many is a
-/// 429 (a stray per-device 429 from APNs does not slow the lane).
-const THROTTLED_SHARE: u32 = 50;
-/// The longest a throttled lane pauses without a `retry-after`.
-const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(4);
-
-/// Outages closer than this to the last one logged are not logged again.
-const OUTAGE_LOG_QUIET: Duration = Duration::from_secs(10);
-
-/// The first pause after a request could not reach the provider; it
-/// doubles up to [`MAX_PAUSE`] while the outage lasts.
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const MAX_PAUSE: Duration = Duration::from_secs(1);
-
-/// Where a send stands in its device's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-struct Tries {
-    /// Budgeted attempts so far (0: the first send).
-    attempt: u8,
-    /// Free re-sends after a lost connection.
-    resends: u8,
-    /// Free re-sends after a 429.
-    throttled: u8,
-}
 
 /// A send in flight, tagged with its device.
 struct InFlight<F> {
@@ -113,17 +88,6 @@ fn stamp(counter: &mut u32) -> Option<Instant> {
     counter.is_multiple_of(RTT_SAMPLE_EVERY).then(Instant::now)
 }
 
-/// A device waiting for its next attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: Instant,
-    slot: u32,
-    index: u32,
-    tries: Tries,
-    /// Why the last attempt failed.
-    reason: FailReason,
-}
-
 /// A batch being handed off or waiting for its in-flight sends and retries.
 struct OpenBatch {
     msg: BatchMsg,
@@ -147,94 +111,6 @@ struct RunLocal {
     open_batches: usize,
     /// The lanes this run was told are down (so it is told when they are up).
     told_down: [bool; 2],
-}
-
-/// One provider's side of a worker: its window, its batch, its retries and
-/// whether it can be reached.
-struct Lane {
-    platform: Platform,
-    limit: usize,
-    /// Once the window is full, hand-offs resume only below this mark, so
-    /// requests leave in groups (one write for many) rather than one per
-    /// answer.
-    low_water: usize,
-    /// Sends of this lane in the worker's in-flight set.
-    inflight: usize,
-    /// The batch being handed off.
-    current: Option<u32>,
-    retries: BinaryHeap<Reverse<Due>>,
-    /// The lane's batch queue is closed.
-    closed: bool,
-    /// Since when no request reaches the provider (an outage).
-    outage: Option<(Instant, SystemTime)>,
-    /// Hand-offs wait until then (the provider has no live connection).
-    paused_until: Option<Instant>,
-    /// The next pause, doubling while the outage lasts.
-    pause: Duration,
-    /// When an outage was last logged.
-    outage_logged: Option<Instant>,
-    /// The window the provider's throttling allows now (at most `limit`):
-    /// halved for each throttled interval, grown back by a sixteenth of
-    /// `limit` for each clean one.
-    cwnd: usize,
-    /// Answers and 429s since the last flush; the longest `retry-after`.
-    answers: u32,
-    throttled: u32,
-    retry_after: Option<Duration>,
-    /// Throttled intervals in a row (the pause doubles with them).
-    throttled_run: u32,
-    /// Since when the lane has had no delivery nor final answer while
-    /// throttled: bounded by the outage timeout, like an outage.
-    stalled: Option<Instant>,
-}
-
-impl Lane {
-    fn new(platform: Platform) -> Self {
-        Self {
-            platform,
-            limit: 1,
-            low_water: 1,
-            inflight: 0,
-            current: None,
-            retries: BinaryHeap::new(),
-            closed: false,
-            outage: None,
-            paused_until: None,
-            pause: FIRST_PAUSE,
-            outage_logged: None,
-            cwnd: usize::MAX,
-            answers: 0,
-            throttled: 0,
-            retry_after: None,
-            throttled_run: 0,
-            stalled: None,
-        }
-    }
-
-    /// The window in force: the limit, within what throttling allows.
-    fn window(&self) -> usize {
-        self.limit.min(self.cwnd).max(1)
-    }
-
-    fn paused(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|t| now < t)
-    }
-
-    /// Can take a new batch from its queue.
-    fn can_take(&self, now: Instant) -> bool {
-        self.current.is_none() && self.inflight < self.window() && !self.closed && !self.paused(now)
-    }
-
-    fn idle(&self) -> bool {
-        self.inflight == 0 && self.current.is_none() && self.retries.is_empty()
-    }
-
-    /// Back to normal after an outage ended or its fires stopped.
-    fn clear_outage(&mut self) {
-        self.outage = None;
-        self.paused_until = None;
-        self.pause = FIRST_PAUSE;
-    }
 }
 
 pub(crate) struct Notifier<S: Session> {
@@ -276,50 +152,7 @@ impl<S: Session> Notifier<S> {
     /// stream limit after the first valid request, or lower it).
     fn update_limits(&mut self) {
         for lane in &mut self.lanes {
-            let limit = self.shared.config.in_flight_per_worker.min(self.session.capacity(lane.platform).unwrap_or(usize::MAX)).max(1);
-            lane.limit = limit;
-            lane.cwnd = lane.cwnd.min(limit);
-            let window = lane.window();
-            lane.low_water = if window > 1 { window - (window / 16).clamp(1, 64) } else { 1 };
-        }
-    }
-
-    /// Once per flush: a lane whose provider throttled it (429s) halves its
-    /// window and pauses (the provider's `retry-after`, else a backoff that
-    /// doubles while the throttling lasts); a clean interval grows the
-    /// window back. This paces the lane to what the provider takes, instead
-    /// of spending the retry budget against it.
-    fn pace(&mut self, now: Instant) {
-        let policy = self.shared.config.retry;
-        for lane in &mut self.lanes {
-            let throttled = lane.throttled > 0 && lane.throttled.saturating_mul(THROTTLED_SHARE) > lane.answers;
-            if throttled {
-                if lane.throttled_run == 0 {
-                    tracing::warn!(
-                        provider = lane.platform.provider(),
-                        "{} is throttling (429): its window halves and its hand-offs are paced",
-                        lane.platform.provider()
-                    );
-                }
-                lane.throttled_run += 1;
-                lane.cwnd = (lane.window() / 2).max(1);
-                let backoff = policy.base.saturating_mul(1 << lane.throttled_run.min(8)).min(MAX_THROTTLE_PAUSE);
-                let pause = lane.retry_after.map_or(backoff, |after| after.min(policy.max));
-                lane.paused_until = Some(lane.paused_until.map_or(now + pause, |t| t.max(now + pause)));
-            } else if lane.answers > lane.throttled {
-                if lane.throttled_run > 0 {
-                    tracing::info!(
-                        provider = lane.platform.provider(),
-                        "{} takes requests again: its window grows back",
-                        lane.platform.provider()
-                    );
-                }
-                lane.throttled_run = 0;
-                if lane.cwnd < lane.limit {
-                    lane.cwnd = lane.cwnd.saturating_add((lane.limit / 16).max(1)).min(lane.limit);
-                }
-            }
-            (lane.answers, lane.throttled, lane.retry_after) = (0, 0, None);
+            lane.set_limit(self.shared.config.in_flight_per_worker, self.session.capacity(lane.platform));
         }
     }
 
@@ -427,7 +260,7 @@ impl<S: Session> Notifier<S> {
                     RunLocal { run, stats: FanoutStats::default(), delta: RunDelta::default(), open_batches: 0, told_down: [false; 2] };
                 // A lane already down is down for this run too.
                 for lane in &self.lanes {
-                    if let Some((_, since)) = lane.outage {
+                    if let Some(since) = lane.outage_since() {
                         local.run.provider_down(lane.platform, since);
                         local.told_down[lane.platform as usize] = true;
                     }
@@ -576,253 +409,25 @@ impl<S: Session> Notifier<S> {
         }
     }
 
-    /// Counts a device that ends without a final answer for `reason`.
-    fn undelivered(&mut self, slot: u32, index: u32, reason: FailReason) {
-        let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
-        let device = DeviceRef { shard: batch.msg.shard, platform: batch.msg.platform, index };
-        let local = &mut self.runs[batch.run];
-        batch.unanswered.push(index);
-        batch.failed[reason.index()] += 1;
-        local.stats.failed(reason);
-        local.delta.failed[reason.index()] += 1;
-        local.delta.undelivered.push(DeviceNote { device, reason, at: SystemTime::now() });
-    }
-
-    /// Closes the batch of `slot` once nothing of it is outstanding.
-    fn close_if_done(&mut self, slot: u32) {
-        let Some(batch) = self.slots[slot as usize].as_ref() else { return };
-        let lane = batch.msg.platform as usize;
-        if batch.outstanding == 0 && self.lanes[lane].current != Some(slot) {
-            self.close_batch(slot);
-        }
-    }
-
-    /// Handles one answer: counts it, prunes dead tokens, schedules retries.
-    fn outcome(&mut self, slot: u32, index: u32, tries: Tries, outcome: Outcome, now: Instant) {
-        let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
-        batch.outstanding -= 1;
-        let platform = batch.msg.platform;
-        let lane = platform as usize;
-        let aborted = self.runs[batch.run].run.is_aborted();
-        let outcome = match outcome {
-            Outcome::Lost if tries.resends >= MAX_FREE_RESENDS => Outcome::Retry { reason: FailReason::Transport, after: None },
-            o => o,
-        };
-        if matches!(outcome, Outcome::Unsent | Outcome::Lost) {
-            if aborted {
-                // An aborted fire does not wait for the provider.
-                self.undelivered(slot, index, FailReason::Transport);
-                self.close_if_done(slot);
-                return;
-            }
-            batch.outstanding += 1;
-            let l = &self.lanes[lane];
-            let (at, tries) = match outcome {
-                // Never reached the provider: the lane pauses.
-                Outcome::Unsent => (now + l.pause, tries),
-                // Lost with its connection: again as soon as the lane may
-                // send (a dead connection shows as "no connection" next).
-                _ => (l.paused_until.unwrap_or(now).max(now), Tries { resends: tries.resends + 1, ..tries }),
-            };
-            self.lanes[lane].retries.push(Reverse(Due { at, slot, index, tries, reason: FailReason::Transport }));
-            if outcome == Outcome::Unsent {
-                self.enter_outage(lane, now, at);
-            }
-            return;
-        }
-        if self.lanes[lane].outage.is_some() {
-            self.leave_outage(lane, now);
-        }
-        let l = &mut self.lanes[lane];
-        l.answers = l.answers.saturating_add(1);
-        if let Outcome::Retry { reason: FailReason::TooManyRequests, after } = outcome
-            && tries.throttled < MAX_FREE_THROTTLED
-            && !aborted
-        {
-            // Throttled: the lane slows down (see `pace`) and the device
-            // goes again, at no cost to the budget.
-            l.throttled += 1;
-            l.retry_after = l.retry_after.max(after);
-            l.stalled.get_or_insert(now);
-            let retry = &self.shared.config.retry;
-            let delay = retry.delay(tries.throttled.min(4), after, &mut self.rng);
-            let at = now.checked_add(delay).unwrap_or(now + retry.max);
-            self.lanes[lane].retries.push(Reverse(Due {
-                at,
-                slot,
-                index,
-                tries: Tries { throttled: tries.throttled + 1, ..tries },
-                reason: FailReason::TooManyRequests,
-            }));
-            let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
-            batch.outstanding += 1;
-            self.runs[batch.run].delta.throttled += 1;
-            return;
-        }
-        if matches!(outcome, Outcome::Delivered | Outcome::Failed(_)) {
-            l.stalled = None;
-        }
-        let retry = &self.shared.config.retry;
-        let batch = self.slots[slot as usize].as_mut().expect("answer for an open batch");
-        let device = DeviceRef { shard: batch.msg.shard, platform, index };
-        let local = &mut self.runs[batch.run];
-        let run = &local.run;
-        local.delta.last_outcome = Some(now);
-        match outcome {
-            // Handled above.
-            Outcome::Unsent | Outcome::Lost => {}
-            Outcome::Delivered => {
-                local.stats.delivered(platform, now - run.fired_at, 1);
-                local.delta.delivered += 1;
-                batch.delivered += 1;
-            }
-            Outcome::Failed(reason) if reason.is_final() => {
-                batch.failed[reason.index()] += 1;
-                local.stats.failed(reason);
-                local.delta.failed[reason.index()] += 1;
-                if reason.prunes() {
-                    local.delta.pruned.push(DeviceNote { device, reason, at: SystemTime::now() });
-                }
-            }
-            Outcome::Failed(reason) => {
-                // Credentials refused, the provider stopped, an unknown
-                // answer: no final answer for this device.
-                batch.unanswered.push(index);
-                batch.failed[reason.index()] += 1;
-                local.stats.failed(reason);
-                local.delta.failed[reason.index()] += 1;
-                if reason == FailReason::Unexpected {
-                    local.delta.undelivered.push(DeviceNote { device, reason, at: SystemTime::now() });
-                }
-            }
-            Outcome::Retry { reason, after } => {
-                let last_attempt = tries.attempt + 1 >= retry.max_attempts;
-                if !last_attempt && !run.is_aborted() && run.try_retry(&retry.budget) {
-                    let delay = retry.delay(tries.attempt, after, &mut self.rng);
-                    batch.outstanding += 1;
-                    local.delta.retried += 1;
-                    let at = now.checked_add(delay).unwrap_or(now + retry.max);
-                    let tries = Tries { attempt: tries.attempt + 1, ..tries };
-                    self.lanes[lane].retries.push(Reverse(Due { at, slot, index, tries, reason }));
-                } else {
-                    if !last_attempt && !run.is_aborted() {
-                        local.delta.budget_exhausted += 1;
-                    }
-                    self.undelivered(slot, index, reason);
-                }
-            }
-        }
-        self.close_if_done(slot);
-    }
-
-    /// Sends lane `lane`'s retries that are due, within its window. Returns
-    /// true if it sent any.
-    fn send_due_retries(&mut self, lane_index: usize, now: Instant) -> bool {
-        let mut sent = false;
-        loop {
-            let lane = &self.lanes[lane_index];
-            if lane.inflight >= lane.window() || lane.paused(now) {
-                break;
-            }
-            match lane.retries.peek() {
-                Some(Reverse(d)) if d.at <= now => {}
-                _ => break,
-            }
-            let Self { session, shared, inflight, slots, runs, token, stamps, lanes, .. } = self;
-            let lane = &mut lanes[lane_index];
-            let Reverse(due) = lane.retries.pop().expect("peeked");
-            let batch = slots[due.slot as usize].as_mut().expect("retry of an open batch");
-            let local = &runs[batch.run];
-            let warm = &shared.warm;
-            let shard = &warm.audience.shards()[batch.msg.shard as usize];
-            let routes = &warm.routes[batch.msg.shard as usize];
-            let platform = batch.msg.platform;
-            let locale = shard.locale(platform, due.index as usize);
-            let req = PushRequest {
-                device: DeviceRef { shard: batch.msg.shard, platform, index: due.index },
-                token: shard.token_text(platform, due.index as usize, token),
-                payload: warm.payloads.get(platform, usize::from(routes.payload_of_locale[usize::from(locale)])),
-                apns: &local.run.apns,
-            };
-            match session.send(&req) {
-                // The retry stays counted as outstanding while in flight.
-                Handoff::Pending(fut) => {
-                    inflight.push(InFlight {
-                        fut,
-                        slot: due.slot,
-                        index: due.index,
-                        lane: lane_index as u8,
-                        tries: due.tries,
-                        sent_at: stamp(stamps),
-                    });
-                    lane.inflight += 1;
-                }
-                Handoff::Done(o) => self.outcome(due.slot, due.index, due.tries, o, now),
-            }
-            sent = true;
-        }
-        sent
-    }
-
-    /// Retries of an aborted fire are not sent: they end as failures now.
-    fn resolve_aborted_retries(&mut self) {
-        let now = Instant::now();
-        for lane in 0..2 {
-            if !self.lanes[lane].retries.iter().any(|Reverse(d)| self.is_aborted(d.slot)) {
-                continue;
-            }
-            let (aborted, keep): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.lanes[lane].retries).into_iter().partition(|Reverse(d)| self.is_aborted(d.slot));
-            self.lanes[lane].retries = keep.into_iter().collect();
-            for Reverse(d) in aborted {
-                // As if this were the last attempt: it fails with the reason
-                // of the attempt before.
-                let last = Tries { attempt: u8::MAX - 1, ..d.tries };
-                self.outcome(d.slot, d.index, last, Outcome::Retry { reason: d.reason, after: None }, now);
-            }
-        }
-    }
-
     fn is_aborted(&self, slot: u32) -> bool {
         self.slots[slot as usize].as_ref().is_some_and(|b| self.runs[b.run].run.is_aborted())
     }
 
     /// A request could not reach lane `lane`'s provider: its hand-offs
-    /// pause until `until` (the outage is logged once, when it starts).
+    /// pause until `until`; the runs are told when the outage starts.
     fn enter_outage(&mut self, lane_index: usize, now: Instant, until: Instant) {
-        let lane = &mut self.lanes[lane_index];
-        if lane.outage.is_none() {
-            let provider = lane.platform.provider();
-            // A flapping provider (connections coming back one by one, a
-            // token refresh right after) is one state change in the log.
-            if lane.outage_logged.is_some_and(|t| now.saturating_duration_since(t) < OUTAGE_LOG_QUIET) {
-                tracing::debug!(provider, "hand-offs paused again");
-            } else {
-                lane.outage_logged = Some(now);
-                tracing::warn!(
-                    provider,
-                    "{provider} is not taking requests (no live connection, or its access token is being refreshed): its hand-offs paused"
-                );
-            }
-            let since = SystemTime::now();
-            lane.outage = Some((now, since));
+        if let Some(since) = self.lanes[lane_index].enter_outage(now, until) {
+            let platform = self.lanes[lane_index].platform;
             for local in &mut self.runs {
-                local.run.provider_down(lane.platform, since);
+                local.run.provider_down(platform, since);
                 local.told_down[lane_index] = true;
             }
         }
-        let lane = &mut self.lanes[lane_index];
-        lane.paused_until = Some(lane.paused_until.map_or(until, |t| t.max(until)));
-        lane.pause = (lane.pause * 2).min(MAX_PAUSE);
     }
 
     /// Lane `lane`'s provider answers again.
     fn leave_outage(&mut self, lane_index: usize, now: Instant) {
-        let lane = &mut self.lanes[lane_index];
-        if let Some((since, _)) = lane.outage {
-            tracing::info!(provider = lane.platform.provider(), after = ?now.saturating_duration_since(since), "the provider answers again: its hand-offs resume");
-        }
-        lane.clear_outage();
+        self.lanes[lane_index].leave_outage(now);
         self.tell_up(lane_index);
     }
 
@@ -836,37 +441,21 @@ impl<S: Session> Notifier<S> {
         }
     }
 
-    /// Past the outage timeout, every fire of this worker stops as
-    /// interrupted: resumable, nothing counted as delivered that was not.
-    /// The lane then starts afresh (a long-lived worker's next fire must
-    /// not inherit the outage).
+    /// Past the outage timeout (unreachable, or throttled without a single
+    /// answer), every fire of this worker stops as interrupted: resumable,
+    /// nothing counted as delivered that was not. The lane then starts
+    /// afresh (a long-lived worker's next fire must not inherit it).
     fn check_outages(&mut self) {
         let timeout = self.shared.config.outage_timeout;
         for lane in 0..2 {
-            let l = &self.lanes[lane];
-            let provider = l.platform.provider();
-            let why = if let Some((since, _)) = l.outage.filter(|(since, _)| since.elapsed() >= timeout) {
-                format!(
-                    "{provider} was unreachable for {} s (the outage timeout): the fire stopped, resume it when the provider is back",
-                    since.elapsed().as_secs()
-                )
-            } else if let Some(since) = l.stalled.filter(|since| since.elapsed() >= timeout) {
-                format!(
-                    "{provider} throttled every request (429) for {} s (the outage timeout): the fire stopped, resume it when the provider takes requests",
-                    since.elapsed().as_secs()
-                )
-            } else {
-                continue;
-            };
+            let Some(why) = self.lanes[lane].timed_out(timeout) else { continue };
             for local in &self.runs {
                 if !local.run.is_aborted() {
                     tracing::error!(campaign = %local.run.campaign_id, "{why}");
                     local.run.interrupt(&why);
                 }
             }
-            let l = &mut self.lanes[lane];
-            l.clear_outage();
-            (l.stalled, l.cwnd, l.throttled_run) = (None, usize::MAX, 0);
+            self.lanes[lane].reset();
             self.tell_up(lane);
         }
     }
@@ -911,7 +500,10 @@ impl<S: Session> Notifier<S> {
     /// counters, the batch count last (it may complete the run).
     fn flush(&mut self) {
         self.last_flush = Instant::now();
-        self.pace(self.last_flush);
+        let policy = self.shared.config.retry;
+        for lane in &mut self.lanes {
+            lane.pace(self.last_flush, &policy);
+        }
         self.update_limits();
         for local in &mut self.runs {
             if !local.stats.is_empty() {
