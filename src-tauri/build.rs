@@ -13,6 +13,7 @@ fn main() {
         "run_step",
         "skip_step",
         "fire",
+        "resume",
         "disarm",
         "abort",
         "switch_zombie",
@@ -22,6 +23,7 @@ fn main() {
         "export_report",
         "get_settings",
         "save_settings",
+        "confirm_close",
     ]);
     tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)).expect("tauri build script");
 }

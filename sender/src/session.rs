@@ -9,8 +9,8 @@
 //!   services: embedded (Services::embedded) or AWS (aws::control::services)
 //!   Event::new + the once-a-second ticker
 //! Session::close()
-//!   a last sample, the recorder closed, the event closed in the registry
-//!   (unless it was joined: its opener closes it)
+//!   a last sample, the recorder closed, this session's hold on the event
+//!   released (the last one out closes it; a crashed holder stops beating)
 //! ```
 //!
 //! The fire key follows from the event id: embedded fires are claimed as
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::aws::{Aws, AwsConfig, AwsError};
 use crate::fleet::FleetError;
 use crate::provider::ProviderChoice;
-use crate::runbook::registry::{EventRegistry, RegistryError};
+use crate::runbook::registry::{EventRegistry, HOLDER_BEAT, Hold, RegistryError};
 use crate::runbook::{ActError, Event, Runbook, ServiceOptions, Services, ServicesError};
 
 /// How to open an event.
@@ -38,7 +38,7 @@ pub struct SessionOptions {
     /// The recorder file (default: a new file in `data_dir/events/`).
     pub record: Option<PathBuf>,
     /// Use this event id instead of the registry's open event of the
-    /// runbook. Such an event counts as joined: its opener closes it.
+    /// runbook. Such an event counts as joined.
     pub event: Option<String>,
     /// The provider of the fire (embedded) or of test-sends (AWS).
     pub provider: ProviderChoice,
@@ -98,8 +98,11 @@ pub struct Session {
     /// The once-a-second sampler; lives as long as the session.
     ticker: tokio::task::JoinHandle<()>,
     record: PathBuf,
-    joined: bool,
-    registry: EventRegistry,
+    /// This session's hold on the event in the registry.
+    hold: Hold,
+    registry: Arc<EventRegistry>,
+    /// Beats the hold while the session lives.
+    beat: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
@@ -116,12 +119,13 @@ impl Session {
             None => None,
         };
         let state_db = opts.state_db.clone().unwrap_or_else(|| crate::sys::state_db_in(&opts.data_dir));
-        let registry = EventRegistry::open(&state_db)?;
-        let (event_id, joined) = match &opts.event {
-            Some(id) => (id.clone(), true),
-            None if opts.new_event => (registry.open_new(&runbook)?, false),
+        let registry = Arc::new(EventRegistry::open(&state_db)?);
+        let hold = match &opts.event {
+            Some(id) => registry.join(id)?,
+            None if opts.new_event => registry.open_new(&runbook)?,
             None => registry.join_or_open(&runbook)?,
         };
+        let event_id = hold.event_id.clone();
         let silent =
             runbook.silent || crate::campaign::Campaign::load(&runbook.campaign).is_ok_and(|c| c.mode == crate::campaign::Mode::Silent);
         let fire_scope = crate::fanout::FireScope::of(silent, opts.new_event, &event_id);
@@ -144,14 +148,24 @@ impl Session {
         let event = match opened {
             Ok(event) => event,
             Err(e) => {
-                if !joined {
-                    let _ = registry.close(&event_id);
-                }
+                let _ = registry.leave(&hold);
                 return Err(e);
             }
         };
         let ticker = event.start_ticker();
-        Ok(Self { event, ticker, record, joined, registry })
+        let beat = {
+            let (registry, hold) = (registry.clone(), hold.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(HOLDER_BEAT);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = registry.beat(&hold) {
+                        tracing::warn!(error = %e, "could not tell the registry this event is still open");
+                    }
+                }
+            })
+        };
+        Ok(Self { event, ticker, record, hold, registry, beat })
     }
 
     /// The event.
@@ -166,7 +180,7 @@ impl Session {
 
     /// Whether this session joined an event opened elsewhere.
     pub fn joined(&self) -> bool {
-        self.joined
+        self.hold.joined
     }
 
     /// Whether a send of this event is under way (fired, neither watched
@@ -177,13 +191,13 @@ impl Session {
     }
 
     /// Ends the event here: a last sample, the recorder closed, the workers
-    /// stopped; the registry's entry is closed unless the event was joined.
+    /// stopped, and this session's hold released (the last one out closes
+    /// the event in the registry).
     pub async fn close(self) {
         self.event.close().await;
-        if !self.joined
-            && let Err(e) = self.registry.close(self.event.id())
-        {
-            tracing::warn!(error = %e, "could not close the event in the registry");
+        self.beat.abort();
+        if let Err(e) = self.registry.leave(&self.hold) {
+            tracing::warn!(error = %e, "could not release the event in the registry");
         }
         // The ticker stops on drop.
     }
@@ -192,5 +206,6 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.ticker.abort();
+        self.beat.abort();
     }
 }

@@ -328,3 +328,88 @@ fn fcm_down_does_not_stop_apns_and_the_fire_finishes_once_fcm_is_back() {
     assert_eq!(f["unique_tokens"].as_u64().unwrap(), android, "every Android device, over both FCM runs: {f}");
     assert_eq!(f["without_collapse_id"], 0, "{f}");
 }
+
+/// A runbook walking the audience `aud` to a fire and its watch.
+fn walk_runbook(dir: &Path, aud: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("campaign.toml"), kickoff_sender::campaign::DEMO_CAMPAIGN).unwrap();
+    let mut text = format!(
+        "name = \"Resume\"\ncampaign = \"campaign.toml\"\n[audience]\ndir = {aud:?}\n[fleet]\ninstance_startup = \"50ms\"\ntask_startup = \"50ms\"\n[abort]\ntext = \"Stop.\"\n"
+    );
+    for (id, role, kind) in [
+        ("scale-asg", "ops", "scale-asg"),
+        ("scale-ecs", "ops", "scale-ecs"),
+        ("verify-warm", "engineer", "verify-warm"),
+        ("test-send", "engineer", "test-send"),
+        ("confirm", "marketer", "confirm"),
+        ("arm", "engineer", "arm"),
+        ("fire", "marketer", "fire"),
+        ("watch", "ops", "watch"),
+    ] {
+        let params = if kind.starts_with("scale") { "params = { desired = 1, timeout = \"30s\" }\n" } else { "" };
+        text.push_str(&format!("[[steps]]\nid = \"{id}\"\ntitle = \"{id}\"\nrole = \"{role}\"\nkind = \"{kind}\"\n{params}"));
+    }
+    let path = dir.join("resume.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn walk(dir: &Path, rb: &Path, gw: &GatewayProc, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["runbook", "walk", rb.to_str().unwrap(), "--provider", "http", "--config", gw.config.to_str().unwrap()])
+        .args(["--workers", "1", "--connections", "1"])
+        .args(extra)
+        .env("KICKOFF_DATA_DIR", dir.join("data"));
+    c
+}
+
+#[test]
+fn a_walk_killed_mid_fire_is_resumed_by_the_next_walk_with_nothing_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, _) = audience(dir.path());
+    let rb = walk_runbook(dir.path(), &aud);
+    let mut gw = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "20", "--gateway-streams", "40", "--expect", &aud]);
+    let ledger = dir.path().join("data").join("kickoff.sqlite");
+    let mut first = walk(dir.path(), &rb, &gw, &["--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while journaled(&ledger) < 12 {
+        assert!(Instant::now() < deadline, "the walk's fire did not start");
+        assert!(first.try_wait().unwrap().is_none(), "the walk ended before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The next walk finds the launch interrupted and, told yes to
+    // everything, resumes it.
+    let second = walk(dir.path(), &rb, &gw, &["--yes"]).output().unwrap();
+    assert!(second.status.success(), "{}\n{}", stdout(&second), stderr(&second));
+    assert!(stdout(&second).contains("0 missing"), "{}", stdout(&second));
+    let out = gw.finish();
+    let (stats, check) = (&out[0], &out[1]);
+    assert_eq!(check["missing"], 0, "every device arrived over both walks: {check}");
+    assert_eq!(stats["without_collapse_id"], 0, "{stats}");
+    assert!(check["duplicates"].as_u64().unwrap() < u64::from(DEVICES) / 5, "{check}");
+}
+
+#[test]
+fn an_abort_from_a_joined_walk_stops_the_walk_that_fired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aud, _) = audience(dir.path());
+    let rb = walk_runbook(dir.path(), &aud);
+    let mut gw = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "20", "--gateway-streams", "40"]);
+    let ledger = dir.path().join("data").join("kickoff.sqlite");
+    let firing = walk(dir.path(), &rb, &gw, &["--yes", "--operator", "ana"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while journaled(&ledger) < 4 {
+        assert!(Instant::now() < deadline, "the walk's fire did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = dir.path().join("abort.script");
+    std::fs::write(&script, "abort backend drowning\n").unwrap();
+    let joined = walk(dir.path(), &rb, &gw, &["--script", script.to_str().unwrap(), "--operator", "bo"]).output().unwrap();
+    assert!(stdout(&joined).contains("Joining the open event"), "{}", stdout(&joined));
+    assert_eq!(joined.status.code(), Some(4), "{}", stderr(&joined));
+    let out = firing.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "the walk that fired stops and exits 4: {}", stderr(&out));
+    let stats = gw.stats();
+    assert!(stats["deliveries"].as_u64().unwrap() < u64::from(DEVICES), "the send stopped: {stats}");
+}

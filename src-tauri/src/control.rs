@@ -78,6 +78,9 @@ pub struct EventUpdate {
     pub charts: Option<Vec<ChartSvg>>,
     /// The audit log so far.
     pub log: Option<Vec<AuditEntry>>,
+    /// The window was asked to close while the fire sends: ask the
+    /// operator, then call `confirm_close`.
+    pub close_asked: bool,
 }
 
 fn view(open: &OpenEvent) -> EventView {
@@ -218,12 +221,13 @@ pub async fn watch_event(state: State<'_, AppState>, on_update: Channel<EventUpd
         } else {
             (None, None)
         };
-        if on_update.send(EventUpdate { view: v, charts, log }).is_err() {
+        let close_asked = state.close_asked.load(std::sync::atomic::Ordering::Acquire);
+        if on_update.send(EventUpdate { view: v, charts, log, close_asked }).is_err() {
             return Ok(());
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return Ok(()) },
-            () = tokio::time::sleep(Duration::from_millis(1000)) => {}
+            () = tokio::time::sleep(Duration::from_millis(if close_asked { 150 } else { 1000 })) => {}
         }
         // Coalesce bursts of progress updates.
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -253,6 +257,46 @@ pub async fn fire(state: State<'_, AppState>) -> Result<StepStatus, CommandError
     let step = event.runbook().steps.iter().find(|s| s.kind == runbook::StepKind::Fire).map(|s| s.id.clone());
     let step = step.ok_or_else(|| CommandError::invalid("this runbook has no fire step"))?;
     event.run_step(&step, &who).await.map_err(act_error)
+}
+
+/// Resumes the event's interrupted fire (press and hold, an engineer):
+/// sends exactly the devices without a final answer.
+#[tauri::command]
+pub async fn resume(state: State<'_, AppState>) -> Result<runbook::engine::FireInfo, CommandError> {
+    let who = actor(&state.settings.lock().expect("settings lock"));
+    current(&state).await?.resume(&who).map_err(act_error)
+}
+
+/// The operator's answer to "a fire is sending: close anyway?". Closing
+/// stops the send in this window's process; the fire then reads as
+/// interrupted and can be resumed.
+#[tauri::command]
+pub fn confirm_close<R: tauri::Runtime>(state: State<'_, AppState>, window: tauri::Window<R>, close: bool) -> Result<(), CommandError> {
+    use std::sync::atomic::Ordering;
+    state.close_asked.store(false, Ordering::Release);
+    if close {
+        state.close_confirmed.store(true, Ordering::Release);
+        window.close().map_err(CommandError::internal)?;
+    }
+    Ok(())
+}
+
+/// Closing the window while this window's process sends a fire asks first
+/// (through the control room); otherwise the window closes.
+pub fn on_window_event<R: tauri::Runtime>(window: &tauri::Window<R>, event: &tauri::WindowEvent) {
+    use std::sync::atomic::Ordering;
+    use tauri::Manager as _;
+    let tauri::WindowEvent::CloseRequested { api, .. } = event else { return };
+    let state = window.state::<AppState>();
+    if state.close_confirmed.load(Ordering::Acquire) {
+        return;
+    }
+    // A busy lock means a command is acting on the event right now: ask.
+    let sending = state.event.try_lock().map_or(true, |slot| slot.as_ref().is_some_and(|s| s.sending() && !s.joined()));
+    if sending {
+        api.prevent_close();
+        state.close_asked.store(true, Ordering::Release);
+    }
 }
 
 /// Disarms.

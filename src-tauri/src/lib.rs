@@ -41,6 +41,7 @@ pub fn builder_with<R: Runtime>(builder: tauri::Builder<R>, state: AppState) -> 
         control::run_step,
         control::skip_step,
         control::fire,
+        control::resume,
         control::disarm,
         control::abort,
         control::switch_zombie,
@@ -50,7 +51,9 @@ pub fn builder_with<R: Runtime>(builder: tauri::Builder<R>, state: AppState) -> 
         control::export_report,
         control::get_settings,
         control::save_settings,
+        control::confirm_close,
     ])
+    .on_window_event(control::on_window_event)
 }
 
 /// Starts the desktop app in embedded mode.
@@ -114,6 +117,10 @@ mod tests {
                 .any(|p| p["locale"] == "en-US" && p["apns"].as_str().unwrap().contains("content-available"))
         );
         invoke(&w, "fire", serde_json::json!({})).unwrap();
+        // Nothing to resume: the fire is not interrupted.
+        let err = invoke(&w, "resume", serde_json::json!({})).unwrap_err();
+        assert_eq!(err["code"], "invalid", "{err}");
+        assert!(err["message"].as_str().unwrap().contains("not interrupted"), "{err}");
         let again = invoke(&w, "fire", serde_json::json!({})).unwrap_err();
         assert!(again["message"].as_str().unwrap().contains("already fired") || again["code"] == "busy", "{again}");
         let watched = invoke(&w, "run_step", serde_json::json!({ "step": "watch" })).unwrap();

@@ -17,6 +17,11 @@ pub struct AppState {
     pub event: tokio::sync::Mutex<Option<OpenEvent>>,
     /// The settings.
     pub settings: std::sync::Mutex<Settings>,
+    /// The window was asked to close while a fire was sending; the control
+    /// room asks the operator.
+    pub close_asked: std::sync::atomic::AtomicBool,
+    /// The operator confirmed: the next close goes through.
+    pub close_confirmed: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -33,6 +38,8 @@ impl AppState {
             drill: tokio::sync::Mutex::new(()),
             event: tokio::sync::Mutex::new(None),
             settings: std::sync::Mutex::new(settings),
+            close_asked: std::sync::atomic::AtomicBool::new(false),
+            close_confirmed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

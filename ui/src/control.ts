@@ -12,6 +12,40 @@ export function chartImage(chart: ChartSvg): HTMLImageElement {
   return el("img", { src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(chart.svg)}`, alt: chart.title, "data-testid": `chart-${chart.name}`, class: "chart" });
 }
 
+/** Makes `button` act only after a one-second press (pointer, or Space/Enter held). */
+function pressAndHold(button: HTMLButtonElement, onHeld: () => void): void {
+  const hold = new Hold();
+  const fill = button.querySelector<HTMLElement>(".fire-fill");
+  let frame = 0;
+  const animate = (): void => {
+    const { progress, fire } = hold.tick(performance.now());
+    if (fill) fill.style.height = `${progress * 100}%`;
+    if (fire) {
+      button.classList.add("firing");
+      onHeld();
+      setTimeout(() => button.classList.remove("firing"), 600);
+    }
+    frame = hold.holding ? requestAnimationFrame(animate) : 0;
+    if (!hold.holding && fill && !fire) fill.style.height = "0";
+  };
+  button.addEventListener("pointerdown", (e) => {
+    if (button.disabled) return;
+    e.preventDefault();
+    hold.press(performance.now(), !button.disabled);
+    if (!frame) frame = requestAnimationFrame(animate);
+  });
+  for (const ev of ["pointerup", "pointerleave", "pointercancel"]) button.addEventListener(ev, () => hold.release());
+  // Keyboard: holding Space or Enter works the same way.
+  button.addEventListener("keydown", (e) => {
+    if ((e.key === " " || e.key === "Enter") && !e.repeat && !button.disabled) {
+      e.preventDefault();
+      hold.press(performance.now(), true);
+      if (!frame) frame = requestAnimationFrame(animate);
+    }
+  });
+  button.addEventListener("keyup", () => hold.release());
+}
+
 export function controlRoom(root: HTMLElement, notify: (text: string, bad?: boolean) => void): void {
   let view: EventView | null = null;
   let selected: string | null = null;
@@ -29,6 +63,12 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
   const armButton = el("button", { type: "button", "data-testid": "arm-button", disabled: true }, "Arm");
   const disarmButton = el("button", { type: "button", class: "secondary", "data-testid": "disarm-button", disabled: true }, "Disarm");
   const abortButton = el("button", { type: "button", class: "danger", "data-testid": "abort-button", disabled: true }, "Abort");
+  const resumeButton = el(
+    "button",
+    { type: "button", class: "resume", "data-testid": "resume-button", hidden: true, "aria-label": "Resume the interrupted fire: press and hold for one second" },
+    el("span", { class: "fire-fill" }),
+    el("span", { class: "fire-label" }, "Resume"),
+  );
   const charts = el("div", { class: "charts", "data-testid": "live-charts" });
   const zombies = el("div", { class: "zombies", "data-testid": "zombie-panel" });
   const log = el("table", { class: "log", "data-testid": "event-log" });
@@ -44,7 +84,7 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
         "div",
         { class: "center" },
         banner,
-        el("section", { class: "card fire-panel" }, el("h2", {}, "Fire"), el("div", { class: "fire-row" }, fireButton, el("div", { class: "fire-side" }, fireStatusText, el("div", { class: "row" }, armButton, disarmButton, abortButton), outcome))),
+        el("section", { class: "card fire-panel" }, el("h2", {}, "Fire"), el("div", { class: "fire-row" }, fireButton, el("div", { class: "fire-side" }, fireStatusText, el("div", { class: "row" }, armButton, disarmButton, abortButton, resumeButton), outcome))),
         detail,
         el("section", { class: "card" }, el("h2", {}, "Live"), charts),
       ),
@@ -97,40 +137,28 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     if (window.confirm(`Abort the event?\n\n${plan}`)) void act("Abort", () => api.abort("aborted from the control room"));
   });
 
-  // --- the square fire button: press and hold ----------------------------
-  const hold = new Hold();
-  const fill = fireButton.querySelector<HTMLElement>(".fire-fill");
-  let frame = 0;
-  const animate = (): void => {
-    const { progress, fire } = hold.tick(performance.now());
-    if (fill) fill.style.height = `${progress * 100}%`;
-    if (fire) {
-      fireButton.classList.add("firing");
-      void act("Fire", () => api.fire()).finally(() => fireButton.classList.remove("firing"));
-    }
-    frame = hold.holding ? requestAnimationFrame(animate) : 0;
-    if (!hold.holding && fill && !fire) fill.style.height = "0";
-  };
-  fireButton.addEventListener("pointerdown", (e) => {
-    if (fireButton.disabled) return;
-    e.preventDefault();
-    hold.press(performance.now(), !fireButton.disabled);
-    if (!frame) frame = requestAnimationFrame(animate);
-  });
-  for (const ev of ["pointerup", "pointerleave", "pointercancel"]) fireButton.addEventListener(ev, () => hold.release());
-  // Keyboard: holding Space or Enter works the same way.
-  fireButton.addEventListener("keydown", (e) => {
-    if ((e.key === " " || e.key === "Enter") && !e.repeat && !fireButton.disabled) {
-      e.preventDefault();
-      hold.press(performance.now(), true);
-      if (!frame) frame = requestAnimationFrame(animate);
-    }
-  });
-  fireButton.addEventListener("keyup", () => hold.release());
+  // --- the square fire button (and Resume): press and hold ---------------
+  pressAndHold(fireButton, () => void act("Fire", () => api.fire()));
+  pressAndHold(resumeButton, () => void act("Resume", () => api.resume().then((f) => notify(`Resumed the fire ${f.fire_id}.`))));
+
+  // --- closing the window while the fire sends asks first ----------------
+  let askingClose = false;
+  function askClose(): void {
+    if (askingClose) return;
+    askingClose = true;
+    const close = window.confirm(
+      "A fire is sending from this window.\n\nClosing stops it here: the fire becomes INTERRUPTED, and an engineer can resume it later (Resume sends exactly the devices without a final answer).\n\nClose anyway?",
+    );
+    void api
+      .confirmClose(close)
+      .catch((e: unknown) => notify(errorText(e), true))
+      .finally(() => (askingClose = false));
+  }
 
   // --- rendering ---------------------------------------------------------
   function onUpdate(u: EventUpdate): void {
     render(u.view);
+    if (u.close_asked) askClose();
     if (u.charts) {
       charts.replaceChildren(...u.charts.filter((c) => ["throughput", "delivered", "errors", "latency"].includes(c.name)).map(chartImage));
     }
@@ -160,6 +188,8 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     armButton.disabled = !armStep || armState !== "ready";
     disarmButton.disabled = !s.armed || s.fired !== null;
     abortButton.disabled = s.aborted !== null;
+    resumeButton.hidden = s.interrupted === null;
+    resumeButton.disabled = s.interrupted === null;
     if (s.summary) {
       const m = s.summary;
       outcome.hidden = false;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { EventView, StepDef } from "./api/types";
-import { clock, fireStatus, flagCaption, gateSummary, offsetLabel, stepTimer } from "./steps";
+import { clock, fireStatus, flagCaption, gateSummary, interruptedText, offsetLabel, stepTimer } from "./steps";
 
 const step = (at: number | null): StepDef => ({ id: "s", title: "S", role: "ops", kind: "checklist", at: at === null ? null : { ms: at }, deadline: null, backup: null, backup_for: null });
 
@@ -45,5 +45,24 @@ describe("gates and the fire panel", () => {
     expect(flagCaption(flag, 0)).toEqual({ on: true, text: "ZOMBIE for 02:00 more, by ana" });
     expect(flagCaption(flag, 120_000).on).toBe(false);
     expect(flagCaption(undefined, 0)).toEqual({ on: false, text: "off" });
+  });
+});
+
+describe("an interrupted fire", () => {
+  const interrupted = { fire_id: "c", by: "mo", at_ms: 0, why: "its process stopped before the end", answered: 7_000, targeted: 12_000 };
+
+  it("says how far it got and how to resume", () => {
+    const text = interruptedText(interrupted);
+    expect(text).toContain("INTERRUPTED (its process stopped before the end)");
+    expect(text).toContain("7,000 of 12,000 devices have a final answer, 5,000 do not");
+    expect(text).toContain("hold Resume");
+    expect(interruptedText({ ...interrupted, answered: null, targeted: null })).not.toContain("devices have");
+  });
+
+  it("takes the fire panel over, and the fire button stays inert", () => {
+    const v = { state: { campaign_hash: "h", armed: null, fired: { by: "mo", at_ms: 0, fire_id: "c" }, aborted: null, interrupted } } as unknown as EventView;
+    const fs = fireStatus(v);
+    expect(fs.armed).toBe(false);
+    expect(fs.text).toContain("INTERRUPTED");
   });
 });

@@ -1,5 +1,6 @@
 // Pure helpers of the control room: labels, timers, gate and fire status.
-import type { EventView, Gate, StepDef, StepStateName, ZombieFlag } from "./api/types";
+import type { EventView, Gate, Interrupted, StepDef, StepStateName, ZombieFlag } from "./api/types";
+import { count } from "./format";
 
 /** `T-30m`, `T`, `T+1m30s` from an offset in ms. */
 export function offsetLabel(ms: number): string {
@@ -62,10 +63,20 @@ function time(ms: number): string {
   return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
 }
 
+/** What an interrupted fire's panel says. */
+export function interruptedText(i: Interrupted): string {
+  const standing =
+    i.answered !== null && i.targeted !== null
+      ? `: ${count(i.answered)} of ${count(i.targeted)} devices have a final answer, ${count(Math.max(0, i.targeted - i.answered))} do not`
+      : "";
+  return `INTERRUPTED (${i.why})${standing}. An engineer can resume it: hold Resume for one second to send exactly the devices without a final answer.`;
+}
+
 /** What the fire panel says, and whether the button is live. */
 export function fireStatus(view: EventView | null): { armed: boolean; text: string } {
   if (view === null) return { armed: false, text: "Open a runbook to begin." };
   const s = view.state;
+  if (s.interrupted) return { armed: false, text: interruptedText(s.interrupted) };
   if (s.fired) return { armed: false, text: `Fired at ${time(s.fired.at_ms)} by ${s.fired.by}.` };
   if (s.aborted) return { armed: false, text: `Aborted by ${s.aborted[0]}: ${s.aborted[1]}` };
   if (s.armed && s.armed.campaign_hash === s.campaign_hash) return { armed: true, text: `ARMED by ${s.armed.by} at ${time(s.armed.at_ms)}. Hold the button for one second to fire.` };

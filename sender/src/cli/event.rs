@@ -376,6 +376,11 @@ async fn interactive_walk(event: &Arc<Event>, actor: &Actor, observer: &TermObse
                 observer.step_starting(event, &id);
                 let r = event.run_step(&id, actor).await;
                 observer.step_ended(event, &id, &r);
+                if r.is_err()
+                    && let Some(i) = event.state().interrupted
+                {
+                    offer_resume(event, actor, &i)?;
+                }
             }
             "s" | "skip" => {
                 print!("    reason: ");
@@ -394,6 +399,26 @@ async fn interactive_walk(event: &Arc<Event>, actor: &Actor, observer: &TermObse
             other => println!("    {other:?}? answer y, s, a or q"),
         }
     }
+}
+
+/// Asks whether to resume an interrupted fire, and does.
+fn offer_resume(event: &Arc<Event>, actor: &Actor, i: &kickoff_sender::runbook::Interrupted) -> Result<(), String> {
+    let standing = match (i.answered, i.targeted) {
+        (Some(a), Some(t)) => format!(": {} of {} devices have a final answer, {} do not", super::group(a), super::group(t), super::group(t - a.min(t))),
+        _ => String::new(),
+    };
+    println!("    the fire of {} (by {}) was INTERRUPTED ({}){standing}", i.fire_id, i.by, i.why);
+    print!("    resume it (send exactly the devices without a final answer)? [y/N]: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    if matches!(line.trim(), "y" | "yes") {
+        match event.resume(actor) {
+            Ok(_) => println!("    resumed: the watch step follows the rest of the send"),
+            Err(e) => println!("    {e}"),
+        }
+    }
+    Ok(())
 }
 
 fn print_summary(s: &EventSummary) {

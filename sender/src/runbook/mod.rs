@@ -11,7 +11,7 @@ pub mod services;
 pub mod walk;
 pub mod workers;
 
-pub use engine::{ActError, Actor, Event, EventState, FailureCause, StepProgress, StepState, StepStatus};
+pub use engine::{ActError, Actor, Event, EventState, FailureCause, Interrupted, StepProgress, StepState, StepStatus};
 pub use file::{Role, Runbook, RunbookError, Step, StepKind};
 pub use services::{ServiceOptions, Services, ServicesError};
 pub use workers::{WarmReport, WorkerWarm, Workers, WorkersError};

@@ -41,6 +41,8 @@ pub enum Command {
     Wait(Duration),
     /// Run every remaining step.
     Auto,
+    /// Resume the event's interrupted fire.
+    Resume,
 }
 
 /// A line of a walk script that is not a command.
@@ -76,9 +78,10 @@ pub fn parse_script(text: &str, path: &Path) -> Result<Vec<(usize, Command)>, Sc
             ["abort", _, ..] => Command::Abort(rest(1)),
             ["wait", d] => Command::Wait(dur(d)?),
             ["auto"] => Command::Auto,
+            ["resume"] => Command::Resume,
             _ => {
                 return Err(err(
-                    "expected run STEP | skip STEP REASON | zombie on BACKEND DURATION | zombie off BACKEND | disarm | abort REASON | wait DURATION | auto",
+                    "expected run STEP | skip STEP REASON | zombie on BACKEND DURATION | zombie off BACKEND | disarm | abort REASON | wait DURATION | auto | resume",
                 ));
             }
         };
@@ -97,8 +100,10 @@ pub trait WalkObserver: Send + Sync {
 
 /// Runs every remaining step in order. A failed step with a backup step
 /// hands over to it; a failed step without one stops the walk with its
-/// error (and its backup plan's text).
+/// error (and its backup plan's text). A fire found interrupted (its process
+/// died) is resumed, once.
 pub async fn auto(event: &Arc<Event>, actor: &Actor, observer: &dyn WalkObserver) -> Result<(), ActError> {
+    let mut resumed = false;
     loop {
         let state = event.state();
         let next = state.steps.iter().find(|(s, _)| matches!(s.state, StepState::Ready | StepState::Pending));
@@ -111,6 +116,11 @@ pub async fn auto(event: &Arc<Event>, actor: &Actor, observer: &dyn WalkObserver
             Ok(_) => {}
             Err(e @ ActError::Failed { .. }) => {
                 let step = event.runbook().step(&id).expect("exists");
+                if !resumed && event.state().interrupted.is_some() {
+                    resumed = true;
+                    event.resume(actor)?;
+                    continue;
+                }
                 if step.backup.as_ref().and_then(|b| b.step.as_ref()).is_none() {
                     return Err(e);
                 }
@@ -147,6 +157,7 @@ pub async fn run_script(
                 Ok(())
             }
             Command::Auto => auto(event, actor, observer).await,
+            Command::Resume => event.resume(actor).map(|_| ()),
         };
         r.map_err(|e| (line, e))?;
     }

@@ -117,6 +117,9 @@ pub enum WorkersError {
     /// A background task panicked or was cancelled (a bug).
     #[error("internal: {0}")]
     Internal(String),
+    /// These workers cannot resume a fire.
+    #[error("these workers cannot resume a fire (in AWS mode, a stopped worker's batches go back to the queue by themselves)")]
+    NotResumable,
 }
 
 /// The workers: warm, test-send, fire.
@@ -130,6 +133,17 @@ pub trait Workers: Send + Sync + std::fmt::Debug {
     fn fire(&self, operator: &str) -> Result<FireOutcome, WorkersError>;
     /// The fire of this event, once started.
     fn handle(&self) -> Option<FireHandle>;
+    /// Resumes the interrupted fire of what was warmed: sends the devices
+    /// without a final answer. Workers that cannot (AWS: a stopped worker's
+    /// batches go back to the queue on their own) say so.
+    fn resume(&self, _operator: &str) -> Result<FireOutcome, WorkersError> {
+        Err(WorkersError::NotResumable)
+    }
+    /// How the warm campaign's fire stands: devices with a final answer,
+    /// when the workers keep a journal.
+    fn standing(&self) -> Result<Option<crate::fanout::Standing>, WorkersError> {
+        Ok(None)
+    }
     /// Asks whichever process sends this event's fire of `campaign_id` to
     /// stop, durably (a joined window or walk has no handle to abort).
     /// Nothing happens if the campaign was not fired.
@@ -273,7 +287,12 @@ impl Workers for EmbeddedWorkers {
         if let Some(s) = self.setup.lock().expect("setup lock").as_ref() {
             s.mark_fire();
         }
-        let outcome = engine.fire(operator)?;
+        let outcome = match engine.fire(operator)? {
+            // A fire whose process died a moment ago reads as interrupted
+            // once its heartbeat is quiet (a few seconds at most).
+            FireOutcome::AlreadyFired(r) => FireOutcome::AlreadyFired(engine.settle(r)?),
+            other => other,
+        };
         if let FireOutcome::Started(h) = &outcome {
             *self.handle.lock().expect("handle lock") = Some(h.clone());
         }
@@ -282,6 +301,21 @@ impl Workers for EmbeddedWorkers {
 
     fn handle(&self) -> Option<FireHandle> {
         self.handle.lock().expect("handle lock").clone()
+    }
+
+    fn resume(&self, operator: &str) -> Result<FireOutcome, WorkersError> {
+        let slot = self.engine.try_lock().map_err(|_| WorkersError::Warming)?;
+        let engine = slot.as_ref().ok_or(WorkersError::NotWarm)?;
+        let outcome = engine.resume(operator)?;
+        if let FireOutcome::Started(h) = &outcome {
+            *self.handle.lock().expect("handle lock") = Some(h.clone());
+        }
+        Ok(outcome)
+    }
+
+    fn standing(&self) -> Result<Option<crate::fanout::Standing>, WorkersError> {
+        let slot = self.engine.try_lock().map_err(|_| WorkersError::Warming)?;
+        Ok(slot.as_ref().map(Engine::standing).transpose()?.flatten())
     }
 
     fn request_abort(&self, campaign_id: &str, by: &str, why: &str) -> Result<(), WorkersError> {

@@ -1,6 +1,6 @@
 // The control room's backend calls: the only place the UI invokes them.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import type { EventUpdate, EventView, Preview, Recording, ReplayView, RunbookInfo, Settings, StepStatus, ZombieFlag } from "./types";
+import type { EventUpdate, EventView, FireInfo, Preview, Recording, ReplayView, RunbookInfo, Settings, StepStatus, ZombieFlag } from "./types";
 
 export const listRunbooks = (): Promise<RunbookInfo[]> => invoke("list_runbooks");
 export const openEvent = (runbook: string): Promise<EventView> => invoke("open_event", { runbook });
@@ -8,6 +8,8 @@ export const eventView = (): Promise<EventView> => invoke("event_view");
 export const runStep = (step: string): Promise<StepStatus> => invoke("run_step", { step });
 export const skipStep = (step: string, reason: string): Promise<StepStatus> => invoke("skip_step", { step, reason });
 export const fire = (): Promise<StepStatus> => invoke("fire");
+export const resume = (): Promise<FireInfo> => invoke("resume");
+export const confirmClose = (close: boolean): Promise<void> => invoke("confirm_close", { close });
 export const disarm = (): Promise<void> => invoke("disarm");
 export const abort = (reason: string): Promise<void> => invoke("abort", { reason });
 export const switchZombie = (backend: string, on: boolean, minutes: number, why: string): Promise<ZombieFlag> =>

@@ -128,9 +128,27 @@ export interface EventState {
   steps: [StepStatus, Gate[]][];
   warm: { campaign_hash: string; devices: number; workers: { worker: string; shards: number; shards_total: number }[] } | null;
   armed: { by: string; at_ms: number; campaign_hash: string } | null;
-  fired: { by: string; at_ms: number; fire_id: string } | null;
+  fired: FireInfo | null;
   aborted: [string, string] | null;
   summary: EventSummary | null;
+  interrupted: Interrupted | null;
+}
+
+/** `kickoff_sender::runbook::engine::FireInfo`. */
+export interface FireInfo {
+  by: string;
+  at_ms: number;
+  fire_id: string;
+}
+
+/** `kickoff_sender::runbook::engine::Interrupted`: a fire to resume. */
+export interface Interrupted {
+  fire_id: string;
+  by: string;
+  at_ms: number;
+  why: string;
+  answered: number | null;
+  targeted: number | null;
 }
 
 /** `kickoff_sender::recorder::replay::EventSummary`. */
@@ -200,6 +218,8 @@ export interface EventUpdate {
   view: EventView;
   charts: ChartSvg[] | null;
   log: AuditEntry[] | null;
+  /** The window was asked to close while the fire sends. */
+  close_asked: boolean;
 }
 
 /** A runbook in the data directory. */

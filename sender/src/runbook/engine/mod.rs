@@ -31,7 +31,7 @@ pub mod state;
 mod steps;
 mod ticker;
 
-pub use state::{ActError, Armed, EventState, FailureCause, FireInfo, Gate, StepProgress, StepState, StepStatus};
+pub use state::{ActError, Armed, EventState, FailureCause, FireInfo, Gate, Interrupted, StepProgress, StepState, StepStatus};
 use steps::Outcome;
 
 /// Who acts.
@@ -84,6 +84,8 @@ struct Inner {
     campaign: Campaign,
     /// The fire's completion is being recorded (by the ticker or watch).
     finishing: bool,
+    /// The fire stopped short: resumable.
+    interrupted: Option<Interrupted>,
 }
 
 /// One event: a runbook being walked.
@@ -132,6 +134,7 @@ impl Event {
             opened_ms: now_ms(),
             campaign: campaign.clone(),
             finishing: false,
+            interrupted: None,
         };
         if let Some(r) = &services.recorder {
             r.meta("event_id", id);
@@ -331,6 +334,7 @@ impl Event {
             fired: inner.fired.clone(),
             aborted: inner.aborted.clone(),
             summary: inner.summary.clone(),
+            interrupted: inner.interrupted.clone(),
         }
     }
 
@@ -581,6 +585,82 @@ impl Event {
         );
         self.snapshot_to_recorder();
         Ok(())
+    }
+
+    /// Resumes this event's interrupted fire: sends exactly the devices
+    /// without a final answer (an engineer's act; the workers must be warm
+    /// with the campaign). The fire step shows it done again, and the steps
+    /// after it that failed (the watch) can run again.
+    pub fn resume(&self, actor: &Actor) -> Result<FireInfo, ActError> {
+        if !actor.roles.contains(&Role::Engineer) {
+            return Err(ActError::Role {
+                step: "resume".into(),
+                role: Role::Engineer.as_str().into(),
+                actor: actor.name.clone(),
+                roles: actor.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let interrupted = {
+            let inner = self.inner.lock().expect("event lock");
+            if let Some((by, why)) = &inner.aborted {
+                return Err(ActError::Aborted { by: by.clone(), why: why.clone() });
+            }
+            let Some(i) = inner.interrupted.clone() else {
+                return Err(ActError::Invalid("nothing to resume: this event's fire is not interrupted".into()));
+            };
+            let warm = inner.warm.as_ref().is_some_and(|w| w.campaign_hash == inner.campaign_hash && w.all_shards_warm());
+            if !warm {
+                return Err(ActError::Gated {
+                    step: "resume".into(),
+                    reasons: "the workers are not warm with this campaign (run verify-warm)".into(),
+                });
+            }
+            i
+        };
+        let failed = |message: String, cause| ActError::Failed { step: "resume".into(), message, cause };
+        let outcome = self.services.workers.resume(&actor.name).map_err(|e| {
+            let e = steps::StepError::from(e);
+            failed(e.to_string(), e.cause())
+        })?;
+        let handle = match outcome {
+            crate::fanout::FireOutcome::Started(h) => h,
+            crate::fanout::FireOutcome::AlreadyFired(r) => {
+                // Resumed elsewhere, or still sending somewhere.
+                return Err(ActError::AlreadyFired { by: r.operator, at: rfc3339(r.fired_at_ms) });
+            }
+            crate::fanout::FireOutcome::NeverFired => return Err(ActError::Invalid("the fire is not in the ledger".into())),
+            crate::fanout::FireOutcome::Mismatch { record, now } => {
+                return Err(ActError::Invalid(format!(
+                    "the fire was sent from {} but the workers hold {now}: verify-warm the audience and campaign it was fired with",
+                    record.warm_checksum.unwrap_or_default()
+                )));
+            }
+        };
+        let info = FireInfo { by: interrupted.by.clone(), at_ms: interrupted.at_ms, fire_id: handle.campaign_id().to_owned() };
+        {
+            let mut inner = self.inner.lock().expect("event lock");
+            inner.interrupted = None;
+            inner.summary = None;
+            inner.finishing = false;
+            inner.fired = Some(info.clone());
+            let fire = self.runbook.steps.iter().position(|s| s.kind == StepKind::Fire);
+            for (i, s) in self.runbook.steps.iter().enumerate() {
+                let st = &mut inner.steps[i];
+                if s.kind == StepKind::Fire {
+                    st.state = StepState::Done;
+                    st.note = Some(format!("resumed by {} at {}", actor.name, rfc3339(now_ms())));
+                } else if fire.is_some_and(|f| i > f) && st.state == StepState::Failed {
+                    st.state = StepState::Pending;
+                    st.note = Some("the fire was resumed: run it again".into());
+                }
+            }
+        }
+        self.services.live.begin(handle.campaign_id(), interrupted.at_ms);
+        self.audit(AuditEntry::new(&actor.name, "resume", "ok").role(Role::Engineer.as_str()).payload(&serde_json::json!({
+            "fire_id": info.fire_id, "answered": interrupted.answered, "targeted": interrupted.targeted, "sending": handle.progress().targeted
+        })));
+        self.snapshot_to_recorder();
+        Ok(info)
     }
 
     /// Switches a zombie flag by hand (also what the zombie step does).

@@ -91,6 +91,25 @@ pub struct FireInfo {
     pub fire_id: String,
 }
 
+/// A fire of this event that stopped before every device had a final
+/// answer (its process died, or a provider stayed unreachable past the
+/// outage timeout): an engineer can resume it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Interrupted {
+    /// The fire key.
+    pub fire_id: String,
+    /// Who pressed fire.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// Why it stopped, as far as known.
+    pub why: String,
+    /// Devices with a final answer, when the journal could tell.
+    pub answered: Option<u64>,
+    /// Devices the fire targets, likewise.
+    pub targeted: Option<u64>,
+}
+
 /// The whole event, as UIs and the recorder see it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EventState {
@@ -112,6 +131,8 @@ pub struct EventState {
     pub aborted: Option<(String, String)>,
     /// The outcome of the send, once watched to its end.
     pub summary: Option<EventSummary>,
+    /// The fire stopped short and can be resumed.
+    pub interrupted: Option<Interrupted>,
 }
 
 /// Why an action was refused or failed.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Actor, Event, FailureCause, FireInfo};
+use super::{Actor, Event, FailureCause, FireInfo, Interrupted};
 use crate::campaign::Campaign;
 use crate::clock::rfc3339_s as rfc3339;
 use crate::fanout::FireOutcome;
@@ -61,7 +61,7 @@ pub(super) enum StepError {
     /// The fire was interrupted (its process stopped before every device
     /// had an answer): resume it rather than fire again.
     #[error(
-        "the fire of {fire_id} (at {at} by {by}) was interrupted before every device had an answer; resume it: kickoff-sender fire --audience … --campaign … --resume, with the same arguments"
+        "the fire of {fire_id} (at {at} by {by}) was interrupted before every device had an answer: an engineer can resume it (Resume in the app, `resume` in a walk, or kickoff-sender fire … --resume with the fire's arguments)"
     )]
     Interrupted {
         /// The fire key.
@@ -290,6 +290,15 @@ impl Event {
                         .payload(&serde_json::to_value(&r).unwrap_or_default()),
                 );
                 if r.status == crate::fanout::FireStatus::Interrupted {
+                    let standing = self.services.workers.standing().ok().flatten();
+                    self.inner.lock().expect("event lock").interrupted = Some(Interrupted {
+                        fire_id: r.campaign_id.clone(),
+                        by: r.operator.clone(),
+                        at_ms: r.fired_at_ms,
+                        why: "its process stopped before the end".into(),
+                        answered: standing.map(|s| s.answered),
+                        targeted: standing.map(|s| s.targeted),
+                    });
                     return Err(StepError::Interrupted {
                         fire_id: r.campaign_id.clone(),
                         by: r.operator.clone(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Event;
+use super::{Event, StepState};
 use crate::fleet::Group;
 use crate::recorder::replay::EventSummary;
 use crate::recorder::{AuditEntry, Point, now_ms};
@@ -134,7 +134,39 @@ impl Event {
             r.meta("fire_report", &serde_json::to_string(&*report).expect("report serializes"));
             r.meta("measured_at", received.measured_at);
         }
-        self.inner.lock().expect("event lock").summary = Some(summary);
+        let aborted_elsewhere = {
+            let mut inner = self.inner.lock().expect("event lock");
+            // Aborted from another window, walk or process (through the
+            // ledger): this event is aborted too.
+            let elsewhere = report.aborted && inner.aborted.is_none();
+            if elsewhere {
+                let by = report.aborted_by.clone().unwrap_or_else(|| "someone".into());
+                inner.aborted = Some((by, "the fire was aborted from another window or process".into()));
+                inner.armed = None;
+                for st in &mut inner.steps {
+                    if matches!(st.state, StepState::Pending | StepState::Ready | StepState::Standby) {
+                        st.state = StepState::Skipped;
+                        st.note = Some("the fire was aborted".into());
+                    }
+                }
+            }
+            if let Some(why) = &report.interrupted {
+                let before = report.resumed.map_or(0, |s| s.answered);
+                inner.interrupted = Some(super::Interrupted {
+                    fire_id: report.campaign_id.clone(),
+                    by: fired.as_ref().map_or_else(|| report.operator.clone(), |f| f.by.clone()),
+                    at_ms: fired.as_ref().map_or(0, |f| f.at_ms),
+                    why: why.clone(),
+                    answered: Some(before + report.targeted.saturating_sub(report.unanswered())),
+                    targeted: Some(report.resumed.map_or(report.targeted, |s| s.targeted)),
+                });
+            }
+            inner.summary = Some(summary);
+            elsewhere.then(|| inner.aborted.clone()).flatten()
+        };
+        if let Some((by, why)) = aborted_elsewhere {
+            self.audit(AuditEntry::new(&by, "abort", "ok").payload(&serde_json::json!({ "why": why })));
+        }
         self
             .audit(AuditEntry::new("kickoff", "fire-complete", if report.aborted { "aborted" } else { "ok" }).payload(&serde_json::json!({
             "delivered": report.delivered, "failed": report.failed, "duplicates": received.duplicates, "measured_at": received.measured_at
