@@ -68,6 +68,21 @@ pub fn parse_duration(text: &str, max: Duration) -> Result<Duration, DurationErr
     Ok(d)
 }
 
+/// The longest outage timeout (how long a fire waits for an unreachable
+/// provider) a flag or a file may ask for.
+pub const MAX_OUTAGE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses an outage timeout as written in a flag or a file (`"90s"`,
+/// `"5m"`): from 1 s to [`MAX_OUTAGE_TIMEOUT`]. Here, below every module
+/// that reads one (flags, `kickoff.toml`, runbooks, `aws.toml`).
+pub fn parse_outage_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text, MAX_OUTAGE_TIMEOUT).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text:?} is shorter than 1 s"));
+    }
+    Ok(d)
+}
+
 /// `"3s"`-style durations in serde (`#[serde(with = "crate::clock::duration")]`),
 /// at most [`MAX_SETTING`].
 pub mod duration {

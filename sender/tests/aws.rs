@@ -624,7 +624,7 @@ async fn batches_queued(aws: &Aws, queues: &Queues) -> u64 {
 async fn a_dispatcher_stopped_mid_market_finishes_that_market_and_no_market_is_dispatched_twice() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
-    util::audience(dir.path(), 300_000, 8, 4);
+    util::audience(dir.path(), 120_000, 8, 4);
     let mut gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
     let dispatch_only = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nroles = [\"dispatch\"]\n");
     let aws = connect(&dispatch_only).await;
@@ -655,9 +655,9 @@ async fn a_dispatcher_stopped_mid_market_finishes_that_market_and_no_market_is_d
     // Workers with both roles take over the rest.
     let both = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\n");
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&both, &dir.path().join(format!("worker-{i}.log")))).collect();
-    let (batches, done) = wait_all_done(&aws, &fire_id, campaign.markets.len(), Duration::from_secs(240)).await;
+    let (batches, done) = wait_all_done(&aws, &fire_id, campaign.markets.len(), Duration::from_secs(400)).await;
     assert_eq!(done as u64, batches);
-    let report = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await.expect("the fire completes");
+    let report = tokio::time::timeout(Duration::from_secs(120), handle.wait()).await.expect("the fire completes");
     assert_eq!(report.delivered, targeted, "{report:?}");
     for p in procs {
         assert!(p.terminate().success());
@@ -790,7 +790,7 @@ async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
     assert!(procs.remove(0).terminate().success(), "SIGTERM: a clean exit");
     // Another worker joins and the fire goes on.
     procs.push(WorkerProc::start(&config, &dir.path().join("worker-late.log")));
-    let report = tokio::time::timeout(Duration::from_secs(300), handle.wait()).await.expect("the fire completes");
+    let report = tokio::time::timeout(Duration::from_secs(500), handle.wait()).await.expect("the fire completes");
     assert_eq!((report.delivered, report.not_sent), (targeted, 0), "{report:?}");
     let mut split = 0;
     for name in store.done_names(&fire_id).await.unwrap() {

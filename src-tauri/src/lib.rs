@@ -31,29 +31,31 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
 
 /// The app's commands over `state` (tests use a data directory of their own).
 pub fn builder_with<R: Runtime>(builder: tauri::Builder<R>, state: AppState) -> tauri::Builder<R> {
-    builder.manage(state).invoke_handler(tauri::generate_handler![
-        commands::run_drill,
-        commands::app_info,
-        control::list_runbooks,
-        control::open_event,
-        control::event_view,
-        control::watch_event,
-        control::run_step,
-        control::skip_step,
-        control::fire,
-        control::resume,
-        control::disarm,
-        control::abort,
-        control::switch_zombie,
-        control::campaign_preview,
-        control::list_recordings,
-        control::open_recording,
-        control::export_report,
-        control::get_settings,
-        control::save_settings,
-        control::confirm_close,
-    ])
-    .on_window_event(control::on_window_event)
+    builder
+        .manage(state)
+        .invoke_handler(tauri::generate_handler![
+            commands::run_drill,
+            commands::app_info,
+            control::list_runbooks,
+            control::open_event,
+            control::event_view,
+            control::watch_event,
+            control::run_step,
+            control::skip_step,
+            control::fire,
+            control::resume,
+            control::disarm,
+            control::abort,
+            control::switch_zombie,
+            control::campaign_preview,
+            control::list_recordings,
+            control::open_recording,
+            control::export_report,
+            control::get_settings,
+            control::save_settings,
+            control::confirm_close,
+        ])
+        .on_window_event(control::on_window_event)
 }
 
 /// Starts the desktop app in embedded mode.
@@ -139,10 +141,12 @@ mod tests {
         let joined = invoke(&w2, "open_event", serde_json::json!({ "runbook": file })).unwrap();
         assert_eq!(joined["joined"], true, "the event is still open in the registry");
         assert_eq!(joined["state"]["event_id"], view["state"]["event_id"]);
-        // The window that opened it starts a new event when it opens the runbook again.
-        let fresh = invoke(&w, "open_event", serde_json::json!({ "runbook": file })).unwrap();
-        assert_eq!(fresh["joined"], false);
-        assert_ne!(fresh["state"]["event_id"], view["state"]["event_id"]);
+        // The window that opened it leaves it when it opens the runbook
+        // again; the event stays open while the other app holds it, so the
+        // window joins it again (issue 12: joinable while anyone has it open).
+        let again = invoke(&w, "open_event", serde_json::json!({ "runbook": file })).unwrap();
+        assert_eq!(again["joined"], true, "the other app still holds it");
+        assert_eq!(again["state"]["event_id"], view["state"]["event_id"]);
 
         let recordings = invoke(&w, "list_recordings", serde_json::json!({})).unwrap();
         let rec = recordings.as_array().unwrap().iter().find(|r| r["runbook"] == "Rehearsal (silent)").unwrap()["file"].clone();

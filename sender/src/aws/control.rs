@@ -321,7 +321,7 @@ async fn queue_markets(aws: &Aws, campaign: &Campaign, record: &FireRecord, mark
 /// How an abort request was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Aborted {
-    /// Recorded: every worker stops its hand-offs within a heartbeat.
+    /// Recorded: every worker stops its hand-offs within 250 ms.
     Requested(FireRecord),
     /// An abort was recorded before; it stands.
     AlreadyRequested(super::store::AbortMark),

@@ -12,9 +12,11 @@
 //!   recorded as done, hands the rest to the fan-out engine's notifiers, keeps
 //!   them invisible while they are sent, and for each finished batch writes
 //!   its record (first writer wins) before deleting the message. An abort
-//!   recorded in S3 stops its sends within a heartbeat.
-//! - On SIGTERM (or Ctrl-C) it stops receiving, finishes what it holds
-//!   within a grace period, releases the rest to the queue, and exits.
+//!   recorded in S3 stops its hand-offs within 250 ms.
+//! - On SIGTERM (or Ctrl-C) it stops receiving, lets the dispatcher finish
+//!   its market, finishes what it holds within a grace period, then stops
+//!   handing off: each batch it started is recorded with what it sent and
+//!   the rest queued as a batch of its own; then it exits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +71,9 @@ struct Loaded {
     shards: u32,
     _setup: Setup,
 }
+
+/// How often a worker sending a fire reads S3 for its abort.
+const ABORT_POLL: Duration = Duration::from_millis(250);
 
 /// The batches of each campaign market.
 type Plans = HashMap<String, Vec<(Duration, BatchMsg)>>;
@@ -342,22 +347,26 @@ async fn serve(
     // Finished batches are recorded and deleted concurrently.
     let mut finishing = tokio::task::JoinSet::new();
     let mut beat = tokio::time::interval(cfg.heartbeat);
+    // An abort recorded in S3 stops the hand-offs within this.
+    let mut abort_poll = tokio::time::interval(ABORT_POLL);
+    abort_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stopped = loop {
         tokio::select! {
             () = &mut *stop => break true,
+            _ = abort_poll.tick(), if fire.as_ref().is_some_and(|h| !h.progress().aborted && !h.progress().done) => {
+                if let Some(h) = &fire
+                    && let Ok(Some(mark)) = store.abort_mark(&fire_id).await
+                {
+                    tracing::warn!(by = %mark.by, why = %mark.why, "abort recorded in S3: stopping sends");
+                    h.abort(&mark.by_and_why());
+                }
+            }
             Some(d) = done_rx.recv() => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, false),
             Some(_) = finishing.join_next(), if !finishing.is_empty() => {}
             Some((r, permit)) = received.recv() => {
                 take_batch(ctx, loaded, &mut fire, &mut held, r, permit).await;
             }
             _ = beat.tick() => {
-                if let Some(h) = &fire
-                    && !h.progress().aborted
-                    && let Ok(Some(mark)) = store.abort_mark(&fire_id).await
-                {
-                    tracing::warn!(by = %mark.by, why = %mark.why, "abort recorded in S3: stopping sends");
-                    h.abort(&mark.by_and_why());
-                }
                 write_status(store, status).await;
                 if let Ok(Some(spec)) = store.warm_spec().await
                     && spec != loaded.spec

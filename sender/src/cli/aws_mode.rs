@@ -50,7 +50,7 @@ pub enum AwsCmd {
         operator: String,
     },
     /// Abort the warm fire (or --fire ID): every worker stops handing off
-    /// within a heartbeat, whichever process pressed fire, even if it is
+    /// within 250 ms, whichever process pressed fire, even if it is
     /// gone.
     Abort {
         /// The AWS configuration.
@@ -145,7 +145,7 @@ pub fn aws_cmd(cmd: AwsCmd) -> anyhow::Result<ExitCode> {
             };
             let (outcome, code) = match control::abort(&aws, &fire_id, &operator, why.trim()).await? {
                 control::Aborted::Requested(r) => {
-                    eprintln!("abort recorded: the workers stop handing off {} within a heartbeat", r.campaign_id);
+                    eprintln!("abort recorded: the workers stop handing off {} within 250 ms", r.campaign_id);
                     (serde_json::json!({ "outcome": "aborted", "fire": fire_id, "by": operator, "why": why.trim() }), ExitCode::SUCCESS)
                 }
                 control::Aborted::AlreadyRequested(mark) => {

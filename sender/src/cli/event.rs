@@ -404,7 +404,9 @@ async fn interactive_walk(event: &Arc<Event>, actor: &Actor, observer: &TermObse
 /// Asks whether to resume an interrupted fire, and does.
 fn offer_resume(event: &Arc<Event>, actor: &Actor, i: &kickoff_sender::runbook::Interrupted) -> Result<(), String> {
     let standing = match (i.answered, i.targeted) {
-        (Some(a), Some(t)) => format!(": {} of {} devices have a final answer, {} do not", super::group(a), super::group(t), super::group(t - a.min(t))),
+        (Some(a), Some(t)) => {
+            format!(": {} of {} devices have a final answer, {} do not", super::group(a), super::group(t), super::group(t - a.min(t)))
+        }
         _ => String::new(),
     };
     println!("    the fire of {} (by {}) was INTERRUPTED ({}){standing}", i.fire_id, i.by, i.why);

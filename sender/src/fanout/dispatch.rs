@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn platforms_are_interleaved_in_proportion_and_every_device_is_planned_once() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = GenerateSpec { devices: 20_000, ios_share: 0.6, markets: 3, seed: 5 };
+        let spec = GenerateSpec { devices: 200_000, ios_share: 0.6, markets: 3, seed: 5 };
         generate::compile_generated(&spec, &dir.path().join("a"), 3, true, &|_| {}).unwrap();
         let audience = Arc::new(Audience::load(&dir.path().join("a")).unwrap());
         let warm = Warm::new(audience, Arc::new(crate::campaign::demo())).unwrap();
@@ -135,7 +135,7 @@ mod tests {
         assert!(ios > 0.0 && android > 0.0);
         // Every tenth of the plan holds both platforms in the plan's proportion,
         // so neither provider's window waits for the other's batches.
-        for part in planned.chunks(planned.len() / 10) {
+        for part in planned.chunks_exact(planned.len() / 10) {
             let share = batches_of(Platform::Ios, part) / part.len() as f64;
             assert!((share - ios / (ios + android)).abs() < 0.1, "iOS share {share:.2} in a tenth of the plan");
         }

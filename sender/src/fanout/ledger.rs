@@ -554,6 +554,83 @@ mod tests {
         assert_eq!(again.get("c1").unwrap().unwrap().status, FireStatus::Completed);
     }
 
+    /// A `fired` row of a process that is gone, its heartbeat `beat_age` old.
+    fn orphan(ledger: &SqliteLedger, key: &str, checksum: &str, beat_age: Duration) {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let beat = ms(SystemTime::now() - beat_age) as i64;
+        ledger
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO fires (campaign_id, campaign_hash, operator, fired_at_ms, host, pid, status, heartbeat_ms, warm_checksum)
+                 VALUES (?1, 'h', 'ana', ?2, ?3, ?4, 'fired', ?2, ?5)",
+                params![key, beat, host_name(), pid, checksum],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_dead_process_reads_as_interrupted_once_its_heartbeat_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        orphan(&ledger, "fresh", "w", Duration::ZERO);
+        let r = ledger.get("fresh").unwrap().unwrap();
+        assert_eq!(r.status, FireStatus::Fired, "a fresh heartbeat is not trusted to /proc alone");
+        assert!(r.dying().is_some_and(|d| d <= QUIET_HEARTBEAT + Duration::from_millis(50)));
+        orphan(&ledger, "quiet", "w", QUIET_HEARTBEAT + Duration::from_secs(1));
+        assert_eq!(ledger.get("quiet").unwrap().unwrap().status, FireStatus::Interrupted);
+    }
+
+    #[test]
+    fn a_resume_from_other_files_is_refused_and_an_abort_recorded_while_dying_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        orphan(&ledger, "c", "audience-a", Duration::from_secs(600));
+        match ledger.take_over("c", "audience-b").unwrap() {
+            TakeOver::Mismatch { record, now } => {
+                assert_eq!((record.warm_checksum.as_deref(), now.as_str()), (Some("audience-a"), "audience-b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ledger.get("c").unwrap().unwrap().status, FireStatus::Interrupted, "nothing was taken over");
+        // An abort recorded while the fire was still `fired` (its process
+        // then died): a resume must not send it.
+        orphan(&ledger, "d", "w", Duration::from_secs(600));
+        let request = AbortRequest { by: "bo".into(), why: "drowning".into(), at_ms: 1 };
+        ledger
+            .conn
+            .lock()
+            .unwrap()
+            .execute("INSERT INTO fire_aborts (fire_key, by, why, at_ms) VALUES ('d', 'bo', 'drowning', 1)", [])
+            .unwrap();
+        match ledger.take_over("d", "w").unwrap() {
+            TakeOver::NotInterrupted(r) => assert_eq!(r.status, FireStatus::Aborted),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(ledger.request_abort("d", &request).unwrap(), AbortAnswer::Ended(_)));
+        // The same files resume, once.
+        assert!(matches!(ledger.take_over("c", "audience-a").unwrap(), TakeOver::Resumed(_)));
+        assert!(matches!(ledger.take_over("c", "audience-a").unwrap(), TakeOver::NotInterrupted(_)));
+    }
+
+    #[test]
+    fn only_the_process_that_owns_a_fire_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        orphan(&ledger, "c", "w", Duration::from_secs(600));
+        // The dead process's engine (were it alive) cannot end a row it
+        // no longer owns...
+        ledger.finish("c", FireStatus::Completed, "{}").unwrap();
+        assert_eq!(ledger.get("c").unwrap().unwrap().status, FireStatus::Interrupted);
+        // ...the process that took it over can.
+        assert!(matches!(ledger.take_over("c", "w").unwrap(), TakeOver::Resumed(_)));
+        ledger.finish("c", FireStatus::Completed, "{}").unwrap();
+        assert_eq!(ledger.get("c").unwrap().unwrap().status, FireStatus::Completed);
+    }
+
     #[test]
     fn racing_threads_on_separate_connections_fire_once() {
         let dir = tempfile::tempdir().unwrap();

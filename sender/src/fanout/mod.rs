@@ -3,8 +3,11 @@
 //! ```text
 //! fire(campaign, operator)
 //!   -> ledger.claim            durable, once per campaign id, ever
-//!   -> fire queue -> dispatcher: shards x markets -> batch messages (ranges)
-//!   -> batch queue -> notifier workers (one thread each): device -> Session
+//!   -> fire queue -> dispatcher: shards x markets -> batch messages (ranges),
+//!      iOS and Android interleaved in proportion
+//!   -> one batch queue per platform -> notifier workers (one thread each),
+//!      each with one lane per provider (its own window, retries, outage
+//!      and pacing): device -> Session
 //!   -> FireRun counters + MetricsSink; the last batch completes the run,
 //!      writes the report to the ledger and wakes `FireHandle::wait`.
 //! ```
@@ -15,7 +18,10 @@
 //! - [`ledger`]: the durable fire ledger.
 //! - [`warm`]: audience + campaign -> per-device payload routes.
 //! - [`run`]: one fire's shared counters, abort switch and report.
-//! - `dispatch` / `notifier`: the two tiers.
+//! - [`journal`]: which devices have a final answer, for a resume.
+//! - `dispatch` / `notifier`: the two tiers (`notifier::lane`: one
+//!   provider's window, outage and pacing).
+//! - [`retry`]: the backoff and the fire's retry budget.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -48,18 +54,7 @@ pub use warm::{Warm, WarmError};
 
 /// The default [`EngineConfig::outage_timeout`].
 pub const DEFAULT_OUTAGE_TIMEOUT: Duration = Duration::from_secs(120);
-/// The longest outage timeout a setting may ask for.
-pub const MAX_OUTAGE_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Parses an outage timeout as written in a flag or a file: `"90s"`,
-/// `"5m"`; from 1 s to [`MAX_OUTAGE_TIMEOUT`].
-pub fn parse_outage_timeout(text: &str) -> Result<Duration, String> {
-    let d = crate::clock::parse_duration(text, MAX_OUTAGE_TIMEOUT).map_err(|e| e.to_string())?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("{text:?} is shorter than 1 s"));
-    }
-    Ok(d)
-}
+pub use crate::clock::{MAX_OUTAGE_TIMEOUT, parse_outage_timeout};
 
 /// Settings of the notifier tier.
 #[derive(Debug, Clone, PartialEq)]

@@ -569,3 +569,54 @@ impl FireRun {
         report.clone().expect("checked by wait_for")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> FireRun {
+        let record = FireRecord {
+            campaign_id: "c".into(),
+            campaign_hash: "h".into(),
+            operator: "ana".into(),
+            fired_at_ms: 0,
+            host: "h".into(),
+            pid: 1,
+            status: FireStatus::Fired,
+            finished_at_ms: None,
+            summary: None,
+            heartbeat_ms: None,
+            warm_checksum: None,
+        };
+        FireRun::for_record(&record, &crate::campaign::demo().apns, 10, Instant::now())
+    }
+
+    #[test]
+    fn an_operators_abort_that_came_first_is_not_turned_into_an_interruption() {
+        let r = run();
+        assert!(r.abort("bo"));
+        r.interrupt("FCM unreachable");
+        let report = r.build_report(Vec::new());
+        assert!(report.aborted && report.interrupted.is_none(), "{report:?}");
+        assert_eq!(report.aborted_by.as_deref(), Some("bo"));
+        let r = run();
+        r.interrupt("FCM unreachable");
+        assert!(!r.abort("bo"), "the interruption stopped it first");
+        let report = r.build_report(Vec::new());
+        assert!(!report.aborted && report.interrupted.as_deref() == Some("FCM unreachable"), "{report:?}");
+    }
+
+    #[test]
+    fn the_status_line_names_each_unreachable_provider_until_every_worker_reaches_it() {
+        let r = run();
+        assert_eq!(r.progress().paused_line(), None);
+        r.provider_down(Platform::Android, SystemTime::UNIX_EPOCH + Duration::from_secs(86_400));
+        r.provider_down(Platform::Android, SystemTime::now());
+        let line = r.progress().paused_line().unwrap();
+        assert!(line.starts_with("FCM unreachable since 1970-01-02T00:00:00Z, paused"), "{line}");
+        r.provider_up(Platform::Android);
+        assert!(r.progress().paused_line().is_some(), "one worker still cannot reach it");
+        r.provider_up(Platform::Android);
+        assert_eq!(r.progress().paused_line(), None);
+    }
+}

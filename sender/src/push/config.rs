@@ -71,7 +71,7 @@ pub struct SendConfig {
 
 fn outage_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = <String as serde::Deserialize>::deserialize(d)?;
-    crate::fanout::parse_outage_timeout(&text).map(Some).map_err(serde::de::Error::custom)
+    crate::clock::parse_outage_timeout(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `[apns]`.

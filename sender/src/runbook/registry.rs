@@ -134,8 +134,11 @@ impl EventRegistry {
         let id = format!("{stem}@{}", crate::clock::rfc3339_ms(now_ms()).replace(':', ""));
         let mut conn = self.conn.lock().expect("registry lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        tx.execute("INSERT INTO events (event_id, runbook, opened_ms) VALUES (?1, ?2, ?3)", params![id, Self::key(runbook), now_ms() as i64])
-            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO events (event_id, runbook, opened_ms) VALUES (?1, ?2, ?3)",
+            params![id, Self::key(runbook), now_ms() as i64],
+        )
+        .map_err(err)?;
         let hold = Self::hold(&tx, &id, false).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(hold)
@@ -168,7 +171,9 @@ impl EventRegistry {
         tx.execute("DELETE FROM event_holders WHERE event_id = ?1 AND holder = ?2", params![hold.event_id, hold.holder]).map_err(err)?;
         let stale = now_ms().saturating_sub(HOLDER_STALE.as_millis() as u64) as i64;
         let others: i64 = tx
-            .query_row("SELECT count(*) FROM event_holders WHERE event_id = ?1 AND beat_ms > ?2", params![hold.event_id, stale], |r| r.get(0))
+            .query_row("SELECT count(*) FROM event_holders WHERE event_id = ?1 AND beat_ms > ?2", params![hold.event_id, stale], |r| {
+                r.get(0)
+            })
             .map_err(err)?;
         if others == 0 {
             tx.execute("UPDATE events SET closed_ms = ?2 WHERE event_id = ?1", params![hold.event_id, now_ms() as i64]).map_err(err)?;

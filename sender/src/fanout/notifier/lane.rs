@@ -74,6 +74,9 @@ pub(super) struct Lane {
     pub(super) inflight: usize,
     /// The batch being handed off.
     pub(super) current: Option<u32>,
+    /// The window filled: hand-offs wait until it drains below
+    /// `low_water` (a batch opened meanwhile waits too).
+    pub(super) full: bool,
     pub(super) retries: BinaryHeap<Reverse<Due>>,
     /// The lane's batch queue is closed.
     pub(super) closed: bool,
@@ -106,6 +109,7 @@ impl Lane {
             low_water: 1,
             inflight: 0,
             current: None,
+            full: false,
             retries: BinaryHeap::new(),
             closed: false,
             outage: None,
@@ -137,6 +141,14 @@ impl Lane {
 
     pub(super) fn paused(&self, now: Instant) -> bool {
         self.paused_until.is_some_and(|t| now < t)
+    }
+
+    /// Has devices to hand off now: a current batch, not paused, and room
+    /// in the window (once it filled, only below the low-water mark, so
+    /// requests leave in groups).
+    pub(super) fn wants_hand_off(&self, now: Instant) -> bool {
+        let room = if self.full { self.inflight < self.low_water } else { self.inflight < self.window() };
+        self.current.is_some() && room && !self.paused(now)
     }
 
     /// Can take a new batch from its queue.

@@ -169,8 +169,7 @@ impl<S: Session> Notifier<S> {
                 continue;
             }
             for lane in 0..2 {
-                let l = &self.lanes[lane];
-                if l.current.is_some() && l.inflight < l.low_water && !l.paused(now) {
+                if self.lanes[lane].wants_hand_off(now) {
                     self.hand_off(lane);
                     busy = true;
                 }
@@ -381,6 +380,7 @@ impl<S: Session> Notifier<S> {
             run.first_sends(u64::from(i - first));
         }
         batch.next = i;
+        lane.full = lane.inflight >= window;
         let finished = i == batch.msg.end || run.is_aborted() || draining;
         if finished && i < batch.msg.end {
             run.unsent(UnsentRange { shard: batch.msg.shard, platform, start: i, end: batch.msg.end });

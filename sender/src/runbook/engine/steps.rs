@@ -362,7 +362,8 @@ impl Event {
             self.progress(
                 i,
                 StepProgress {
-                    label: "devices delivered".into(),
+                    // "FCM unreachable since T, paused" while a provider is.
+                    label: p.paused_line().unwrap_or_else(|| "devices delivered".into()),
                     done: p.delivered as f64,
                     total: p.targeted as f64,
                     elapsed_s: started.elapsed().as_secs_f64(),
