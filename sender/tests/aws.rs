@@ -783,11 +783,17 @@ async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
     let fire_id = handle.campaign_id().to_owned();
     let store = aws.store();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while store.done_names(&fire_id).await.unwrap().is_empty() {
+    // Stop the worker that just finished a batch: it is sending, so it
+    // holds a started batch (the other one may hold none yet).
+    let busy = loop {
         assert!(Instant::now() < deadline, "no batch finished");
+        if let Some(name) = store.done_names(&fire_id).await.unwrap().first() {
+            break store.done(&fire_id, name).await.unwrap().unwrap().worker;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(procs.remove(0).terminate().success(), "SIGTERM: a clean exit");
+    };
+    let index = procs.iter().position(|p| busy.ends_with(&format!("-{}", p.0.id()))).expect("the busy worker is one of ours");
+    assert!(procs.remove(index).terminate().success(), "SIGTERM: a clean exit");
     // Another worker joins and the fire goes on.
     procs.push(WorkerProc::start(&config, &dir.path().join("worker-late.log")));
     let report = tokio::time::timeout(Duration::from_secs(500), handle.wait()).await.expect("the fire completes");

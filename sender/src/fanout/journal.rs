@@ -203,6 +203,7 @@ impl Writer {
         if self.pending.is_empty() {
             return;
         }
+        coalesce(&mut self.pending);
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
             {
@@ -267,6 +268,31 @@ impl Writer {
             self.lost.lock().expect("lost lock").insert(key);
         }
     }
+}
+
+/// Joins entries whose ranges meet end to start (batches of one section
+/// answered in turn) into one row each: a 4M-device fire writes a few
+/// hundred rows instead of thousands. Rows are read back in order, so
+/// entries that overlap (a device answered twice) are left as they are.
+fn coalesce(pending: &mut Vec<(String, JournalEntry)>) {
+    let mut sorted = pending.clone();
+    sorted.sort_by(|(ka, a), (kb, b)| (ka, a.shard, a.platform as u8, a.start).cmp(&(kb, b.shard, b.platform as u8, b.start)));
+    let same_section =
+        |(ka, a): &(String, JournalEntry), (kb, b): &(String, JournalEntry)| ka == kb && a.shard == b.shard && a.platform == b.platform;
+    if sorted.windows(2).any(|w| same_section(&w[0], &w[1]) && w[1].1.start < w[0].1.end) {
+        return;
+    }
+    let mut out: Vec<(String, JournalEntry)> = Vec::with_capacity(sorted.len());
+    for next in sorted {
+        match out.last_mut() {
+            Some(last) if same_section(last, &next) && last.1.end == next.1.start => {
+                last.1.end = next.1.end;
+                last.1.unanswered.extend_from_slice(&next.1.unanswered);
+            }
+            _ => out.push(next),
+        }
+    }
+    *pending = out;
 }
 
 /// Which devices of a fire have a final answer, read back from the journal.
@@ -355,6 +381,32 @@ impl Standing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(key: &str, shard: u32, start: u32, end: u32, unanswered: &[u32]) -> (String, JournalEntry) {
+        (key.to_owned(), JournalEntry { shard, platform: Platform::Ios, start, end, unanswered: unanswered.to_vec() })
+    }
+
+    #[test]
+    fn coalesce_joins_ranges_that_meet_and_keeps_the_rest() {
+        let mut pending = vec![
+            entry("a", 0, 100, 200, &[150]),
+            entry("a", 1, 0, 100, &[]),
+            entry("a", 0, 0, 100, &[3]),
+            entry("b", 0, 200, 300, &[]),
+            entry("a", 0, 250, 300, &[]),
+        ];
+        coalesce(&mut pending);
+        assert_eq!(
+            pending,
+            vec![entry("a", 0, 0, 200, &[3, 150]), entry("a", 0, 250, 300, &[]), entry("a", 1, 0, 100, &[]), entry("b", 0, 200, 300, &[])]
+        );
+        // A device answered twice: the order of the rows decides, so
+        // nothing moves.
+        let overlapping = vec![entry("a", 0, 0, 100, &[]), entry("a", 0, 50, 60, &[55])];
+        let mut pending = overlapping.clone();
+        coalesce(&mut pending);
+        assert_eq!(pending, overlapping);
+    }
 
     fn msg(start: u32, end: u32) -> BatchMsg {
         BatchMsg { campaign_id: "c".into(), shard: 0, platform: Platform::Ios, market: 0, start, end, not_before_ms: None }

@@ -180,14 +180,17 @@ impl<S: Session> Notifier<S> {
                     busy = true;
                 }
             }
-            if busy && self.last_flush.elapsed() < FLUSH_EVERY {
-                continue;
-            }
             if self.last_flush.elapsed() >= FLUSH_EVERY {
                 self.check_outages();
                 self.resolve_aborted_retries();
                 self.drop_abandoned();
                 self.flush();
+            }
+            if busy {
+                // More may be ready at once: waiting here would idle a
+                // lane that can send (a synchronous session never fills
+                // its window).
+                continue;
             }
             if self.lanes.iter().all(Lane::idle) {
                 // Idle: report everything before waiting.
