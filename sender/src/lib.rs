@@ -24,6 +24,8 @@
 //!   latency model and the receiver-side delivery tally.
 //! - [`metrics`]: per-second counts, failures by reason, the delivery-time
 //!   histogram, and the [`metrics::MetricsSink`] trait.
+//! - [`plan`]: before the fire, the capacity and quota plan, expected
+//!   delivery times and the backends' return-traffic forecast, with gates.
 //! - [`gateway`]: the loopback APNs/FCM-compatible gateway, the embedded
 //!   default (a server, not a client).
 //! - [`provider`]: choosing and starting a provider (gateway, real, null,
@@ -56,6 +58,7 @@ pub mod fanout;
 pub mod fleet;
 pub mod gateway;
 pub mod metrics;
+pub mod plan;
 pub mod provider;
 pub mod push;
 pub mod queue;

@@ -7,6 +7,7 @@ mod aws;
 mod cli;
 mod fire;
 mod layout;
+mod plan;
 mod props;
 mod push;
 mod resume;

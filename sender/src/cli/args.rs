@@ -108,6 +108,7 @@ impl PushFlags {
                 service_account: self.fcm_service_account.clone(),
                 project: self.fcm_project.clone(),
                 url: self.fcm_url.clone(),
+                quota_per_minute: None,
             },
             tls: TlsConfig { ca_file: self.ca_file.clone() },
             pool: PoolConfig { connections },

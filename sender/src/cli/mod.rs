@@ -8,6 +8,7 @@
 //! - [`send`]: `drill`, `fire`, `test-send`.
 //! - [`gateway`]: the loopback push gateway as its own process.
 //! - [`event`]: `runbook check|walk`, `replay`, `zombie`.
+//! - [`plan`]: `plan`, the capacity, quota and backend-load plan of a runbook.
 //! - [`aws_mode`]: `worker` and `aws provision|fire|status`.
 
 use std::io::IsTerminal;
@@ -24,6 +25,7 @@ mod audience;
 mod aws_mode;
 mod event;
 mod gateway;
+mod plan;
 mod send;
 
 /// Exit code when a fire was refused because the campaign was already fired.
@@ -65,6 +67,10 @@ enum Command {
     /// Send the campaign's exact payloads to its test recipients, confirm
     /// they arrived, or show where the campaign stands.
     TestSend(send::TestSendArgs),
+    /// Before the fire: can the campaign's target be met within the
+    /// providers' quotas and with the fleet, when will devices have it, and
+    /// what will the opens do to the backends. Exit 2 when a gate fails.
+    Plan(plan::PlanArgs),
     /// Runbooks: check a file, or walk it step by step (embedded mode).
     #[command(subcommand)]
     Runbook(event::RunbookCmd),
@@ -103,6 +109,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Abort(args) => abort::abort_cmd(args),
         Command::Gateway(args) => gateway::gateway_cmd(args),
         Command::TestSend(args) => send::test_send_cmd(args),
+        Command::Plan(args) => plan::plan_cmd(args),
         Command::Runbook(cmd) => event::runbook_cmd(cmd),
         Command::Replay(args) => event::replay_cmd(args),
         Command::Zombie(cmd) => event::zombie_cmd(cmd),
@@ -150,18 +157,7 @@ pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::
     std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }
 
-/// 1234567 -> "1,234,567".
-pub(crate) fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub(crate) use kickoff_sender::plan::group;
 
 /// Bytes as megabytes.
 pub(crate) fn bytes(n: u64) -> String {

@@ -102,6 +102,9 @@ pub struct FcmConfig {
     pub project: Option<String>,
     /// The FCM base URL (default `https://fcm.googleapis.com`).
     pub url: Option<String>,
+    /// The project's quota, messages per minute (FCM's default 600,000),
+    /// for the plan before the fire.
+    pub quota_per_minute: Option<u64>,
 }
 
 /// `[tls]`.
@@ -181,6 +184,7 @@ impl PushConfig {
         take(&mut self.fcm.service_account, over.fcm.service_account);
         take(&mut self.fcm.project, over.fcm.project);
         take(&mut self.fcm.url, over.fcm.url);
+        take(&mut self.fcm.quota_per_minute, over.fcm.quota_per_minute);
         take(&mut self.tls.ca_file, over.tls.ca_file);
         take(&mut self.pool.connections, over.pool.connections);
         take(&mut self.send.outage_timeout, over.send.outage_timeout);

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod file;
+pub mod planning;
 pub mod registry;
 pub mod services;
 pub mod walk;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 
-use super::raw::{Ctx, ParamReader, RawRunbook, RawStep, valid_id};
+use super::raw::{Ctx, ParamReader, RawBackend, RawRunbook, RawStep, valid_id};
 use super::{AudienceSource, Backup, Check, Params, Role, RunbookError, Step, StepKind, TOffset, ZombieWhen};
 use crate::fleet::SimConfig;
 use crate::spans::line_of;
@@ -23,6 +23,7 @@ pub(super) struct Header {
     pub(super) fleet: SimConfig,
     pub(super) roles: BTreeMap<Role, String>,
     pub(super) backend_capacity: BTreeMap<String, f64>,
+    pub(super) return_traffic: Vec<crate::plan::BackendInput>,
     pub(super) abort_plan: String,
     pub(super) outage_timeout: Option<Duration>,
 }
@@ -81,12 +82,15 @@ pub(super) fn header(ctx: &Ctx<'_>, raw: &RawRunbook) -> Result<Header, RunbookE
         roles.insert(role, v.get_ref().clone());
     }
     let mut backend_capacity = BTreeMap::new();
+    let mut return_traffic = Vec::new();
     for (k, v) in &raw.backends {
         crate::zombie::check_backend(k).map_err(|e| ctx.err(v.span(), e.to_string()))?;
-        if !v.get_ref().capacity_rps.is_finite() || v.get_ref().capacity_rps <= 0.0 {
+        let b = v.get_ref();
+        if !b.capacity_rps.is_finite() || b.capacity_rps <= 0.0 {
             return Err(ctx.err(v.span(), format!("backend {k}: `capacity_rps` must be positive")));
         }
-        backend_capacity.insert(k.clone(), v.get_ref().capacity_rps);
+        backend_capacity.insert(k.clone(), b.capacity_rps);
+        return_traffic.push(return_traffic_of(ctx, k, v)?);
     }
     let abort_plan = raw.abort.as_ref().map(|a| a.get_ref().text.trim().to_owned()).unwrap_or_default();
     if raw.steps.is_empty() {
@@ -101,7 +105,35 @@ pub(super) fn header(ctx: &Ctx<'_>, raw: &RawRunbook) -> Result<Header, RunbookE
         }
         _ => None,
     };
-    Ok(Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan, outage_timeout })
+    Ok(Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, return_traffic, abort_plan, outage_timeout })
+}
+
+/// What the opens of a notification cost backend `name`: requests per open
+/// (default 20; the reference team saw 10-50), the share of notified
+/// devices that open (default 5%), and the mean delay to the open (default
+/// 60 s).
+fn return_traffic_of(ctx: &Ctx<'_>, name: &str, v: &Spanned<RawBackend>) -> Result<crate::plan::BackendInput, RunbookError> {
+    let b = v.get_ref();
+    let requests_per_open = b.requests_per_open.unwrap_or(20.0);
+    if !(requests_per_open.is_finite() && (0.0..=10_000.0).contains(&requests_per_open)) {
+        return Err(ctx.err(v.span(), format!("backend {name}: `requests_per_open` must be between 0 and 10000")));
+    }
+    let open_share = b.open_share.unwrap_or(0.05);
+    if !(open_share.is_finite() && (0.0..=1.0).contains(&open_share)) {
+        return Err(ctx.err(v.span(), format!("backend {name}: `open_share` must be between 0 and 1")));
+    }
+    let open_delay = match &b.open_delay {
+        Some(d) => crate::clock::parse_duration(d, crate::clock::MAX_SETTING)
+            .map_err(|e| ctx.err(v.span(), format!("backend {name}: `open_delay` = {e}")))?,
+        None => Duration::from_secs(60),
+    };
+    Ok(crate::plan::BackendInput {
+        name: name.to_owned(),
+        capacity_rps: b.capacity_rps,
+        requests_per_open,
+        open_share,
+        open_delay_s: open_delay.as_secs_f64(),
+    })
 }
 
 /// Checks each step in file order; a step may only name earlier steps.

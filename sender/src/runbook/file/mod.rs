@@ -343,6 +343,10 @@ pub struct Runbook {
     pub backends: Vec<String>,
     /// Modelled capacity of each backend (requests/s), for the return-traffic model.
     pub backend_capacity: BTreeMap<String, f64>,
+    /// What a notification's opens cost each backend, for the plan's
+    /// forecast (`[backends.NAME]` `requests_per_open`, `open_share`,
+    /// `open_delay`).
+    pub return_traffic: Vec<crate::plan::BackendInput>,
     /// What each role does (for people).
     pub roles: BTreeMap<Role, String>,
     /// The abort plan.
@@ -382,7 +386,18 @@ impl Runbook {
             })
             .chain(header.backend_capacity.keys().cloned())
             .collect();
-        let check::Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, abort_plan, outage_timeout } = header;
+        let check::Header {
+            name,
+            campaign,
+            event_time_ms,
+            audience,
+            fleet,
+            roles,
+            backend_capacity,
+            return_traffic,
+            abort_plan,
+            outage_timeout,
+        } = header;
         Ok(Runbook {
             name,
             path: path.to_owned(),
@@ -393,6 +408,7 @@ impl Runbook {
             fleet,
             backends: zombie_backends.into_iter().collect(),
             backend_capacity,
+            return_traffic,
             roles,
             abort_plan,
             outage_timeout,

@@ -52,6 +52,9 @@ pub(super) struct RawAudience {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     pub(super) capacity_rps: f64,
+    pub(super) requests_per_open: Option<f64>,
+    pub(super) open_share: Option<f64>,
+    pub(super) open_delay: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,133 @@
+//! `plan`: before the fire, whether the campaign's target can be met within
+//! the providers' quotas and with the fleet the runbook scales to, when
+//! devices will have it, and what the opens do to the app's backends.
+//! Exit 0 when every gate passes, 2 otherwise.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use kickoff_sender::plan::{Gate, Plan, group};
+use kickoff_sender::push::config::PushConfig;
+use kickoff_sender::runbook::Runbook;
+use kickoff_sender::runbook::planning::{PlanOptions, plan_runbook};
+
+/// Exit code when a gate of the plan fails.
+const EXIT_GATE_FAILED: u8 = 2;
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The runbook file.
+    runbook: PathBuf,
+    /// Config file whose `[fcm] quota_per_minute` is the FCM quota
+    /// (default: kickoff.toml in Kickoff's data directory, if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// FCM messages per minute for the project [default: the config's, else 600000].
+    #[arg(long)]
+    fcm_quota_per_minute: Option<u64>,
+    /// The providers' round trip, ms: LOW-HIGH (uniform) or one value.
+    #[arg(long, default_value = "20-60", value_parser = parse_rtt)]
+    rtt_ms: (f64, f64),
+    /// One worker's sends per second, instead of measuring it.
+    #[arg(long)]
+    per_worker_rate: Option<f64>,
+    /// Devices the measurement sends.
+    #[arg(long, default_value_t = kickoff_sender::runbook::planning::CALIBRATION_DEVICES)]
+    calibration_devices: u64,
+    /// Where the runbook's audience is prepared [default: a temporary directory].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// One JSON object on stdout: gates, expected percentiles, platforms, backends.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_rtt(s: &str) -> Result<(f64, f64), String> {
+    let num = |t: &str| t.trim().parse::<f64>().map_err(|_| format!("{t:?} is not a number of ms"));
+    match s.split_once('-') {
+        Some((lo, hi)) => Ok((num(lo)?, num(hi)?)),
+        None => num(s).map(|v| (v, v)),
+    }
+}
+
+pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let runbook = Runbook::load(&args.runbook)?;
+    let default = kickoff_sender::sys::data_dir().join("kickoff.toml");
+    let config = match &args.config {
+        Some(path) => Some(PushConfig::load(path)?),
+        None if default.is_file() => Some(PushConfig::load(&default)?),
+        None => None,
+    };
+    let tmp = tempfile::tempdir().context("creating a work directory")?;
+    let mut opts = PlanOptions::new(args.work_dir.clone().unwrap_or_else(|| tmp.path().to_owned()));
+    if let Some(q) = args.fcm_quota_per_minute.or_else(|| config.as_ref().and_then(|c| c.fcm.quota_per_minute)) {
+        opts.fcm_quota_per_minute = q;
+    }
+    opts.rtt_ms = args.rtt_ms;
+    opts.per_worker_rate = args.per_worker_rate;
+    opts.calibration_devices = args.calibration_devices.max(1);
+    if opts.per_worker_rate.is_none() && !args.json {
+        eprintln!("measuring one worker's send rate ({} devices through the loopback gateway)...", group(opts.calibration_devices));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let plan = rt.block_on(plan_runbook(&runbook, &opts))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&json(&plan))?);
+    } else {
+        print(&runbook, &plan, if args.per_worker_rate.is_some() { "given" } else { "measured" });
+    }
+    Ok(if plan.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_GATE_FAILED) })
+}
+
+/// The plan without its per-second curves.
+fn json(plan: &Plan) -> serde_json::Value {
+    let backends: Vec<_> = plan
+        .backends
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "name": b.name, "capacity_rps": b.capacity_rps, "peak_rps": b.peak_rps, "peak_at_s": b.peak_at_s,
+                "over_capacity_s": b.over_capacity_s, "zombie_for_s": b.zombie_for_s, "paced_rate_per_s": b.paced_rate_per_s,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ok": plan.ok(),
+        "gates": plan.gates,
+        "p50_s": plan.p50_s,
+        "p95_s": plan.p95_s,
+        "p99_s": plan.p99_s,
+        "platforms": plan.platforms,
+        "backends": backends,
+        "input": plan.input,
+    })
+}
+
+fn print(runbook: &Runbook, plan: &Plan, measured: &str) {
+    let i = &plan.input;
+    println!("plan for {} ({})", runbook.name, runbook.path.display());
+    println!(
+        "  {} workers at {:.0} sends/s each ({}), {} in flight per provider each, round trip {:.0}-{:.0} ms",
+        i.workers, i.per_worker_rate, measured, i.window_per_provider, i.rtt_ms.0, i.rtt_ms.1
+    );
+    for p in &plan.platforms {
+        println!(
+            "  {:<8} {:>12} devices at {:>10.0}/s: {:>7.1} s ({}-bound)",
+            p.platform,
+            group(p.devices),
+            p.rate_per_s,
+            p.seconds,
+            p.bound
+        );
+    }
+    println!("  expected delivery: 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s", plan.p50_s, plan.p95_s, plan.p99_s);
+    for b in &plan.backends {
+        println!("  backend {}: peak {:.0} req/s at {:.0} s (capacity {:.0})", b.name, b.peak_rps, b.peak_at_s, b.capacity_rps);
+    }
+    for Gate { id, ok, detail } in &plan.gates {
+        println!("  {} {id}: {detail}", if *ok { "ok  " } else { "FAIL" });
+    }
+}

@@ -1,0 +1,482 @@
+//! Know before you fire: whether the campaign's target can be met within
+//! the providers' quotas and with the fleet, when devices will have the
+//! notification, and what the opens do to the app's backends.
+//!
+//! A pure model: [`PlanInput`] holds what was counted and measured (the
+//! audience per platform, the workers' measured send rate, the providers'
+//! quotas, the backends' capacities), [`plan`] turns it into a [`Plan`]
+//! with its gates. The CLI, the runbook's `plan` step and the app call the
+//! same function.
+//!
+//! Facts the defaults come from:
+//! - FCM HTTP v1 allows 600,000 messages per minute per project by default
+//!   (over it: 429 `RESOURCE_EXHAUSTED`; 4xx for dead tokens count too).
+//! - APNs takes several HTTP/2 connections; each connection's stream limit
+//!   comes from the server's SETTINGS (1,000 is typical).
+
+use serde::Serialize;
+
+use crate::audience::Platform;
+
+/// FCM's default quota: messages per minute per project.
+pub const DEFAULT_FCM_QUOTA_PER_MINUTE: u64 = 600_000;
+/// The providers' round trip the model assumes, in ms (uniform).
+pub const DEFAULT_RTT_MS: (f64, f64) = (20.0, 60.0);
+/// The resolution of the delivery and load curves.
+const STEP_S: f64 = 1.0;
+/// How far the load forecast looks past the last delivery.
+const FORECAST_TAIL_S: f64 = 30.0 * 60.0;
+
+/// What the plan is computed from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanInput {
+    /// Devices per platform (iOS, Android).
+    pub devices: [u64; 2],
+    /// The campaign's target: devices within seconds.
+    pub target_s: Option<f64>,
+    /// FCM messages per minute for the project.
+    pub fcm_quota_per_minute: u64,
+    /// Notifier workers the fleet will run.
+    pub workers: u32,
+    /// Sends per second one worker managed when measured.
+    pub per_worker_rate: f64,
+    /// Sends one worker keeps in flight per provider.
+    pub window_per_provider: u32,
+    /// The providers' round trip, ms, uniform between the two.
+    pub rtt_ms: (f64, f64),
+    /// Worker tasks one instance carries (to size the ASG).
+    pub tasks_per_instance: u32,
+    /// The app's backends, with what a notification's opens cost them.
+    pub backends: Vec<BackendInput>,
+}
+
+/// One backend of the app, and the traffic an open brings it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendInput {
+    /// Its name (the zombie flag's).
+    pub name: String,
+    /// Requests per second it serves.
+    pub capacity_rps: f64,
+    /// Requests one open makes to it.
+    pub requests_per_open: f64,
+    /// Share of notified devices that open the app.
+    pub open_share: f64,
+    /// Mean delay from delivery to the open, seconds (exponential).
+    pub open_delay_s: f64,
+}
+
+/// A gate of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gate {
+    /// `provider-quota`, `fleet-size` or `backend-load`.
+    pub id: &'static str,
+    /// Passed.
+    pub ok: bool,
+    /// What was found, and what would pass it.
+    pub detail: String,
+}
+
+/// How one platform's send goes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlatformPlan {
+    /// `ios` or `android`.
+    pub platform: &'static str,
+    /// Devices.
+    pub devices: u64,
+    /// Sends per second it gets.
+    pub rate_per_s: f64,
+    /// Seconds to hand them all off.
+    pub seconds: f64,
+    /// What bounds the rate: `quota`, `window` or `cpu`.
+    pub bound: &'static str,
+}
+
+/// The forecast load on one backend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendPlan {
+    /// The backend.
+    pub name: String,
+    /// Its capacity, requests/s.
+    pub capacity_rps: f64,
+    /// The forecast peak, requests/s.
+    pub peak_rps: f64,
+    /// When the peak comes, seconds after the fire.
+    pub peak_at_s: f64,
+    /// Seconds the forecast stays over capacity.
+    pub over_capacity_s: f64,
+    /// Zombie mode this long from the fire keeps it under capacity (its
+    /// clients stop calling meanwhile), in seconds; 0 when never over.
+    pub zombie_for_s: f64,
+    /// A fire paced at this rate keeps it under capacity (sends/s); `None`
+    /// when it is never over.
+    pub paced_rate_per_s: Option<f64>,
+    /// The forecast, requests/s per second after the fire.
+    pub load: Vec<f64>,
+}
+
+/// The plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// What it was computed from.
+    pub input: PlanInput,
+    /// Per platform.
+    pub platforms: Vec<PlatformPlan>,
+    /// Seconds after the fire until 50, 95 and 99% of devices are delivered.
+    pub p50_s: f64,
+    /// 95%.
+    pub p95_s: f64,
+    /// 99%.
+    pub p99_s: f64,
+    /// Devices delivered by each second after the fire (both platforms).
+    pub delivered: Vec<f64>,
+    /// Per backend.
+    pub backends: Vec<BackendPlan>,
+    /// The gates, in order.
+    pub gates: Vec<Gate>,
+}
+
+impl Plan {
+    /// Every gate passed.
+    pub fn ok(&self) -> bool {
+        self.gates.iter().all(|g| g.ok)
+    }
+}
+
+fn mean_rtt_s(input: &PlanInput) -> f64 {
+    (input.rtt_ms.0 + input.rtt_ms.1) / 2.0 / 1000.0
+}
+
+/// Sends per second FCM's quota allows.
+fn quota_rate(per_minute: u64) -> f64 {
+    per_minute as f64 / 60.0
+}
+
+/// 1234567 -> "1,234,567" (the CLI's counts read the same).
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Each platform's rate: the smallest of what its in-flight windows carry
+/// over the round trip, its quota, and its share of the workers' measured
+/// CPU rate (shared in proportion to the devices, as the dispatch plan
+/// interleaves them).
+fn platforms(input: &PlanInput) -> Vec<PlatformPlan> {
+    let total = (input.devices[0] + input.devices[1]).max(1) as f64;
+    let workers = f64::from(input.workers.max(1));
+    Platform::ALL
+        .iter()
+        .map(|&p| {
+            let n = input.devices[p as usize];
+            let window = workers * f64::from(input.window_per_provider.max(1)) / mean_rtt_s(input).max(1e-6);
+            let cpu = workers * input.per_worker_rate.max(1e-9) * n as f64 / total;
+            let quota = match p {
+                Platform::Android => quota_rate(input.fcm_quota_per_minute),
+                Platform::Ios => f64::INFINITY,
+            };
+            let (rate, bound) = [(quota, "quota"), (window, "window"), (cpu, "cpu")]
+                .into_iter()
+                .fold((f64::INFINITY, "cpu"), |best, (r, b)| if r < best.0 { (r, b) } else { best });
+            let seconds = if n == 0 { 0.0 } else { n as f64 / rate };
+            PlatformPlan { platform: p.as_str(), devices: n, rate_per_s: rate, seconds, bound }
+        })
+        .collect()
+}
+
+/// Devices delivered by each second: each platform hands off at its rate,
+/// answers come a round trip later.
+fn delivered_curve(input: &PlanInput, platforms: &[PlatformPlan]) -> Vec<f64> {
+    let rtt = mean_rtt_s(input);
+    let end = platforms.iter().map(|p| p.seconds).fold(0.0, f64::max) + rtt;
+    let steps = (end / STEP_S).ceil() as usize + 1;
+    (0..=steps)
+        .map(|k| {
+            let t = k as f64 * STEP_S - rtt;
+            platforms.iter().map(|p| if t <= 0.0 { 0.0 } else { (p.rate_per_s * t).min(p.devices as f64) }).sum()
+        })
+        .collect()
+}
+
+/// The first time (interpolated between curve points) by which `share` of
+/// `total` devices are delivered.
+fn time_to(input: &PlanInput, platforms: &[PlatformPlan], share: f64) -> f64 {
+    let total: f64 = platforms.iter().map(|p| p.devices as f64).sum();
+    if total == 0.0 {
+        return 0.0;
+    }
+    let goal = share * total;
+    // Delivered(t) is piecewise linear and increasing: bisect.
+    let delivered = |t: f64| -> f64 {
+        let t = t - mean_rtt_s(input);
+        platforms.iter().map(|p| if t <= 0.0 { 0.0 } else { (p.rate_per_s * t).min(p.devices as f64) }).sum()
+    };
+    let (mut lo, mut hi) = (0.0, platforms.iter().map(|p| p.seconds).fold(0.0, f64::max) + mean_rtt_s(input));
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if delivered(mid) >= goal { hi = mid } else { lo = mid }
+    }
+    hi
+}
+
+/// Requests/s on `b` by second, for devices delivered at `rate` per second
+/// (the curve from `delivered`), with the backend closed (zombie mode) for
+/// the first `zombie_s` seconds: its clients do not call it then.
+fn load(b: &BackendInput, delivered: &[f64], zombie_s: f64) -> Vec<f64> {
+    let len = delivered.len() + (FORECAST_TAIL_S / STEP_S) as usize;
+    let tau = b.open_delay_s.max(STEP_S);
+    // Opens per second: each second's new deliveries open over an
+    // exponential delay.
+    let mut opens = vec![0.0; len];
+    for k in 0..delivered.len() {
+        let new = delivered[k] - if k == 0 { 0.0 } else { delivered[k - 1] };
+        if new <= 0.0 {
+            continue;
+        }
+        let opening = new * b.open_share;
+        for (j, slot) in opens.iter_mut().enumerate().skip(k) {
+            let d = (j - k) as f64 * STEP_S;
+            let p = (-d / tau).exp() - (-(d + STEP_S) / tau).exp();
+            *slot += opening * p / STEP_S;
+            if p < 1e-9 {
+                break;
+            }
+        }
+    }
+    opens.into_iter().enumerate().map(|(k, o)| if (k as f64 * STEP_S) < zombie_s { 0.0 } else { o * b.requests_per_open }).collect()
+}
+
+fn backend_plan(input: &PlanInput, b: &BackendInput, delivered: &[f64]) -> BackendPlan {
+    let forecast = load(b, delivered, 0.0);
+    let (peak_at, peak) = forecast.iter().enumerate().fold((0, 0.0), |best, (k, v)| if *v > best.1 { (k, *v) } else { best });
+    let over = forecast.iter().filter(|v| **v > b.capacity_rps).count() as f64 * STEP_S;
+    let zombie_for_s = forecast.iter().rposition(|v| *v > b.capacity_rps).map_or(0.0, |k| (k + 1) as f64 * STEP_S);
+    let paced_rate_per_s = (over > 0.0).then(|| paced_rate(input, b));
+    BackendPlan {
+        name: b.name.clone(),
+        capacity_rps: b.capacity_rps,
+        peak_rps: peak,
+        peak_at_s: peak_at as f64 * STEP_S,
+        over_capacity_s: over,
+        zombie_for_s,
+        paced_rate_per_s,
+        load: forecast,
+    }
+}
+
+/// The highest send rate whose forecast stays under `b`'s capacity.
+fn paced_rate(input: &PlanInput, b: &BackendInput) -> f64 {
+    let total = (input.devices[0] + input.devices[1]) as f64;
+    let peak_at = |rate: f64| -> f64 {
+        let secs = (total / rate / STEP_S).ceil() as usize + 1;
+        let delivered: Vec<f64> = (0..=secs).map(|k| (rate * k as f64 * STEP_S).min(total)).collect();
+        load(b, &delivered, 0.0).into_iter().fold(0.0, f64::max)
+    };
+    // At the steady state a fire at rate r brings r x share x requests per
+    // open: the peak never exceeds it, so that rate always passes.
+    let steady = b.capacity_rps / (b.open_share * b.requests_per_open).max(1e-12);
+    let (mut lo, mut hi) = (steady.min(total).max(1.0), total.max(1.0));
+    for _ in 0..40 {
+        let mid = (lo * hi).sqrt();
+        if peak_at(mid) <= b.capacity_rps { lo = mid } else { hi = mid }
+    }
+    lo.floor()
+}
+
+/// The plan for `input`.
+pub fn plan(input: PlanInput) -> Plan {
+    let platforms = platforms(&input);
+    let delivered = delivered_curve(&input, &platforms);
+    let (p50_s, p95_s, p99_s) = (time_to(&input, &platforms, 0.50), time_to(&input, &platforms, 0.95), time_to(&input, &platforms, 0.99));
+    let backends: Vec<BackendPlan> = input.backends.iter().map(|b| backend_plan(&input, b, &delivered)).collect();
+    let mut gates = Vec::new();
+    let target = input.target_s;
+    // Provider quota: FCM's messages per minute.
+    let android = &platforms[Platform::Android as usize];
+    let quota_s = android.devices as f64 / quota_rate(input.fcm_quota_per_minute).max(1e-9);
+    gates.push(match target {
+        Some(t) if quota_s > t => Gate {
+            id: "provider-quota",
+            ok: false,
+            detail: format!(
+                "FCM: {} Android devices at {}/min take about {:.0} s, over the {t:.0} s target; a quota of {}/min would meet it",
+                group(android.devices),
+                group(input.fcm_quota_per_minute),
+                quota_s,
+                group((android.devices as f64 / t * 60.0).ceil() as u64)
+            ),
+        },
+        _ => Gate {
+            id: "provider-quota",
+            ok: true,
+            detail: format!(
+                "FCM: {} Android devices at {}/min take about {:.1} s{}",
+                group(android.devices),
+                group(input.fcm_quota_per_minute),
+                quota_s,
+                target.map(|t| format!(", within the {t:.0} s target")).unwrap_or_default()
+            ),
+        },
+    });
+    // Fleet size: the workers' measured rate, and their windows.
+    let slowest = platforms.iter().filter(|p| p.bound != "quota").map(|p| p.seconds).fold(0.0, f64::max);
+    gates.push(match target {
+        Some(t) if slowest > t => {
+            let workers = needed_workers(&input, t);
+            let instances = workers.div_ceil(input.tasks_per_instance.max(1));
+            Gate {
+                id: "fleet-size",
+                ok: false,
+                detail: format!(
+                    "{} workers take about {slowest:.1} s, over the {t:.0} s target; {workers} workers ({instances} instances at {} per instance) would meet it",
+                    input.workers,
+                    input.tasks_per_instance.max(1)
+                ),
+            }
+        }
+        _ => Gate {
+            id: "fleet-size",
+            ok: true,
+            detail: format!(
+                "{} workers at {:.0} sends/s each: about {slowest:.1} s to hand off{}",
+                input.workers,
+                input.per_worker_rate,
+                target.map(|t| format!(", within the {t:.0} s target")).unwrap_or_default()
+            ),
+        },
+    });
+    let over: Vec<&BackendPlan> = backends.iter().filter(|b| b.over_capacity_s > 0.0).collect();
+    gates.push(if over.is_empty() {
+        Gate {
+            id: "backend-load",
+            ok: true,
+            detail: if backends.is_empty() {
+                "no backends declared".to_owned()
+            } else {
+                backends.iter().map(|b| format!("{}: peak {:.0} of {:.0} req/s", b.name, b.peak_rps, b.capacity_rps)).collect::<Vec<_>>().join("; ")
+            },
+        }
+    } else {
+        Gate {
+            id: "backend-load",
+            ok: false,
+            detail: over
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}: peak {:.0} req/s at {:.0} s against {:.0}, over for {:.0} s; zombie mode for {:.0} s or a fire paced at {:.0}/s keeps it under",
+                        b.name,
+                        b.peak_rps,
+                        b.peak_at_s,
+                        b.capacity_rps,
+                        b.over_capacity_s,
+                        b.zombie_for_s,
+                        b.paced_rate_per_s.unwrap_or(0.0)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    });
+    Plan { input, platforms, p50_s, p95_s, p99_s, delivered, backends, gates }
+}
+
+/// The fewest workers whose windows and CPU hand everything off within
+/// `target_s` (quotas aside: more workers do not raise them).
+fn needed_workers(input: &PlanInput, target_s: f64) -> u32 {
+    (input.workers.max(1)..=100_000)
+        .find(|&w| {
+            platforms(&PlanInput { workers: w, ..input.clone() }).iter().filter(|p| p.bound != "quota").all(|p| p.seconds <= target_s)
+        })
+        .unwrap_or(100_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(ios: u64, android: u64) -> PlanInput {
+        PlanInput {
+            devices: [ios, android],
+            target_s: Some(5.0),
+            fcm_quota_per_minute: DEFAULT_FCM_QUOTA_PER_MINUTE,
+            workers: 2,
+            per_worker_rate: 50_000.0,
+            window_per_provider: 4000,
+            rtt_ms: DEFAULT_RTT_MS,
+            tasks_per_instance: 2,
+            backends: Vec::new(),
+        }
+    }
+
+    fn gate<'a>(p: &'a Plan, id: &str) -> &'a Gate {
+        p.gates.iter().find(|g| g.id == id).unwrap()
+    }
+
+    #[test]
+    fn the_fcm_quota_fails_a_five_second_target_for_1_6m_android_devices() {
+        let p = plan(input(2_400_000, 1_600_000));
+        let g = gate(&p, "provider-quota");
+        assert!(!g.ok, "{g:?}");
+        assert!(g.detail.contains("about 160 s"), "{}", g.detail);
+        assert_eq!(p.platforms[1].bound, "quota");
+        let p = plan(PlanInput { fcm_quota_per_minute: 100_000_000, ..input(2_400_000, 1_600_000) });
+        assert!(gate(&p, "provider-quota").ok, "{:?}", p.gates);
+    }
+
+    #[test]
+    fn the_fleet_gate_names_the_workers_and_instances_the_target_needs() {
+        // 4M devices at 50k/s per worker: 2 workers take 40 s.
+        let p = plan(PlanInput { fcm_quota_per_minute: 100_000_000, ..input(2_400_000, 1_600_000) });
+        let g = gate(&p, "fleet-size");
+        assert!(!g.ok, "{g:?}");
+        assert!(g.detail.contains("16 workers (8 instances"), "{}", g.detail);
+        let p = plan(PlanInput { fcm_quota_per_minute: 100_000_000, workers: 16, ..input(2_400_000, 1_600_000) });
+        assert!(gate(&p, "fleet-size").ok, "{:?}", p.gates);
+    }
+
+    #[test]
+    fn the_percentiles_follow_the_larger_share_and_the_round_trip() {
+        // Window-bound: 2 workers x 4000 in flight / 40 ms = 200k/s each.
+        let p = plan(PlanInput { per_worker_rate: 1e9, fcm_quota_per_minute: u64::MAX / 2, ..input(600_000, 400_000) });
+        assert_eq!(p.platforms[0].bound, "window");
+        assert!((p.platforms[0].seconds - 3.0).abs() < 1e-6, "{:?}", p.platforms);
+        assert!((p.platforms[1].seconds - 2.0).abs() < 1e-6, "{:?}", p.platforms);
+        assert!(p.p50_s < p.p95_s && p.p95_s < p.p99_s && p.p99_s <= 3.04 + 1e-6, "{p:?}");
+        // Half the devices by 1.29 s: 400k/s for both, then iOS alone.
+        assert!((p.p50_s - 1.29).abs() < 0.01, "{}", p.p50_s);
+    }
+
+    #[test]
+    fn the_backend_forecast_finds_the_peak_and_its_remedies() {
+        let api = BackendInput { name: "api".into(), capacity_rps: 3000.0, requests_per_open: 20.0, open_share: 0.05, open_delay_s: 60.0 };
+        let p = plan(PlanInput { backends: vec![api.clone()], fcm_quota_per_minute: 100_000_000, ..input(600_000, 400_000) });
+        let b = &p.backends[0];
+        // 1M x 5% x 20 / 60 s: about 16,600 req/s right after the send.
+        assert!(b.peak_rps > 14_000.0 && b.peak_rps < 17_000.0, "{}", b.peak_rps);
+        assert!(b.over_capacity_s > 60.0 && b.zombie_for_s >= b.over_capacity_s, "{b:?}");
+        assert!(!gate(&p, "backend-load").ok);
+        // The remedies hold: zombie mode for that long, or the paced rate.
+        let delivered = &p.delivered;
+        assert!(load(&api, delivered, b.zombie_for_s).iter().all(|v| *v <= api.capacity_rps));
+        let rate = b.paced_rate_per_s.unwrap();
+        // Steady state: rate x 5% x 20 = capacity.
+        assert!((rate - 3000.0).abs() / 3000.0 < 0.1, "{rate}");
+        let big = BackendInput { capacity_rps: 1e9, ..api };
+        let p = plan(PlanInput { backends: vec![big], ..input(600_000, 400_000) });
+        assert!(gate(&p, "backend-load").ok && p.backends[0].paced_rate_per_s.is_none());
+    }
+
+    #[test]
+    fn counts_read_with_separators() {
+        assert_eq!(group(1_600_000), "1,600,000");
+        assert_eq!(group(600), "600");
+        assert_eq!(group(0), "0");
+    }
+}

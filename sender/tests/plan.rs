@@ -1,0 +1,117 @@
+//! `kickoff-sender plan`: the capacity, quota and backend-load plan of a
+//! runbook, through the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util;
+
+fn runbook(dir: &Path, devices: u64, backend: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("campaign.toml"), kickoff_sender::campaign::DEMO_CAMPAIGN).unwrap();
+    let text = format!(
+        r#"name = "Plan"
+campaign = "campaign.toml"
+
+[audience]
+generate = {devices}
+
+[backends.api]
+{backend}
+
+[[steps]]
+id = "scale-ecs"
+title = "Scale the notifier service"
+role = "ops"
+kind = "scale-ecs"
+params = {{ desired = 100, timeout = "2m" }}
+"#
+    );
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn plan(runbook: &Path, work: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let o = Command::new(util::bin())
+        .args(["plan", runbook.to_str().unwrap(), "--json", "--work-dir", work.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let json = serde_json::from_str(util::stdout(&o).trim()).unwrap_or_else(|e| panic!("{e}: {} {}", util::stdout(&o), util::stderr(&o)));
+    (o, json)
+}
+
+fn gate<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    plan["gates"].as_array().unwrap().iter().find(|g| g["id"] == id).unwrap_or_else(|| panic!("no gate {id}: {plan}"))
+}
+
+#[test]
+fn four_million_devices_in_five_seconds_fail_the_default_fcm_quota_and_pass_a_raised_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo campaign targets 4M devices in 5 s; 40% of them are Android.
+    let rb = runbook(dir.path(), 4_000_000, "capacity_rps = 1_000_000");
+    let work = dir.path().join("work");
+    let (o, p) = plan(&rb, &work, &["--per-worker-rate", "60000"]);
+    assert_eq!(o.status.code(), Some(2), "a failing gate exits 2: {p}");
+    let quota = gate(&p, "provider-quota");
+    assert_eq!(quota["ok"], false, "{quota}");
+    let detail = quota["detail"].as_str().unwrap();
+    assert!(detail.contains("about 160 s") && detail.contains("600,000/min"), "{detail}");
+    let android = p["platforms"].as_array().unwrap().iter().find(|x| x["platform"] == "android").unwrap();
+    let devices = android["devices"].as_u64().unwrap();
+    assert!((1_550_000..1_650_000).contains(&devices), "40% of 4M: {android}");
+    assert_eq!(android["bound"], "quota", "{android}");
+    assert_eq!(gate(&p, "fleet-size")["ok"], true, "100 workers at 60k/s: {p}");
+
+    // The flag raises it...
+    let (o, p) = plan(&rb, &work, &["--per-worker-rate", "60000", "--fcm-quota-per-minute", "100000000"]);
+    assert_eq!(gate(&p, "provider-quota")["ok"], true, "{p}");
+    assert!(o.status.success(), "every gate passes: {p}");
+    assert!(p["p99_s"].as_f64().unwrap() < 5.0, "{p}");
+    // ...and so does kickoff.toml's [fcm] quota_per_minute.
+    let config = dir.path().join("kickoff.toml");
+    std::fs::write(&config, "[fcm]\nquota_per_minute = 100_000_000\n").unwrap();
+    let (_, p) = plan(&rb, &work, &["--per-worker-rate", "60000", "--config", config.to_str().unwrap()]);
+    assert_eq!(gate(&p, "provider-quota")["ok"], true, "{p}");
+    assert_eq!(p["input"]["fcm_quota_per_minute"], 100_000_000u64, "{p}");
+
+    // Too few workers: the fleet gate says how many would do.
+    let (o, p) = plan(&rb, &work, &["--per-worker-rate", "1000", "--fcm-quota-per-minute", "100000000"]);
+    assert_eq!(o.status.code(), Some(2));
+    let fleet = gate(&p, "fleet-size");
+    assert_eq!(fleet["ok"], false, "{fleet}");
+    assert!(fleet["detail"].as_str().unwrap().contains("800 workers"), "4M / 5 s / 1,000 per worker: {fleet}");
+}
+
+#[test]
+fn the_send_rate_is_measured_and_the_backend_forecast_names_its_remedies() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(dir.path(), 20_000, "capacity_rps = 100\nrequests_per_open = 40\nopen_share = 0.1\nopen_delay = \"30s\"");
+    let (o, p) = plan(&rb, &dir.path().join("work"), &["--calibration-devices", "3000"]);
+    assert_eq!(o.status.code(), Some(2), "the backend is too small: {p}");
+    let rate = p["input"]["per_worker_rate"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate.is_finite(), "measured through the loopback gateway: {p}");
+    let api = &p["backends"][0];
+    // 20,000 x 10% x 40 requests over about 30 s: far over 100 req/s.
+    assert!(api["peak_rps"].as_f64().unwrap() > 1000.0, "{api}");
+    assert!(api["zombie_for_s"].as_f64().unwrap() >= api["over_capacity_s"].as_f64().unwrap(), "{api}");
+    let paced = api["paced_rate_per_s"].as_f64().unwrap();
+    assert!(paced > 0.0 && paced < 100.0, "rate x 10% x 40 under 100 req/s: {api}");
+    let load = gate(&p, "backend-load");
+    assert_eq!(load["ok"], false);
+    assert!(load["detail"].as_str().unwrap().contains("zombie mode for"), "{load}");
+}
+
+#[test]
+fn a_bad_return_traffic_setting_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(dir.path(), 1000, "capacity_rps = 100\nopen_share = 2");
+    let o = Command::new(util::bin()).args(["plan", rb.to_str().unwrap(), "--per-worker-rate", "1000"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = util::stderr(&o);
+    assert!(err.contains("plan.toml:7") && err.contains("open_share"), "{err}");
+    let rb = runbook(dir.path(), 1000, "capacity_rps = 100");
+    let o = Command::new(util::bin()).args(["plan", rb.to_str().unwrap(), "--rtt-ms", "60-20"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(util::stderr(&o).contains("round trip"), "{}", util::stderr(&o));
+}
