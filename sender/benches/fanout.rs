@@ -201,6 +201,25 @@ fn main() {
         ),
     });
 
+    // 4b. A paced fire (campaign `max_rate`) holds its rate.
+    let np = scaled(400_000);
+    let max_rate = (np / 4).max(1);
+    let paced = dir.path().join("paced.toml");
+    std::fs::write(&paced, format!("max_rate = {max_rate}\n{}", campaign::DEMO_CAMPAIGN)).unwrap();
+    let drill = Command::new(exe)
+        .args(["drill", "--devices", &np.to_string(), "--json", "--provider", "null", "--campaign", paced.to_str().unwrap()])
+        .output()
+        .expect("run the paced drill");
+    assert!(drill.status.success(), "{}", String::from_utf8_lossy(&drill.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&drill.stdout).unwrap();
+    let rate = j["delivered"].as_f64().unwrap() / j["handoff_s"].as_f64().unwrap();
+    rows.push(Row {
+        name: format!("paced fire, {np} devices at max_rate {max_rate}/s, null provider"),
+        value: format!("{rate:.0}/s ({:+.1}% of max_rate)", (rate / max_rate as f64 - 1.0) * 100.0),
+        goal: "within 5% of max_rate".into(),
+        note: format!("last hand-off at {:.3} s; delivered {} missing {}", j["handoff_s"].as_f64().unwrap(), j["delivered"], j["missing"]),
+    });
+
     // 5. The latency model against Little's law: each provider has its own
     // window, so the bound is the larger provider share's.
     let nm = scaled(4_000_000);

@@ -46,6 +46,8 @@ pub struct PlanInput {
     pub rtt_ms: (f64, f64),
     /// Worker tasks one instance carries (to size the ASG).
     pub tasks_per_instance: u32,
+    /// A paced fire: devices per second at most, both platforms together.
+    pub max_rate: Option<f64>,
     /// The app's backends, with what a notification's opens cost them.
     pub backends: Vec<BackendInput>,
 }
@@ -87,7 +89,7 @@ pub struct PlatformPlan {
     pub rate_per_s: f64,
     /// Seconds to hand them all off.
     pub seconds: f64,
-    /// What bounds the rate: `quota`, `window` or `cpu`.
+    /// What bounds the rate: `quota`, `window`, `cpu` or `paced`.
     pub bound: &'static str,
 }
 
@@ -181,7 +183,9 @@ fn platforms(input: &PlanInput) -> Vec<PlatformPlan> {
                 Platform::Android => quota_rate(input.fcm_quota_per_minute),
                 Platform::Ios => f64::INFINITY,
             };
-            let (rate, bound) = [(quota, "quota"), (window, "window"), (cpu, "cpu")]
+            // A paced fire interleaves the platforms in proportion too.
+            let paced = input.max_rate.map_or(f64::INFINITY, |r| r * n as f64 / total);
+            let (rate, bound) = [(quota, "quota"), (window, "window"), (cpu, "cpu"), (paced, "paced")]
                 .into_iter()
                 .fold((f64::INFINITY, "cpu"), |best, (r, b)| if r < best.0 { (r, b) } else { best });
             let seconds = if n == 0 { 0.0 } else { n as f64 / rate };
@@ -325,7 +329,9 @@ pub fn plan(input: PlanInput) -> Plan {
         },
     });
     // Fleet size: the workers' measured rate, and their windows.
-    let slowest = platforms.iter().filter(|p| p.bound != "quota").map(|p| p.seconds).fold(0.0, f64::max);
+    // Quotas and pacing are not the fleet's: more workers change neither.
+    let fleet_bound = |p: &&PlatformPlan| p.bound == "cpu" || p.bound == "window";
+    let slowest = platforms.iter().filter(fleet_bound).map(|p| p.seconds).fold(0.0, f64::max);
     gates.push(match target {
         Some(t) if slowest > t => {
             let workers = needed_workers(&input, t);
@@ -392,7 +398,10 @@ pub fn plan(input: PlanInput) -> Plan {
 fn needed_workers(input: &PlanInput, target_s: f64) -> u32 {
     (input.workers.max(1)..=100_000)
         .find(|&w| {
-            platforms(&PlanInput { workers: w, ..input.clone() }).iter().filter(|p| p.bound != "quota").all(|p| p.seconds <= target_s)
+            platforms(&PlanInput { workers: w, ..input.clone() })
+                .iter()
+                .filter(|p| p.bound == "cpu" || p.bound == "window")
+                .all(|p| p.seconds <= target_s)
         })
         .unwrap_or(100_000)
 }
@@ -411,8 +420,19 @@ mod tests {
             window_per_provider: 4000,
             rtt_ms: DEFAULT_RTT_MS,
             tasks_per_instance: 2,
+            max_rate: None,
             backends: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_paced_fire_shares_its_rate_between_the_platforms_and_is_not_the_fleets_fault() {
+        let p = plan(PlanInput { max_rate: Some(10_000.0), fcm_quota_per_minute: 100_000_000, ..input(600_000, 400_000) });
+        assert_eq!((p.platforms[0].bound, p.platforms[1].bound), ("paced", "paced"));
+        assert!((p.platforms[0].rate_per_s - 6_000.0).abs() < 1e-6 && (p.platforms[1].rate_per_s - 4_000.0).abs() < 1e-6);
+        // 1M devices at 10,000/s: 100 s, over the 5 s target, but no worker count helps.
+        assert!((p.p99_s - 99.04).abs() < 0.1, "{}", p.p99_s);
+        assert!(gate(&p, "fleet-size").ok, "{:?}", p.gates);
     }
 
     fn gate<'a>(p: &'a Plan, id: &str) -> &'a Gate {

@@ -149,7 +149,13 @@ mod tests {
         assert_eq!(again["state"]["event_id"], view["state"]["event_id"]);
 
         let recordings = invoke(&w, "list_recordings", serde_json::json!({})).unwrap();
-        let rec = recordings.as_array().unwrap().iter().find(|r| r["runbook"] == "Rehearsal (silent)").unwrap()["file"].clone();
+        // Every session records what it sees: the one that fired has the
+        // send (the joined ones, newer, may not).
+        let rec = view["record"].clone();
+        assert!(
+            recordings.as_array().unwrap().iter().any(|r| r["file"] == rec && r["runbook"] == "Rehearsal (silent)"),
+            "{recordings} lists {rec}"
+        );
         let replay = invoke(&w, "open_recording", serde_json::json!({ "file": rec })).unwrap();
         assert_eq!(replay["summary"]["delivered"], 20_000);
         let names: Vec<&str> = replay["charts"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();

@@ -78,8 +78,17 @@ const ABORT_POLL: Duration = Duration::from_millis(250);
 /// The batches of each campaign market.
 type Plans = HashMap<String, Vec<(Duration, BatchMsg)>>;
 
+/// The fire's plan, paced as a whole (a paced campaign's markets share its
+/// rate), then split by market.
 fn plans(warm: &Warm, fire_id: &str) -> Plans {
-    warm.campaign.markets.iter().map(|m| (m.code.clone(), crate::fanout::dispatch::plan(warm, fire_id, Some(&m.code)))).collect()
+    use crate::fanout::dispatch::{pace, plan};
+    let mut plans: Plans = warm.campaign.markets.iter().map(|m| (m.code.clone(), Vec::new())).collect();
+    for (at, b) in pace(plan(warm, fire_id, None), warm.campaign.max_rate) {
+        if let Some(m) = warm.routes[b.shard as usize].campaign_market[usize::from(b.market)] {
+            plans.get_mut(&warm.campaign.markets[m].code).expect("a plan per market").push((at, b));
+        }
+    }
+    plans
 }
 
 /// Where a worker sends.

@@ -9,6 +9,7 @@
 //! id = "superbowl-2027"
 //! mode = "alert"                      # or "silent" for rehearsals
 //! default_locale = "en-US"
+//! # max_rate = 50_000                 # a paced fire: devices per second at most
 //! [fallback]                          # explicit: no guessing from language
 //! "es-US" = "es-MX"
 //! [target]
@@ -56,6 +57,9 @@ pub const MAX_FCM_TTL: Duration = Duration::from_secs(28 * 24 * 3600);
 pub const MAX_APNS_EXPIRATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The latest a market may be sent after the press.
 pub const MAX_SEND_OFFSET: Duration = crate::clock::MAX_SETTING;
+/// The highest `max_rate`, devices per second.
+pub const MAX_RATE: u64 = 100_000_000;
+
 /// The longest delivery target, in seconds.
 pub const MAX_TARGET_SECONDS: f64 = 86_400.0;
 
@@ -164,6 +168,7 @@ struct RawCampaign {
     #[serde(default)]
     fallback: BTreeMap<String, Spanned<String>>,
     target: Option<Spanned<RawTarget>>,
+    max_rate: Option<Spanned<i64>>,
     markets: Vec<Spanned<RawMarket>>,
     messages: BTreeMap<String, Spanned<RawMessage>>,
     apns: Spanned<RawApns>,
@@ -317,6 +322,10 @@ pub struct Campaign {
     pub mode: Mode,
     /// Target.
     pub target: Option<Target>,
+    /// Paced fire: devices handed off per second at most, both platforms
+    /// together (the dispatch spaces the batches); `None`: as fast as the
+    /// fleet goes.
+    pub max_rate: Option<u64>,
     /// Markets sent to.
     pub markets: Vec<Market>,
     /// Messages per locale.
@@ -507,12 +516,20 @@ impl Campaign {
             Some(t) => Some(Target { devices: t.get_ref().devices, seconds: t.get_ref().seconds }),
             None => None,
         };
+        let max_rate = match &raw.max_rate {
+            Some(r) if !(1..=MAX_RATE as i64).contains(r.get_ref()) => {
+                return Err(c.err(r.span(), format!("`max_rate` = {} must be between 1 and {MAX_RATE} devices per second", r.get_ref())));
+            }
+            Some(r) => Some(*r.get_ref() as u64),
+            None => None,
+        };
 
         let mut campaign = Self {
             id,
             name: raw.name.clone(),
             mode: raw.mode,
             target,
+            max_rate,
             markets: Vec::new(),
             messages,
             fallback,
@@ -743,6 +760,7 @@ topic = "com.example"
             ("[[markets]]", "[fallback]\n\"a-A\" = \"b-B\"\n\"b-B\" = \"a-A\"\n[[markets]]", "c.toml:6:", "a cycle"),
             ("[[markets]]", "[fallback]\n\"pt-PT\" = \"pt-BR\"\n[[markets]]", "c.toml:6:", "no message for \"pt-BR\""),
             ("[[markets]]", "[target]\ndevices = 0\nseconds = 5\n[[markets]]", "c.toml:5:", "positive"),
+            ("[[markets]]", "max_rate = 0\n[[markets]]", "c.toml:5:", "`max_rate` = 0 must be between 1"),
             (
                 "[apns]",
                 "[[test_recipients]]\nname = \"me\"\nplatform = \"ios\"\ntoken = \"abc\"\nlocale = \"en-US\"\n[apns]",

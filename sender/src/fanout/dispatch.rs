@@ -68,6 +68,25 @@ pub fn plan(warm: &Warm, campaign_id: &str, only_market: Option<&str>) -> Plan {
     keyed.into_iter().map(|(offset, _, at)| (offset, slots[at].take().expect("each batch once"))).collect()
 }
 
+/// `planned` paced at `max_rate` devices per second (none: unchanged): each
+/// batch goes once the batches before it, at that rate, have gone, and
+/// never before its market's offset. The batches keep their order; a fire
+/// at its pace hands off at most one batch ahead of the rate.
+pub fn pace(planned: Plan, max_rate: Option<u64>) -> Plan {
+    let Some(rate) = max_rate.filter(|r| *r > 0) else { return planned };
+    let rate = rate as f64;
+    // When the next batch may go, in seconds after the fire.
+    let mut free = 0.0_f64;
+    planned
+        .into_iter()
+        .map(|(offset, b)| {
+            let at = free.max(offset.as_secs_f64());
+            free = at + f64::from(b.len()) / rate;
+            (Duration::from_secs_f64(at).max(offset), b)
+        })
+        .collect()
+}
+
 /// Runs the dispatch tier until the fire queue closes.
 pub(crate) async fn run(shared: Arc<Shared>) {
     while let Some(fire) = shared.fire_queue.recv().await {
@@ -80,7 +99,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 async fn dispatch(shared: &Shared, fire: &FireMsg, run: &FireRun) {
-    let planned = run.take_plan().unwrap_or_else(|| plan(&shared.warm, &fire.campaign_id, fire.market.as_deref()));
+    let planned = run
+        .take_plan()
+        .unwrap_or_else(|| pace(plan(&shared.warm, &fire.campaign_id, fire.market.as_deref()), shared.warm.campaign.max_rate));
     let mut queued = 0u64;
     let mut i = 0;
     while i < planned.len() {
@@ -142,5 +163,32 @@ mod tests {
         // Shards are interleaved too: the first batches come from every shard.
         let first: std::collections::BTreeSet<u32> = planned[..6].iter().map(|(_, b)| b.shard).collect();
         assert_eq!(first.len(), 3, "{first:?}");
+    }
+
+    fn batch(start: u32, end: u32) -> BatchMsg {
+        BatchMsg { campaign_id: "c".into(), shard: 0, platform: Platform::Ios, market: 0, start, end, not_before_ms: None }
+    }
+
+    #[test]
+    fn a_paced_plan_spaces_its_batches_at_the_rate_and_keeps_market_offsets() {
+        let planned: Plan = (0..100)
+            .map(|i| (Duration::ZERO, batch(i * 500, (i + 1) * 500)))
+            .chain([(Duration::from_secs(60), batch(50_000, 50_500))])
+            .collect();
+        assert_eq!(pace(planned.clone(), None), planned, "no rate: unchanged");
+        let paced = pace(planned, Some(10_000));
+        // 500 devices at 10,000/s: one batch every 50 ms, the first at once.
+        for (i, (at, _)) in paced.iter().take(100).enumerate() {
+            assert_eq!(at.as_millis(), 50 * i as u128, "batch {i}");
+        }
+        // Devices handed off by any time stay within one batch of the rate.
+        let mut devices = 0u64;
+        for (at, b) in &paced {
+            assert!(devices as f64 <= 10_000.0 * at.as_secs_f64() + 1.0, "{devices} devices before {at:?}");
+            devices += u64::from(b.len());
+        }
+        // A market sent a minute later still goes a minute later.
+        assert_eq!(paced[100].0, Duration::from_secs(60));
+        assert!(paced.windows(2).all(|w| w[0].0 <= w[1].0), "in order");
     }
 }

@@ -459,7 +459,7 @@ impl Engine {
     fn remaining(&self) -> Result<Option<(Standing, dispatch::Plan)>, EngineError> {
         let warm = &self.shared.warm;
         let Some(answered) = self.shared.ledger.answered(&warm.campaign.id, warm)? else { return Ok(None) };
-        let left = answered.remaining(dispatch::plan(warm, &warm.campaign.id, None));
+        let left = dispatch::pace(answered.remaining(dispatch::plan(warm, &warm.campaign.id, None)), warm.campaign.max_rate);
         let unanswered: u64 = left.iter().map(|(_, b)| u64::from(b.end - b.start)).sum();
         let targeted = warm.targeted();
         Ok(Some((Standing { targeted, answered: targeted.saturating_sub(unanswered) }, left)))

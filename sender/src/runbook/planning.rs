@@ -114,6 +114,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         window_per_provider: u32::try_from(engine.in_flight_per_worker * engine.workers).unwrap_or(u32::MAX),
         rtt_ms: opts.rtt_ms,
         tasks_per_instance: runbook.fleet.tasks_per_instance.max(1),
+        max_rate: campaign.max_rate.map(|r| r as f64),
         backends: runbook.return_traffic.clone(),
     };
     Ok(crate::plan::plan(input))
