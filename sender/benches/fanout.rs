@@ -254,6 +254,35 @@ fn main() {
         goal: format!("within 15% of Little's law for the larger provider share, {bound:.3} s"),
         note: format!("{:+.1}% of the bound", (r.elapsed_s / bound - 1.0) * 100.0),
     });
+    // The plan's expected times for the same send, against the measured ones.
+    let counts = Platform::ALL.map(|p| am.shards().iter().map(|s| s.len(p) as u64).sum::<u64>());
+    let planned = kickoff_sender::plan::plan(kickoff_sender::plan::PlanInput {
+        devices: counts,
+        target_s: None,
+        fcm_quota_per_minute: u64::MAX / 2,
+        workers: 1,
+        // The engine's own rate on this machine, from row 1.
+        per_worker_rate: n as f64 / h,
+        window_per_provider: limit as u32,
+        rtt_ms: kickoff_sender::plan::DEFAULT_RTT_MS,
+        tasks_per_instance: 1,
+        max_rate: None,
+        backends: Vec::new(),
+    });
+    let measured = [0.5, 0.95, 0.99].map(|q| stats.latency.quantile(q).as_secs_f64());
+    let worst = [planned.p50_s, planned.p95_s, planned.p99_s].iter().zip(measured).map(|(p, m)| (p / m - 1.0).abs()).fold(0.0, f64::max);
+    rows.push(Row {
+        name: format!("plan vs measured, the latency model above ({nm} devices)"),
+        value: format!(
+            "planned p50 {:.2} s, p95 {:.2} s, p99 {:.2} s; worst {:.0}% off",
+            planned.p50_s,
+            planned.p95_s,
+            planned.p99_s,
+            worst * 100.0
+        ),
+        goal: "within 25% of the measured percentiles".into(),
+        note: "the plan's model: windows over the mean round trip, the engine's measured CPU rate".into(),
+    });
     let r = rt.block_on(fire(&am, "abort-model", ModelProvider::new(model, None), config, Some(Duration::from_millis(500))));
     rows.push(Row {
         name: "abort during model send: abort -> last hand-off".into(),

