@@ -161,3 +161,55 @@ fn a_paced_fire_sends_no_faster_than_its_max_rate_and_loses_nothing() {
     let last = j["handoff_s"].as_f64().unwrap();
     assert!(last >= 1.9, "paced: the last hand-off at {last:.3} s: {j}");
 }
+
+#[test]
+fn a_plan_step_passes_or_fails_the_walk_on_its_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("campaign.toml"), kickoff_sender::campaign::DEMO_CAMPAIGN).unwrap();
+    let walk = |quota: u64| {
+        let text = format!(
+            r#"name = "Plan step"
+campaign = "campaign.toml"
+
+[audience]
+generate = 2000
+
+[[steps]]
+id = "plan"
+title = "Check the plan"
+role = "engineer"
+kind = "plan"
+params = {{ fcm_quota_per_minute = {quota}, per_worker_rate = 1_000_000 }}
+
+[[steps]]
+id = "go"
+title = "Go"
+role = "ops"
+kind = "checklist"
+params = {{ items = ["ready"] }}
+"#
+        );
+        let rb = dir.path().join(format!("plan-{quota}.toml"));
+        std::fs::write(&rb, text).unwrap();
+        Command::new(util::bin())
+            .args([
+                "runbook",
+                "walk",
+                rb.to_str().unwrap(),
+                "--yes",
+                "--record",
+                dir.path().join(format!("{quota}.sqlite")).to_str().unwrap(),
+            ])
+            .env("KICKOFF_DATA_DIR", dir.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let ok = walk(600_000);
+    assert!(ok.status.success(), "{}\n{}", util::stdout(&ok), util::stderr(&ok));
+    assert!(util::stdout(&ok).contains("every gate passes"), "{}", util::stdout(&ok));
+    // 800 Android devices at one message a minute: far over the 5 s target.
+    let bad = walk(1);
+    assert_eq!(bad.status.code(), Some(5), "{}\n{}", util::stdout(&bad), util::stderr(&bad));
+    let out = format!("{}{}", util::stdout(&bad), util::stderr(&bad));
+    assert!(out.contains("provider-quota"), "{out}");
+}

@@ -234,6 +234,29 @@ impl Event {
                 }
                 Ok(Outcome::Done(format!("reached {}", rfc3339(at)), serde_json::Value::Null))
             }
+            (StepKind::Plan, Params::Plan { fcm_quota_per_minute, per_worker_rate }) => {
+                self.progress(i, StepProgress { label: "measuring and planning".into(), done: 0.0, total: 1.0, elapsed_s: 0.0 });
+                let work = tempfile::tempdir().map_err(|e| format!("plan: a work directory: {e}"))?;
+                let mut opts = crate::runbook::planning::PlanOptions::new(work.path().to_owned());
+                if let Some(q) = fcm_quota_per_minute {
+                    opts.fcm_quota_per_minute = *q;
+                }
+                opts.per_worker_rate = *per_worker_rate;
+                let plan = crate::runbook::planning::plan_runbook(&self.runbook, &opts).await.map_err(|e| format!("plan: {e}"))?;
+                let value = serde_json::json!({ "gates": plan.gates, "p50_s": plan.p50_s, "p95_s": plan.p95_s, "p99_s": plan.p99_s, "platforms": plan.platforms });
+                let failed: Vec<String> = plan.gates.iter().filter(|g| !g.ok).map(|g| format!("{}: {}", g.id, g.detail)).collect();
+                if !failed.is_empty() {
+                    let gates = if failed.len() == 1 { "a gate fails" } else { "gates fail" };
+                    return Err(format!("{gates} (skip this step with a reason to accept): {}", failed.join("; ")).into());
+                }
+                Ok(Outcome::Done(
+                    format!(
+                        "every gate passes; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s",
+                        plan.p50_s, plan.p95_s, plan.p99_s
+                    ),
+                    value,
+                ))
+            }
             (kind, params) => Err(format!("step kind {} with {params:?} is not runnable", kind.as_str()).into()),
         }
     }

@@ -176,7 +176,7 @@ fn step(
         ctx.err(
             s.kind.span(),
             format!(
-                "step {id}: unknown kind {:?}: one of scale-asg, scale-ecs, verify-warm, test-send, confirm, arm, fire, watch, zombie, scale-down, checklist, wait-until",
+                "step {id}: unknown kind {:?}: one of scale-asg, scale-ecs, verify-warm, test-send, confirm, arm, fire, watch, zombie, scale-down, checklist, wait-until, plan",
                 s.kind.get_ref()
             ),
         )
@@ -312,6 +312,29 @@ fn params(
                 None => return Err(ctx.err(span, format!("step {id}: a checklist needs `params.items`"))),
             };
             Params::Checklist { items }
+        }
+        StepKind::Plan => {
+            let fcm_quota_per_minute = match p.take("fcm_quota_per_minute") {
+                Some(v) => Some(
+                    v.get_ref()
+                        .as_integer()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| ctx.err(v.span(), format!("step {id}: `fcm_quota_per_minute` must be a whole number ≥ 1")))?
+                        as u64,
+                ),
+                None => None,
+            };
+            let per_worker_rate = match p.take("per_worker_rate") {
+                Some(v) => Some(
+                    v.get_ref()
+                        .as_float()
+                        .or_else(|| v.get_ref().as_integer().map(|n| n as f64))
+                        .filter(|r| r.is_finite() && *r > 0.0)
+                        .ok_or_else(|| ctx.err(v.span(), format!("step {id}: `per_worker_rate` must be a positive number")))?,
+                ),
+                None => None,
+            };
+            Params::Plan { fcm_quota_per_minute, per_worker_rate }
         }
         _ => Params::None,
     };

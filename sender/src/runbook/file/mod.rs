@@ -128,6 +128,10 @@ pub enum StepKind {
     Checklist,
     /// Wait until the step's `at` time.
     WaitUntil,
+    /// Check the plan: provider quotas, fleet size, backend load
+    /// (`kickoff-sender plan`); fails when a gate fails (skip it with a
+    /// reason to accept).
+    Plan,
 }
 
 impl StepKind {
@@ -146,6 +150,7 @@ impl StepKind {
             Self::ScaleDown => "scale-down",
             Self::Checklist => "checklist",
             Self::WaitUntil => "wait-until",
+            Self::Plan => "plan",
         }
     }
 }
@@ -208,6 +213,13 @@ pub enum Params {
     Checklist {
         /// Items to tick.
         items: Vec<String>,
+    },
+    /// plan.
+    Plan {
+        /// FCM messages per minute (default: FCM's 600,000).
+        fcm_quota_per_minute: Option<u64>,
+        /// One worker's sends per second (default: measured).
+        per_worker_rate: Option<f64>,
     },
     /// Steps without parameters.
     None,
