@@ -165,7 +165,8 @@ push_config = "${join(work, "keys", "kickoff.toml")}"
     for (const p of procs.slice(2)) p.kill("SIGTERM");
     let rest = "";
     gateway.stdout.on("data", (d) => (rest += d));
-    const exited = new Promise((r) => gateway.once("exit", r));
+    // "close", not "exit": the process can exit before its last output is read.
+    const exited = new Promise((r) => gateway.once("close", r));
     gateway.kill("SIGINT");
     await exited;
     const stats = JSON.parse(rest.slice(rest.indexOf("{")));
