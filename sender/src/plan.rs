@@ -137,10 +137,43 @@ pub struct Plan {
     pub gates: Vec<Gate>,
 }
 
+impl PlatformPlan {
+    /// Bounded by what the fleet brings (CPU, windows): quotas and pacing
+    /// are not, and more workers change neither.
+    fn fleet_bound(&self) -> bool {
+        self.bound == "cpu" || self.bound == "window"
+    }
+}
+
 impl Plan {
     /// Every gate passed.
     pub fn ok(&self) -> bool {
         self.gates.iter().all(|g| g.ok)
+    }
+
+    /// The plan without its per-second curves: what `plan --json` prints
+    /// and the `plan` step records.
+    pub fn summary(&self) -> serde_json::Value {
+        let backends: Vec<_> = self
+            .backends
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "name": b.name, "capacity_rps": b.capacity_rps, "peak_rps": b.peak_rps, "peak_at_s": b.peak_at_s,
+                    "over_capacity_s": b.over_capacity_s, "zombie_for_s": b.zombie_for_s, "paced_rate_per_s": b.paced_rate_per_s,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "ok": self.ok(),
+            "gates": self.gates,
+            "p50_s": self.p50_s,
+            "p95_s": self.p95_s,
+            "p99_s": self.p99_s,
+            "platforms": self.platforms,
+            "backends": backends,
+            "input": self.input,
+        })
     }
 }
 
@@ -194,37 +227,35 @@ fn platforms(input: &PlanInput) -> Vec<PlatformPlan> {
         .collect()
 }
 
-/// Devices delivered by each second: each platform hands off at its rate,
-/// answers come a round trip later.
-fn delivered_curve(input: &PlanInput, platforms: &[PlatformPlan]) -> Vec<f64> {
-    let rtt = mean_rtt_s(input);
-    let end = platforms.iter().map(|p| p.seconds).fold(0.0, f64::max) + rtt;
-    let steps = (end / STEP_S).ceil() as usize + 1;
-    (0..=steps)
-        .map(|k| {
-            let t = k as f64 * STEP_S - rtt;
-            platforms.iter().map(|p| if t <= 0.0 { 0.0 } else { (p.rate_per_s * t).min(p.devices as f64) }).sum()
-        })
-        .collect()
+/// Devices delivered `t` seconds after the fire: each platform hands off
+/// at its rate, answers come a round trip later.
+fn delivered_at(rtt_s: f64, platforms: &[PlatformPlan], t: f64) -> f64 {
+    let t = t - rtt_s;
+    platforms.iter().map(|p| if t <= 0.0 { 0.0 } else { (p.rate_per_s * t).min(p.devices as f64) }).sum()
 }
 
-/// The first time (interpolated between curve points) by which `share` of
-/// `total` devices are delivered.
-fn time_to(input: &PlanInput, platforms: &[PlatformPlan], share: f64) -> f64 {
-    let total: f64 = platforms.iter().map(|p| p.devices as f64).sum();
-    if total == 0.0 {
+/// When the last device is delivered.
+fn last_delivery_s(rtt_s: f64, platforms: &[PlatformPlan]) -> f64 {
+    platforms.iter().map(|p| p.seconds).fold(0.0, f64::max) + rtt_s
+}
+
+/// Devices delivered by each second.
+fn delivered_curve(rtt_s: f64, platforms: &[PlatformPlan]) -> Vec<f64> {
+    let steps = (last_delivery_s(rtt_s, platforms) / STEP_S).ceil() as usize + 1;
+    (0..=steps).map(|k| delivered_at(rtt_s, platforms, k as f64 * STEP_S)).collect()
+}
+
+/// The first time by which `share` of the devices are delivered.
+fn time_to(rtt_s: f64, platforms: &[PlatformPlan], share: f64) -> f64 {
+    let goal = share * platforms.iter().map(|p| p.devices as f64).sum::<f64>();
+    if goal == 0.0 {
         return 0.0;
     }
-    let goal = share * total;
     // Delivered(t) is piecewise linear and increasing: bisect.
-    let delivered = |t: f64| -> f64 {
-        let t = t - mean_rtt_s(input);
-        platforms.iter().map(|p| if t <= 0.0 { 0.0 } else { (p.rate_per_s * t).min(p.devices as f64) }).sum()
-    };
-    let (mut lo, mut hi) = (0.0, platforms.iter().map(|p| p.seconds).fold(0.0, f64::max) + mean_rtt_s(input));
+    let (mut lo, mut hi) = (0.0, last_delivery_s(rtt_s, platforms));
     for _ in 0..100 {
         let mid = (lo + hi) / 2.0;
-        if delivered(mid) >= goal { hi = mid } else { lo = mid }
+        if delivered_at(rtt_s, platforms, mid) >= goal { hi = mid } else { lo = mid }
     }
     hi
 }
@@ -296,8 +327,9 @@ fn paced_rate(input: &PlanInput, b: &BackendInput) -> f64 {
 /// The plan for `input`.
 pub fn plan(input: PlanInput) -> Plan {
     let platforms = platforms(&input);
-    let delivered = delivered_curve(&input, &platforms);
-    let (p50_s, p95_s, p99_s) = (time_to(&input, &platforms, 0.50), time_to(&input, &platforms, 0.95), time_to(&input, &platforms, 0.99));
+    let rtt_s = mean_rtt_s(&input);
+    let delivered = delivered_curve(rtt_s, &platforms);
+    let [p50_s, p95_s, p99_s] = [0.50, 0.95, 0.99].map(|share| time_to(rtt_s, &platforms, share));
     let backends: Vec<BackendPlan> = input.backends.iter().map(|b| backend_plan(&input, b, &delivered)).collect();
     let mut gates = Vec::new();
     let target = input.target_s;
@@ -329,9 +361,7 @@ pub fn plan(input: PlanInput) -> Plan {
         },
     });
     // Fleet size: the workers' measured rate, and their windows.
-    // Quotas and pacing are not the fleet's: more workers change neither.
-    let fleet_bound = |p: &&PlatformPlan| p.bound == "cpu" || p.bound == "window";
-    let slowest = platforms.iter().filter(fleet_bound).map(|p| p.seconds).fold(0.0, f64::max);
+    let slowest = platforms.iter().filter(|p| p.fleet_bound()).map(|p| p.seconds).fold(0.0, f64::max);
     gates.push(match target {
         Some(t) if slowest > t => {
             let workers = needed_workers(&input, t);
@@ -397,12 +427,7 @@ pub fn plan(input: PlanInput) -> Plan {
 /// `target_s` (quotas aside: more workers do not raise them).
 fn needed_workers(input: &PlanInput, target_s: f64) -> u32 {
     (input.workers.max(1)..=100_000)
-        .find(|&w| {
-            platforms(&PlanInput { workers: w, ..input.clone() })
-                .iter()
-                .filter(|p| p.bound == "cpu" || p.bound == "window")
-                .all(|p| p.seconds <= target_s)
-        })
+        .find(|&w| platforms(&PlanInput { workers: w, ..input.clone() }).iter().filter(|p| p.fleet_bound()).all(|p| p.seconds <= target_s))
         .unwrap_or(100_000)
 }
 

@@ -246,7 +246,7 @@ async fn load(
         .map(Duration::from_secs)
         .or(push.and_then(|p| p.send.outage_timeout))
         .unwrap_or(defaults.outage_timeout)
-        .clamp(Duration::from_secs(1), crate::fanout::MAX_OUTAGE_TIMEOUT);
+        .clamp(Duration::from_secs(1), crate::clock::MAX_OUTAGE_TIMEOUT);
     let config =
         EngineConfig { workers: aws.config.worker.notifiers, reports_dir: Some(cache.join("reports")), outage_timeout, ..defaults };
     let hook: crate::fanout::BatchDoneHook = Box::new(move |d| {

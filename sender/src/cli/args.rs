@@ -1,7 +1,7 @@
 //! Argument groups several commands share: the provider and its
 //! credentials, the in-process gateway's faults, a generated audience.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -86,15 +86,21 @@ pub(crate) struct PushFlags {
     ca_file: Option<PathBuf>,
 }
 
+/// `path`, else kickoff.toml in Kickoff's data directory if present, else
+/// the defaults.
+pub(crate) fn config_file(path: Option<&Path>) -> anyhow::Result<PushConfig> {
+    let default = kickoff_sender::sys::data_dir().join("kickoff.toml");
+    Ok(match path {
+        Some(path) => PushConfig::load(path)?,
+        None if default.is_file() => PushConfig::load(&default)?,
+        None => PushConfig::default(),
+    })
+}
+
 impl PushFlags {
     /// The config file merged with the flags.
     pub(crate) fn config(&self, connections: Option<usize>) -> anyhow::Result<PushConfig> {
-        let default = kickoff_sender::sys::data_dir().join("kickoff.toml");
-        let file = match &self.config {
-            Some(path) => PushConfig::load(path)?,
-            None if default.is_file() => PushConfig::load(&default)?,
-            None => PushConfig::default(),
-        };
+        let file = config_file(self.config.as_deref())?;
         let flags = PushConfig {
             apns: ApnsConfig {
                 key_file: self.apns_key_file.clone(),
@@ -257,7 +263,7 @@ pub(crate) struct ProviderArgs {
 }
 
 fn outage_timeout(s: &str) -> Result<std::time::Duration, String> {
-    kickoff_sender::fanout::parse_outage_timeout(s)
+    kickoff_sender::clock::parse_outage_timeout(s)
 }
 
 impl ProviderArgs {

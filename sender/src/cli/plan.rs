@@ -10,7 +10,6 @@ use anyhow::Context;
 use clap::Args;
 
 use kickoff_sender::plan::{Gate, Plan, group};
-use kickoff_sender::push::config::PushConfig;
 use kickoff_sender::runbook::Runbook;
 use kickoff_sender::runbook::planning::{PlanOptions, plan_runbook};
 
@@ -55,15 +54,10 @@ fn parse_rtt(s: &str) -> Result<(f64, f64), String> {
 
 pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let runbook = Runbook::load(&args.runbook)?;
-    let default = kickoff_sender::sys::data_dir().join("kickoff.toml");
-    let config = match &args.config {
-        Some(path) => Some(PushConfig::load(path)?),
-        None if default.is_file() => Some(PushConfig::load(&default)?),
-        None => None,
-    };
+    let config = super::args::config_file(args.config.as_deref())?;
     let tmp = tempfile::tempdir().context("creating a work directory")?;
     let mut opts = PlanOptions::new(args.work_dir.clone().unwrap_or_else(|| tmp.path().to_owned()));
-    if let Some(q) = args.fcm_quota_per_minute.or_else(|| config.as_ref().and_then(|c| c.fcm.quota_per_minute)) {
+    if let Some(q) = args.fcm_quota_per_minute.or(config.fcm.quota_per_minute) {
         opts.fcm_quota_per_minute = q;
     }
     opts.rtt_ms = args.rtt_ms;
@@ -75,35 +69,11 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let plan = rt.block_on(plan_runbook(&runbook, &opts))?;
     if args.json {
-        println!("{}", serde_json::to_string(&json(&plan))?);
+        println!("{}", serde_json::to_string(&plan.summary())?);
     } else {
         print(&runbook, &plan, if args.per_worker_rate.is_some() { "given" } else { "measured" });
     }
     Ok(if plan.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_GATE_FAILED) })
-}
-
-/// The plan without its per-second curves.
-fn json(plan: &Plan) -> serde_json::Value {
-    let backends: Vec<_> = plan
-        .backends
-        .iter()
-        .map(|b| {
-            serde_json::json!({
-                "name": b.name, "capacity_rps": b.capacity_rps, "peak_rps": b.peak_rps, "peak_at_s": b.peak_at_s,
-                "over_capacity_s": b.over_capacity_s, "zombie_for_s": b.zombie_for_s, "paced_rate_per_s": b.paced_rate_per_s,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "ok": plan.ok(),
-        "gates": plan.gates,
-        "p50_s": plan.p50_s,
-        "p95_s": plan.p95_s,
-        "p99_s": plan.p99_s,
-        "platforms": plan.platforms,
-        "backends": backends,
-        "input": plan.input,
-    })
 }
 
 fn print(runbook: &Runbook, plan: &Plan, measured: &str) {

@@ -54,7 +54,6 @@ pub use warm::{Warm, WarmError};
 
 /// The default [`EngineConfig::outage_timeout`].
 pub const DEFAULT_OUTAGE_TIMEOUT: Duration = Duration::from_secs(120);
-pub use crate::clock::{MAX_OUTAGE_TIMEOUT, parse_outage_timeout};
 
 /// Settings of the notifier tier.
 #[derive(Debug, Clone, PartialEq)]

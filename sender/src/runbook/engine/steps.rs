@@ -243,7 +243,7 @@ impl Event {
                 }
                 opts.per_worker_rate = *per_worker_rate;
                 let plan = crate::runbook::planning::plan_runbook(&self.runbook, &opts).await.map_err(|e| format!("plan: {e}"))?;
-                let value = serde_json::json!({ "gates": plan.gates, "p50_s": plan.p50_s, "p95_s": plan.p95_s, "p99_s": plan.p99_s, "platforms": plan.platforms });
+                let value = plan.summary();
                 let failed: Vec<String> = plan.gates.iter().filter(|g| !g.ok).map(|g| format!("{}: {}", g.id, g.detail)).collect();
                 if !failed.is_empty() {
                     let gates = if failed.len() == 1 { "a gate fails" } else { "gates fail" };

@@ -101,7 +101,7 @@ pub(super) fn header(ctx: &Ctx<'_>, raw: &RawRunbook) -> Result<Header, RunbookE
     }
     let outage_timeout = match raw.send.as_ref().map(|s| (s.span(), s.get_ref().outage_timeout.as_deref())) {
         Some((span, Some(t))) => {
-            Some(crate::fanout::parse_outage_timeout(t).map_err(|e| ctx.err(span, format!("[send] outage_timeout: {e}")))?)
+            Some(crate::clock::parse_outage_timeout(t).map_err(|e| ctx.err(span, format!("[send] outage_timeout: {e}")))?)
         }
         _ => None,
     };
