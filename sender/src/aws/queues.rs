@@ -155,7 +155,9 @@ impl Queues {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(serde_json::to_string(&b).expect("batch serializes"))
-                        .delay_seconds(wait.min(max_delay).as_secs() as i32)
+                        // Whole seconds, rounded up: a batch never comes
+                        // before its offset.
+                        .delay_seconds(wait.as_secs_f64().ceil().min(max_delay.as_secs() as f64) as i32)
                         .build()
                         .expect("id and body are set")
                 })

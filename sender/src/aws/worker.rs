@@ -469,7 +469,7 @@ async fn take_batch(
         return;
     }
     if let Some(at) = r.msg.not_before_ms
-        && at > crate::clock::now_ms() + 500
+        && at > crate::clock::now_ms()
     {
         // Due later than the queue could delay it: queued again for the
         // rest of its wait (the copy is queued before this one is deleted,
