@@ -766,11 +766,15 @@ async fn aws_abort_from_another_process_stops_the_workers_and_the_window_followi
 async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
-    util::audience(dir.path(), 6_000, 7, 4);
-    // Slow answers, few streams: handing a batch off takes seconds, longer
-    // than the grace, so the stop comes mid-batch.
+    util::audience(dir.path(), 2_500, 7, 1);
+    // Slow answers on two connections of 4 streams: a worker hands off at
+    // most 80 devices a second (8 streams, answers after 100 ms or more),
+    // one batch at a time, so a batch of hundreds takes seconds.
     let mut gateway = GatewayProc::start(&dir.path().join("keys"), &["--gateway-latency-ms", "100-150", "--gateway-streams", "4"]);
-    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 3\ngrace = \"1s\"\n");
+    let mut push = std::fs::read_to_string(&gateway.config).unwrap();
+    push.push_str("\n[pool]\nconnections = 2\n");
+    std::fs::write(&gateway.config, push).unwrap();
+    let config = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\nmax_batches = 1\ngrace = \"1s\"\n");
     let aws = connect(&config).await;
     let mut procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
     let campaign = demo_campaign(dir.path());
@@ -783,14 +787,23 @@ async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
     let fire_id = handle.campaign_id().to_owned();
     let store = aws.store();
     let deadline = Instant::now() + Duration::from_secs(120);
-    // Stop the worker that just finished a batch: it is sending, so it
-    // holds a started batch (the other one may hold none yet).
+    // Stop a worker whose status, at most 1 s old, shows it sending a batch
+    // with at least 200 devices still to hand off: more than the 176 it can
+    // hand off at 80 a second in that second, the 1 s grace and the stop
+    // (plus 8 in flight), so the stop comes mid-batch.
     let busy = loop {
-        assert!(Instant::now() < deadline, "no batch finished");
-        if let Some(name) = store.done_names(&fire_id).await.unwrap().first() {
-            break store.done(&fire_id, name).await.unwrap().unwrap().worker;
+        assert!(Instant::now() < deadline, "no worker was seen mid-batch");
+        let now = kickoff_sender::clock::now_ms();
+        let sending = store
+            .workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.holding.handed_off > 0 && s.holding.left() >= 200 && now.saturating_sub(s.at_ms) <= 1_000);
+        if let Some(s) = sending {
+            break s.worker;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let index = procs.iter().position(|p| busy.ends_with(&format!("-{}", p.0.id()))).expect("the busy worker is one of ours");
     assert!(procs.remove(index).terminate().success(), "SIGTERM: a clean exit");
@@ -802,7 +815,7 @@ async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
     for name in store.done_names(&fire_id).await.unwrap() {
         split += usize::from(store.done(&fire_id, &name).await.unwrap().unwrap().requeued.is_some());
     }
-    assert!(split > 0, "the stopped worker split the batches it had started");
+    assert_eq!(split, 1, "the stopped worker split the one batch it had started");
     for p in procs {
         assert!(p.terminate().success());
     }

@@ -90,6 +90,28 @@ pub struct WorkerStatus {
     /// its `push_config`, or `null` (nowhere: asked for explicitly).
     #[serde(default)]
     pub provider: String,
+    /// The batches it holds, as of `at_ms`.
+    #[serde(default)]
+    pub holding: Holding,
+}
+
+/// The batches a worker holds: received and not yet finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holding {
+    /// Batches held.
+    pub batches: u32,
+    /// Devices in them.
+    pub devices: u64,
+    /// Of those, handed to a provider so far.
+    pub handed_off: u64,
+}
+
+impl Holding {
+    /// Devices in the held batches not handed off yet: what the worker gives
+    /// back if it is stopped now.
+    pub fn left(&self) -> u64 {
+        self.devices.saturating_sub(self.handed_off)
+    }
 }
 
 /// A market's dispatch, written once all its batches are queued.

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::metrics::CloudWatchSink;
 use super::queues::{Queues, Received};
-use super::store::{Dispatched, DoneRecord, Role, Store, WarmSpec, WorkerState, WorkerStatus};
+use super::store::{Dispatched, DoneRecord, Holding, Role, Store, WarmSpec, WorkerState, WorkerStatus};
 use super::{Aws, AwsConfig, AwsError};
 use crate::audience::Audience;
 use crate::fanout::{BatchDone, Claim, Engine, EngineConfig, FireClaim, FireHandle, FireLedger, FireRecord, FireStatus, LedgerError, Warm};
@@ -145,6 +145,7 @@ pub async fn run(config: AwsConfig, provider: WorkerProvider, stop: impl Future<
         error: None,
         at_ms: 0,
         provider: provider_name.to_owned(),
+        holding: Holding::default(),
     };
     loop {
         // Wait for something to warm.
@@ -181,7 +182,8 @@ pub async fn run(config: AwsConfig, provider: WorkerProvider, stop: impl Future<
         status.shards_total = loaded.shards;
         write_status(store, &mut status).await;
         tracing::info!(fire = %loaded.spec.fire_id, shards = loaded.shards, "warm");
-        let stopped = Box::pin(serve(&ctx, &loaded, done_rx, &mut status, &mut stop)).await;
+        let stopped = Box::pin(serve(&ctx, &loaded, done_rx, &status, &mut stop)).await;
+        status.holding = Holding::default();
         if let Err(e) = loaded.sink.flush().await {
             tracing::warn!(error = %e, "CloudWatch points lost at shutdown");
         }
@@ -262,6 +264,8 @@ async fn load(
 struct Held {
     handle: String,
     since: Instant,
+    /// Devices in the batch.
+    devices: u64,
     /// Its place among `max_batches`.
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -321,7 +325,7 @@ async fn serve(
     ctx: &Ctx,
     loaded: &Loaded,
     mut done_rx: mpsc::UnboundedReceiver<BatchDone>,
-    status: &mut WorkerStatus,
+    status: &WorkerStatus,
     stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> bool {
     let (store, queues, id) = (&ctx.store, &ctx.queues, ctx.id.as_str());
@@ -355,35 +359,46 @@ async fn serve(
     });
     // Finished batches are recorded and deleted concurrently.
     let mut finishing = tokio::task::JoinSet::new();
-    let mut beat = tokio::time::interval(cfg.heartbeat);
-    // An abort recorded in S3 stops the hand-offs within this.
-    let mut abort_poll = tokio::time::interval(ABORT_POLL);
-    abort_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The heartbeat and the abort poll run on their own: an S3 call that
+    // takes seconds never delays a stop, a finished batch or a new one.
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let (respec_tx, mut respec) = mpsc::unbounded_channel();
+    let (stop_side, side_stopped) = tokio::sync::watch::channel(false);
+    let beat = tokio::spawn(heartbeat(
+        store.clone(),
+        cfg.heartbeat,
+        status.clone(),
+        loaded.spec.clone(),
+        tally.clone(),
+        respec_tx,
+        side_stopped.clone(),
+    ));
+    let aborts = tokio::spawn(poll_abort(store.clone(), fire_id.clone(), tally.clone(), side_stopped));
     let stopped = loop {
         tokio::select! {
             () = &mut *stop => break true,
-            _ = abort_poll.tick(), if fire.as_ref().is_some_and(|h| !h.progress().aborted && !h.progress().done) => {
-                if let Some(h) = &fire
-                    && let Ok(Some(mark)) = store.abort_mark(&fire_id).await
-                {
-                    tracing::warn!(by = %mark.by, why = %mark.why, "abort recorded in S3: stopping sends");
-                    h.abort(&mark.by_and_why());
-                }
+            Some(d) = done_rx.recv() => {
+                tally.lock().expect("tally lock").finished_handed_off += u64::from(d.handed_off);
+                finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, false);
             }
-            Some(d) = done_rx.recv() => finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, false),
             Some(_) = finishing.join_next(), if !finishing.is_empty() => {}
             Some((r, permit)) = received.recv() => {
                 take_batch(ctx, loaded, &mut fire, &mut held, r, permit).await;
+                let mut t = tally.lock().expect("tally lock");
+                if t.fire.is_none() {
+                    t.fire.clone_from(&fire);
+                }
             }
-            _ = beat.tick() => {
-                write_status(store, status).await;
-                if let Ok(Some(spec)) = store.warm_spec().await
-                    && spec != loaded.spec
-                    && held.is_empty()
-                {
+            Some(()) = respec.recv() => {
+                if held.is_empty() {
                     break false;
                 }
             }
+        }
+        {
+            let mut t = tally.lock().expect("tally lock");
+            t.batches = u32::try_from(held.len()).unwrap_or(u32::MAX);
+            t.devices = held.values().map(|h| h.devices).sum();
         }
         if last_extend.elapsed() >= cfg.visibility_timeout / 3 {
             last_extend = Instant::now();
@@ -398,6 +413,11 @@ async fn serve(
     if let Some(r) = receiver {
         r.abort();
     }
+    // The heartbeat finishes the write under way, so no status of this
+    // loop lands after the caller's next one.
+    let _ = stop_side.send(true);
+    let _ = beat.await;
+    let _ = aborts.await;
     if let Some(d) = dispatcher {
         let _ = stop_dispatch.send(true);
         if stopped {
@@ -450,6 +470,75 @@ async fn serve(
     // reappear) before the worker moves on or exits.
     while finishing.join_next().await.is_some() {}
     stopped
+}
+
+/// What the heartbeat reports of the batches held, kept by the serve loop.
+#[derive(Default)]
+struct Tally {
+    batches: u32,
+    devices: u64,
+    /// Devices handed off in the batches finished so far: the engine's
+    /// count less this is what the held batches have handed off.
+    finished_handed_off: u64,
+    /// The fire being sent, once its first batch is taken.
+    fire: Option<FireHandle>,
+}
+
+impl Tally {
+    fn holding(&self) -> Holding {
+        let handed_off = self.fire.as_ref().map_or(0, |h| h.progress().handed_off);
+        Holding { batches: self.batches, devices: self.devices, handed_off: handed_off.saturating_sub(self.finished_handed_off) }
+    }
+}
+
+/// Writes the worker's status every heartbeat, and says so on `respec`
+/// when the warm spec in S3 is no longer the one loaded (the serve loop
+/// moves on once it holds nothing). Ends when `stop` turns true.
+async fn heartbeat(
+    store: Store,
+    every: Duration,
+    mut status: WorkerStatus,
+    loaded: WarmSpec,
+    tally: Arc<std::sync::Mutex<Tally>>,
+    respec: mpsc::UnboundedSender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut beat = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {}
+            _ = stop.changed() => return,
+        }
+        status.holding = tally.lock().expect("tally lock").holding();
+        write_status(&store, &mut status).await;
+        if let Ok(Some(spec)) = store.warm_spec().await
+            && spec != loaded
+        {
+            let _ = respec.send(());
+        }
+    }
+}
+
+/// Polls S3 for an abort of the fire being sent, and stops its hand-offs
+/// when there is one (within [`ABORT_POLL`]). Ends when `stop` turns true.
+async fn poll_abort(store: Store, fire_id: String, tally: Arc<std::sync::Mutex<Tally>>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut poll = tokio::time::interval(ABORT_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(h) = tally.lock().expect("tally lock").fire.clone() else { continue };
+        let progress = h.progress();
+        if progress.aborted || progress.done {
+            continue;
+        }
+        if let Ok(Some(mark)) = store.abort_mark(&fire_id).await {
+            tracing::warn!(by = %mark.by, why = %mark.why, "abort recorded in S3: stopping sends");
+            h.abort(&mark.by_and_why());
+        }
+    }
 }
 
 /// Takes one received batch: skips done ones, refuses foreign ones, adopts
@@ -523,7 +612,8 @@ async fn take_batch(
             }
         }
     }
-    if held.insert(name, Held { handle: r.handle, since: Instant::now(), _permit: permit }).is_none() {
+    let devices = u64::from(r.msg.end - r.msg.start);
+    if held.insert(name, Held { handle: r.handle, since: Instant::now(), devices, _permit: permit }).is_none() {
         engine.submit(r.msg);
     }
 }
