@@ -67,6 +67,9 @@ pub struct BackendInput {
     pub open_delay_s: f64,
 }
 
+/// The ids of the plan's gates, in the order a plan lists them.
+pub const GATE_IDS: [&str; 3] = ["provider-quota", "fleet-size", "backend-load"];
+
 /// A gate of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gate {
@@ -76,6 +79,16 @@ pub struct Gate {
     pub ok: bool,
     /// What was found, and what would pass it.
     pub detail: String,
+    /// Failing, but accepted by the runbook for this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
+}
+
+impl Gate {
+    /// Passed, or failing and accepted.
+    pub fn passes(&self) -> bool {
+        self.ok || self.accepted.is_some()
+    }
 }
 
 /// How one platform's send goes.
@@ -148,7 +161,14 @@ impl PlatformPlan {
 impl Plan {
     /// Every gate passed.
     pub fn ok(&self) -> bool {
-        self.gates.iter().all(|g| g.ok)
+        self.gates.iter().all(Gate::passes)
+    }
+
+    /// Accepts the failing gates named in `accept` (gate id to reason).
+    pub fn accept(&mut self, accept: &std::collections::BTreeMap<String, String>) {
+        for g in self.gates.iter_mut().filter(|g| !g.ok) {
+            g.accepted = accept.get(g.id).cloned();
+        }
     }
 
     /// The plan without its per-second curves: what `plan --json` prints
@@ -340,6 +360,7 @@ pub fn plan(input: PlanInput) -> Plan {
         Some(t) if quota_s > t => Gate {
             id: "provider-quota",
             ok: false,
+            accepted: None,
             detail: format!(
                 "FCM: {} Android devices at {}/min take about {:.0} s, over the {t:.0} s target; a quota of {}/min would meet it",
                 group(android.devices),
@@ -351,6 +372,7 @@ pub fn plan(input: PlanInput) -> Plan {
         _ => Gate {
             id: "provider-quota",
             ok: true,
+            accepted: None,
             detail: format!(
                 "FCM: {} Android devices at {}/min take about {:.1} s{}",
                 group(android.devices),
@@ -369,6 +391,7 @@ pub fn plan(input: PlanInput) -> Plan {
             Gate {
                 id: "fleet-size",
                 ok: false,
+                accepted: None,
                 detail: format!(
                     "{} workers take about {slowest:.1} s, over the {t:.0} s target; {workers} workers ({instances} instances at {} per instance) would meet it",
                     input.workers,
@@ -379,6 +402,7 @@ pub fn plan(input: PlanInput) -> Plan {
         _ => Gate {
             id: "fleet-size",
             ok: true,
+            accepted: None,
             detail: format!(
                 "{} workers at {:.0} sends/s each: about {slowest:.1} s to hand off{}",
                 input.workers,
@@ -392,6 +416,7 @@ pub fn plan(input: PlanInput) -> Plan {
         Gate {
             id: "backend-load",
             ok: true,
+            accepted: None,
             detail: if backends.is_empty() {
                 "no backends declared".to_owned()
             } else {
@@ -402,6 +427,7 @@ pub fn plan(input: PlanInput) -> Plan {
         Gate {
             id: "backend-load",
             ok: false,
+            accepted: None,
             detail: over
                 .iter()
                 .map(|b| {

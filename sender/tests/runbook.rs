@@ -562,3 +562,59 @@ fn ctrl_c_in_a_walk_aborts_the_event_with_its_report_and_exit_4() {
     let log = EventLog::open(&record).unwrap();
     assert!(log.audit.iter().any(|a| a.action == "abort" && a.actor == "dee"), "the abort is in the audit log");
 }
+
+/// The runbook of `write_runbook` with a `plan` step before the arm.
+fn with_plan_step(dir: &Path, params: &str) -> PathBuf {
+    let path = write_runbook(dir, 2_000, 1.0);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[[steps]]\nid = \"arm\"",
+        &format!(
+            "[[steps]]\nid = \"plan\"\ntitle = \"Plan\"\nrole = \"engineer\"\nkind = \"plan\"\nparams = {params}\n\n[[steps]]\nid = \"arm\""
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_waits_for_the_plan_and_a_failing_gate_passes_only_with_a_recorded_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // One FCM message a minute: the provider-quota gate fails.
+    let event = open_event(dir.path(), &with_plan_step(dir.path(), "{ fcm_quota_per_minute = 1, per_worker_rate = 1_000_000 }"), false);
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]).await;
+    let gated = |r: Result<_, ActError>| match r {
+        Err(ActError::Gated { reasons, .. }) => assert!(reasons.contains("plan-passed"), "{reasons}"),
+        other => panic!("the arm must wait for the plan: {other:?}"),
+    };
+    gated(event.run_step("arm", &ana()).await);
+    let failed = event.run_step("plan", &ana()).await;
+    assert!(format!("{failed:?}").contains("provider-quota"), "{failed:?}");
+    assert_eq!(state_of(&event, "plan"), StepState::Failed);
+    gated(event.run_step("arm", &ana()).await);
+    // Accepting the failure takes a reason, and the reason is what the arm
+    // gate shows.
+    assert!(event.skip("plan", &ana(), " ").is_err(), "a skip needs a reason");
+    event.skip("plan", &ana(), "Google raised our quota by phone; ticket 4711").unwrap();
+    let (_, gates) = event.state().steps.into_iter().find(|(s, _)| s.id == "arm").unwrap();
+    let plan_gate = gates.iter().find(|g| g.what == "plan-passed").expect("the arm has a plan gate");
+    assert!(plan_gate.open && plan_gate.detail.contains("ticket 4711"), "{plan_gate:?}");
+    run(&event, &["arm"]).await;
+
+    // A runbook can accept a gate with its reason: the step passes and
+    // records what it accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let params = "{ fcm_quota_per_minute = 1, per_worker_rate = 1_000_000, accept = { provider-quota = \"quota raised by phone\" } }";
+    let event = open_event(dir.path(), &with_plan_step(dir.path(), params), false);
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm", "plan", "arm"]).await;
+    let (plan, _) = event.state().steps.into_iter().find(|(s, _)| s.id == "plan").unwrap();
+    assert_eq!(plan.state, StepState::Done);
+    let result = plan.result.expect("the plan is recorded");
+    let gate = result["gates"].as_array().unwrap().iter().find(|g| g["id"] == "provider-quota").unwrap().clone();
+    assert_eq!((gate["ok"].as_bool(), gate["accepted"].as_str()), (Some(false), Some("quota raised by phone")), "{result}");
+
+    // An accepted gate that does not exist is refused with the file's line.
+    let dir = tempfile::tempdir().unwrap();
+    let path = with_plan_step(dir.path(), "{ accept = { provider-quotas = \"typo\" } }");
+    let e = Runbook::load(&path).unwrap_err().to_string();
+    assert!(e.contains("event.toml:") && e.contains("provider-quotas") && e.contains("backend-load"), "{e}");
+}

@@ -57,13 +57,14 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let config = super::args::config_file(args.config.as_deref())?;
     let tmp = tempfile::tempdir().context("creating a work directory")?;
     let mut opts = PlanOptions::new(args.work_dir.clone().unwrap_or_else(|| tmp.path().to_owned()));
-    if let Some(q) = args.fcm_quota_per_minute.or(config.fcm.quota_per_minute) {
-        opts.fcm_quota_per_minute = q;
+    opts.fcm_quota_per_minute = args.fcm_quota_per_minute;
+    if let Some(q) = config.fcm.quota_per_minute {
+        opts.default_fcm_quota_per_minute = q;
     }
     opts.rtt_ms = args.rtt_ms;
     opts.per_worker_rate = args.per_worker_rate;
     opts.calibration_devices = args.calibration_devices.max(1);
-    if opts.per_worker_rate.is_none() && !args.json {
+    if opts.per_worker_rate.or(runbook.plan_step().and_then(|(_, p)| p.per_worker_rate)).is_none() && !args.json {
         eprintln!("measuring one worker's send rate ({} devices through the loopback gateway)...", group(opts.calibration_devices));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -97,7 +98,10 @@ fn print(runbook: &Runbook, plan: &Plan, measured: &str) {
     for b in &plan.backends {
         println!("  backend {}: peak {:.0} req/s at {:.0} s (capacity {:.0})", b.name, b.peak_rps, b.peak_at_s, b.capacity_rps);
     }
-    for Gate { id, ok, detail } in &plan.gates {
-        println!("  {} {id}: {detail}", if *ok { "ok  " } else { "FAIL" });
+    for Gate { id, ok, detail, accepted } in &plan.gates {
+        match accepted {
+            Some(why) if !ok => println!("  ACCEPTED {id}: {detail} (accepted by the runbook: {why})"),
+            _ => println!("  {} {id}: {detail}", if *ok { "ok  " } else { "FAIL" }),
+        }
     }
 }

@@ -19,11 +19,19 @@ pub const CALIBRATION_DEVICES: u64 = 20_000;
 /// What the plan assumes where the runbook does not say.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
-    /// FCM messages per minute for the project.
-    pub fcm_quota_per_minute: u64,
+    /// The plan step whose params apply (`fcm_quota_per_minute`,
+    /// `per_worker_rate`, `accept`); by default the runbook's first.
+    pub step: Option<String>,
+    /// FCM messages per minute for the project, given explicitly: over the
+    /// step's figure.
+    pub fcm_quota_per_minute: Option<u64>,
+    /// FCM messages per minute when neither is given (`kickoff.toml`, or
+    /// FCM's default).
+    pub default_fcm_quota_per_minute: u64,
     /// The providers' round trip, ms (uniform between the two).
     pub rtt_ms: (f64, f64),
-    /// One worker's sends per second; measured when `None`.
+    /// One worker's sends per second, given explicitly: over the step's
+    /// figure; measured when neither is given.
     pub per_worker_rate: Option<f64>,
     /// Devices the measurement sends.
     pub calibration_devices: u64,
@@ -36,7 +44,9 @@ impl PlanOptions {
     /// The defaults, preparing the audience in `work_dir`.
     pub fn new(work_dir: PathBuf) -> Self {
         Self {
-            fcm_quota_per_minute: DEFAULT_FCM_QUOTA_PER_MINUTE,
+            step: None,
+            fcm_quota_per_minute: None,
+            default_fcm_quota_per_minute: DEFAULT_FCM_QUOTA_PER_MINUTE,
             rtt_ms: DEFAULT_RTT_MS,
             per_worker_rate: None,
             calibration_devices: CALIBRATION_DEVICES,
@@ -80,14 +90,21 @@ pub async fn calibrate(devices: u64) -> Result<f64, PlanError> {
 /// The plan of `runbook`: the devices its campaign targets, the workers its
 /// scale-ecs steps ask for, each worker's rate (measured unless given).
 pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan, PlanError> {
-    if opts.fcm_quota_per_minute == 0 {
+    let step = match &opts.step {
+        Some(id) => Some(runbook.plan_step_named(id).ok_or_else(|| PlanError::Invalid(format!("no plan step `{id}` in the runbook")))?),
+        None => runbook.plan_step().map(|(_, p)| p),
+    };
+    let fcm_quota_per_minute =
+        opts.fcm_quota_per_minute.or(step.and_then(|p| p.fcm_quota_per_minute)).unwrap_or(opts.default_fcm_quota_per_minute);
+    let given_rate = opts.per_worker_rate.or(step.and_then(|p| p.per_worker_rate));
+    if fcm_quota_per_minute == 0 {
         return Err(PlanError::Invalid("the FCM quota must be at least 1 message per minute".into()));
     }
     let (lo, hi) = opts.rtt_ms;
     if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi && hi <= 60_000.0) {
         return Err(PlanError::Invalid(format!("round trip {lo}-{hi} ms: give two times in ms, 0 < low ≤ high ≤ 60000")));
     }
-    if let Some(r) = opts.per_worker_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+    if let Some(r) = given_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         return Err(PlanError::Invalid(format!("a worker's send rate must be positive, not {r}")));
     }
     let campaign = Arc::new(Campaign::load(&runbook.campaign)?);
@@ -100,7 +117,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
     let warm = Warm::new(Arc::new(audience), campaign.clone())?;
     let devices = Platform::ALL.map(|p| warm.targeted_on(p));
     drop(warm);
-    let per_worker_rate = match opts.per_worker_rate {
+    let per_worker_rate = match given_rate {
         Some(r) => r,
         None => calibrate(opts.calibration_devices).await?,
     };
@@ -108,7 +125,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
     let input = PlanInput {
         devices,
         target_s: campaign.target.as_ref().map(|t| t.seconds),
-        fcm_quota_per_minute: opts.fcm_quota_per_minute,
+        fcm_quota_per_minute,
         workers: workers(runbook),
         per_worker_rate,
         window_per_provider: u32::try_from(engine.in_flight_per_worker * engine.workers).unwrap_or(u32::MAX),
@@ -117,7 +134,11 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         max_rate: campaign.max_rate.map(|r| r as f64),
         backends: runbook.return_traffic.clone(),
     };
-    Ok(crate::plan::plan(input))
+    let mut plan = crate::plan::plan(input);
+    if let Some(p) = step {
+        plan.accept(&p.accept);
+    }
+    Ok(plan)
 }
 
 /// The worker tasks the runbook scales the service to (its largest

@@ -224,7 +224,7 @@ impl Event {
             let mut voided = Vec::new();
             for (i, s) in self.runbook.steps.iter().enumerate() {
                 let st = &mut inner.steps[i];
-                if matches!(s.kind, StepKind::VerifyWarm | StepKind::TestSend | StepKind::Confirm | StepKind::Arm)
+                if matches!(s.kind, StepKind::VerifyWarm | StepKind::TestSend | StepKind::Confirm | StepKind::Plan | StepKind::Arm)
                     && st.state == StepState::Done
                 {
                     st.state = StepState::Pending;
@@ -270,7 +270,12 @@ impl Event {
         let armed_ok = inner.armed.as_ref().is_some_and(|a| a.campaign_hash == inner.campaign_hash);
         let mut checks = step.checks.clone();
         match step.kind {
-            StepKind::Arm => checks.extend([Check::AllShardsWarm, Check::TestSendConfirmed]),
+            StepKind::Arm => {
+                checks.extend([Check::AllShardsWarm, Check::TestSendConfirmed]);
+                if self.runbook.steps.iter().any(|s| s.kind == StepKind::Plan) {
+                    checks.push(Check::PlanPassed);
+                }
+            }
             StepKind::Fire => checks.push(Check::Armed),
             _ => {}
         }
@@ -297,6 +302,23 @@ impl Event {
                         None => "not armed".into(),
                     },
                 ),
+                Check::PlanPassed => {
+                    let plans: Vec<(&Step, &StepStatus)> =
+                        self.runbook.steps.iter().zip(&inner.steps).filter(|(s, _)| s.kind == StepKind::Plan).collect();
+                    match plans.iter().find(|(_, st)| matches!(st.state, StepState::Done | StepState::Skipped)) {
+                        Some((s, st)) if st.state == StepState::Skipped => {
+                            (true, format!("{} skipped: {}", s.id, st.note.as_deref().unwrap_or("no reason")))
+                        }
+                        Some((s, _)) => (true, format!("{} passed", s.id)),
+                        None => (
+                            false,
+                            format!(
+                                "{} has not passed (run it; a failing gate is accepted only with a reason)",
+                                plans.first().map_or("the plan", |(s, _)| s.id.as_str())
+                            ),
+                        ),
+                    }
+                }
                 Check::FleetAtDesired => match fleet_ok {
                     Some(ok) => (ok, if ok { "fleet at desired".into() } else { "fleet below desired".into() }),
                     None => (true, "checked when the step starts".into()),

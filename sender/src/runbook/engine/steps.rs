@@ -234,26 +234,35 @@ impl Event {
                 }
                 Ok(Outcome::Done(format!("reached {}", rfc3339(at)), serde_json::Value::Null))
             }
-            (StepKind::Plan, Params::Plan { fcm_quota_per_minute, per_worker_rate }) => {
+            (StepKind::Plan, Params::Plan(_)) => {
                 self.progress(i, StepProgress { label: "measuring and planning".into(), done: 0.0, total: 1.0, elapsed_s: 0.0 });
                 let work = tempfile::tempdir().map_err(|e| format!("plan: a work directory: {e}"))?;
                 let mut opts = crate::runbook::planning::PlanOptions::new(work.path().to_owned());
-                if let Some(q) = fcm_quota_per_minute {
-                    opts.fcm_quota_per_minute = *q;
-                }
-                opts.per_worker_rate = *per_worker_rate;
+                opts.step = Some(step.id.clone());
                 let plan = crate::runbook::planning::plan_runbook(&self.runbook, &opts).await.map_err(|e| format!("plan: {e}"))?;
-                let value = plan.summary();
-                let failed: Vec<String> = plan.gates.iter().filter(|g| !g.ok).map(|g| format!("{}: {}", g.id, g.detail)).collect();
+                let mut value = plan.summary();
+                let (accepted, failed): (Vec<_>, Vec<_>) = plan.gates.iter().filter(|g| !g.ok).partition(|g| g.accepted.is_some());
                 if !failed.is_empty() {
                     let gates = if failed.len() == 1 { "a gate fails" } else { "gates fail" };
-                    return Err(format!("{gates} (skip this step with a reason to accept): {}", failed.join("; ")).into());
+                    let failed: Vec<String> = failed.iter().map(|g| format!("{}: {}", g.id, g.detail)).collect();
+                    return Err(format!(
+                        "{gates} (accept it in the step's params with a reason, or skip this step with one): {}",
+                        failed.join("; ")
+                    )
+                    .into());
                 }
+                let accepted: Vec<String> = accepted
+                    .iter()
+                    .map(|g| format!("{} accepted ({}): {}", g.id, g.accepted.as_deref().unwrap_or_default(), g.detail))
+                    .collect();
+                value["accepted"] = serde_json::json!(accepted);
+                let gates = if accepted.is_empty() {
+                    "every gate passes".to_owned()
+                } else {
+                    format!("gates pass or are accepted: {}", accepted.join("; "))
+                };
                 Ok(Outcome::Done(
-                    format!(
-                        "every gate passes; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s",
-                        plan.p50_s, plan.p95_s, plan.p99_s
-                    ),
+                    format!("{gates}; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s", plan.p50_s, plan.p95_s, plan.p99_s),
                     value,
                 ))
             }

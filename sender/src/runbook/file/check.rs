@@ -334,7 +334,24 @@ fn params(
                 ),
                 None => None,
             };
-            Params::Plan { fcm_quota_per_minute, per_worker_rate }
+            let mut accept = std::collections::BTreeMap::new();
+            if let Some(v) = p.take("accept") {
+                let gates = crate::plan::GATE_IDS.join(", ");
+                let table = v.get_ref().as_table().ok_or_else(|| {
+                    ctx.err(v.span(), format!("step {id}: `accept` maps gate ids ({gates}) to the reason each is accepted"))
+                })?;
+                for (gate, reason) in table {
+                    if !crate::plan::GATE_IDS.contains(&gate.as_str()) {
+                        return Err(ctx.err(v.span(), format!("step {id}: no plan gate `{gate}` to accept (gates: {gates})")));
+                    }
+                    let reason =
+                        reason.as_str().map(str::trim).filter(|r| !r.is_empty()).ok_or_else(|| {
+                            ctx.err(v.span(), format!("step {id}: accepting `{gate}` needs a reason (a non-empty string)"))
+                        })?;
+                    accept.insert(gate.clone(), reason.to_owned());
+                }
+            }
+            Params::Plan(super::PlanParams { fcm_quota_per_minute, per_worker_rate, accept })
         }
         _ => Params::None,
     };

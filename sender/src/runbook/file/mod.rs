@@ -215,12 +215,7 @@ pub enum Params {
         items: Vec<String>,
     },
     /// plan.
-    Plan {
-        /// FCM messages per minute (default: FCM's 600,000).
-        fcm_quota_per_minute: Option<u64>,
-        /// One worker's sends per second (default: measured).
-        per_worker_rate: Option<f64>,
-    },
+    Plan(PlanParams),
     /// Steps without parameters.
     None,
 }
@@ -320,6 +315,8 @@ pub enum Check {
     TestSendConfirmed,
     /// The fire button is armed.
     Armed,
+    /// The runbook's plan step passed, or was skipped with a reason.
+    PlanPassed,
 }
 
 impl Check {
@@ -330,8 +327,20 @@ impl Check {
             Self::FleetAtDesired => "fleet-at-desired",
             Self::TestSendConfirmed => "test-send-confirmed",
             Self::Armed => "armed",
+            Self::PlanPassed => "plan-passed",
         }
     }
+}
+
+/// A `plan` step's params.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PlanParams {
+    /// FCM messages per minute (default: `kickoff.toml`'s, or FCM's 600,000).
+    pub fcm_quota_per_minute: Option<u64>,
+    /// One worker's sends per second (default: measured).
+    pub per_worker_rate: Option<f64>,
+    /// Gates (by id) accepted if they fail, each with the reason recorded.
+    pub accept: std::collections::BTreeMap<String, String>,
 }
 
 /// A checked runbook.
@@ -372,6 +381,22 @@ pub struct Runbook {
 }
 
 impl Runbook {
+    /// The first `plan` step and its params.
+    pub fn plan_step(&self) -> Option<(&Step, &PlanParams)> {
+        self.steps.iter().find_map(|s| match &s.params {
+            Params::Plan(p) => Some((s, p)),
+            _ => None,
+        })
+    }
+
+    /// The params of the `plan` step `id`.
+    pub fn plan_step_named(&self, id: &str) -> Option<&PlanParams> {
+        self.steps.iter().find(|s| s.id == id).and_then(|s| match &s.params {
+            Params::Plan(p) => Some(p),
+            _ => None,
+        })
+    }
+
     /// Reads and checks a runbook file, and the campaign it names.
     pub fn load(path: &Path) -> Result<Self, RunbookError> {
         let text = std::fs::read_to_string(path).map_err(|source| RunbookError::Io { path: path.to_owned(), source })?;
