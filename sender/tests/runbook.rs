@@ -618,3 +618,80 @@ async fn arm_waits_for_the_plan_and_a_failing_gate_passes_only_with_a_recorded_r
     let e = Runbook::load(&path).unwrap_err().to_string();
     assert!(e.contains("event.toml:") && e.contains("provider-quotas") && e.contains("backend-load"), "{e}");
 }
+
+#[test]
+fn a_two_person_arm_needs_a_second_different_operator_from_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rb = write_runbook(dir.path(), 500, 1.0);
+    let text = std::fs::read_to_string(&rb).unwrap().replace("[abort]", "[approvals]\narm = 2\nwithin = \"60s\"\n\n[abort]");
+    std::fs::write(&rb, text).unwrap();
+    let rb = rb.to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| std::process::Command::new(bin()).args(args).env("KICKOFF_DATA_DIR", &data).output().unwrap();
+    // Nobody is arming yet: there is no event to approve.
+    let early = cli(&["runbook", "approve", &rb, "--operator", "bo"]);
+    assert_eq!(early.status.code(), Some(5), "{}", stderr(&early));
+    assert!(stderr(&early).contains("no event"), "{}", stderr(&early));
+    // Ana walks to the arm and arms: her walk waits for a second operator.
+    let script = dir.path().join("arm.script");
+    std::fs::write(&script, "run scale-asg\nrun scale-ecs\nrun verify-warm\nrun test-send\nrun confirm\nrun arm\n").unwrap();
+    let record = dir.path().join("arm.kickoff.sqlite");
+    let walk = std::process::Command::new(bin())
+        .args(["runbook", "walk", &rb, "--script", script.to_str().unwrap(), "--operator", "ana", "--record", record.to_str().unwrap()])
+        .env("KICKOFF_DATA_DIR", &data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the arm step is running (its approval is in).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let state_db = data.join("kickoff.sqlite");
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the arm never started waiting");
+        let n: i64 = rusqlite::Connection::open(&state_db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM approvals WHERE operator = 'ana'", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Ana approving again from another process is still one person.
+    let same = cli(&["runbook", "approve", &rb, "--operator", "ana"]);
+    assert!(same.status.success() && stdout(&same).contains("1 of 2"), "{}{}", stdout(&same), stderr(&same));
+    // Bo without the engineer role cannot approve the engineer's arm.
+    let no_role = cli(&["runbook", "approve", &rb, "--operator", "bo", "--roles", "marketer"]);
+    assert_eq!(no_role.status.code(), Some(5), "{}", stderr(&no_role));
+    assert!(stderr(&no_role).contains("engineer"), "{}", stderr(&no_role));
+    // Bo, an engineer, approves: the arm completes in Ana's walk.
+    let bo = cli(&["runbook", "approve", &rb, "--operator", "bo"]);
+    assert!(bo.status.success() && stdout(&bo).contains("2 of 2"), "{}{}", stdout(&bo), stderr(&bo));
+    let out = walk.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("armed by ana, approved by bo (2 of 2)"), "{}", stdout(&out));
+    // Both approvals are in the walk's flight recording.
+    let conn = rusqlite::Connection::open(&record).unwrap();
+    let approvals: Vec<String> = conn
+        .prepare("SELECT actor FROM audit WHERE action = 'approve' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(approvals.contains(&"ana".to_owned()), "{approvals:?}");
+
+    // Alone, the arm fails when the window closes, and nothing is armed.
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 500, 1.0);
+    let text = std::fs::read_to_string(&rb).unwrap().replace("[abort]", "[approvals]\narm = 2\nwithin = \"10s\"\n\n[abort]");
+    std::fs::write(&rb, text).unwrap();
+    std::fs::write(&script, "run scale-asg\nrun scale-ecs\nrun verify-warm\nrun test-send\nrun confirm\nrun arm\n").unwrap();
+    let alone = std::process::Command::new(bin())
+        .args(["runbook", "walk", rb.to_str().unwrap(), "--script", script.to_str().unwrap(), "--operator", "ana"])
+        .env("KICKOFF_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(alone.status.code(), Some(5), "{}\n{}", stdout(&alone), stderr(&alone));
+    let all = format!("{}{}", stdout(&alone), stderr(&alone));
+    assert!(all.contains("only ana approved within 10s") && all.contains("2 different operators"), "{all}");
+}

@@ -630,6 +630,8 @@ pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Se
         recorder,
         live,
         flag_url,
+        approvals: Arc::new(crate::runbook::approvals::SqliteApprovals::open(&opts.state_db)?),
+        fire_scope: opts.fire_scope.clone(),
         _flag_server: None,
     })
 }

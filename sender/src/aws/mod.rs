@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod control;
+mod dispatcher;
 pub mod fleet;
 pub mod metrics;
 pub mod provision;

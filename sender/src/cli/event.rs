@@ -30,6 +30,31 @@ pub(crate) enum RunbookCmd {
     /// Walk a runbook step by step in the terminal (embedded mode, or AWS
     /// mode with --aws).
     Walk(Box<WalkArgs>),
+    /// Approve the arm of a runbook whose arm needs more than one operator
+    /// (`[approvals] arm = N`): joins its open event and records this
+    /// operator's approval (in AWS mode, as the caller's AWS identity).
+    Approve(Box<ApproveArgs>),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    /// The runbook.
+    file: PathBuf,
+    /// Who approves.
+    #[arg(long, default_value_t = default_operator())]
+    operator: String,
+    /// Roles taken (comma-separated); the arm step's role is needed.
+    #[arg(long, default_value = "ops,engineer,marketer")]
+    roles: String,
+    /// The state database (default: kickoff.sqlite in Kickoff's data directory).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Event id (default: the runbook's open event).
+    #[arg(long)]
+    event: Option<String>,
+    /// AWS mode: the AWS profile file.
+    #[arg(long, value_name = "FILE")]
+    aws: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +210,49 @@ pub(crate) fn runbook_cmd(cmd: RunbookCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RunbookCmd::Walk(args) => walk_cmd(*args),
+        RunbookCmd::Approve(args) => approve_cmd(*args),
     }
+}
+
+fn approve_cmd(args: ApproveArgs) -> anyhow::Result<ExitCode> {
+    let rb = Runbook::load(&args.file)?;
+    let actor = Actor { name: args.operator.clone(), roles: parse_roles(&args.roles)? };
+    let aws = args.aws.as_deref().map(kickoff_sender::aws::AwsConfig::load).transpose()?;
+    let data_dir = kickoff_sender::sys::data_dir();
+    let opts = SessionOptions {
+        state_db: Some(args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db)),
+        // The approval goes to the event's audit log; this short session
+        // keeps its own recording of it.
+        record: None,
+        event: args.event,
+        provider: kickoff_sender::provider::ProviderChoice::Null,
+        flag_server: None,
+        aws,
+        new_event: false,
+        data_dir,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let session = Session::open(rb, opts).await?;
+        if !session.joined() {
+            let path = session.event().runbook().path.display().to_string();
+            session.close().await;
+            eprintln!("no event of {path} is open: an approval belongs to the event being armed (open it in the app or a walk first)");
+            return Ok(ExitCode::from(EXIT_STEP_FAILED));
+        }
+        let said = session.event().approve(&actor).await;
+        session.close().await;
+        match said {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(EXIT_STEP_FAILED))
+            }
+        }
+    })
 }
 
 fn parse_roles(s: &str) -> anyhow::Result<Vec<Role>> {

@@ -4,6 +4,7 @@
 //! ([`walk`]). The CLI's `runbook walk` and the desktop app use the same
 //! [`engine::Event`].
 
+pub mod approvals;
 pub mod engine;
 pub mod file;
 pub mod planning;

@@ -36,6 +36,10 @@ pub struct Services {
     pub live: Arc<LiveMetrics>,
     /// Where client apps read the flags, if served here.
     pub flag_url: Option<String>,
+    /// Where approvals of the arm are kept (`[approvals]`).
+    pub approvals: Arc<dyn super::approvals::Approvals>,
+    /// The scope the fire is keyed in (approvals are kept per fire).
+    pub fire_scope: crate::fanout::FireScope,
     /// Keeps the flag server running as long as any clone of the services.
     pub(crate) _flag_server: Option<Arc<FlagServer>>,
 }
@@ -83,6 +87,9 @@ pub enum ServicesError {
     /// The runbook's fleet settings.
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error(transparent)]
+    /// The approvals store could not be opened.
+    Approvals(#[from] super::approvals::ApprovalError),
 }
 
 impl ServiceOptions {
@@ -125,6 +132,8 @@ impl Services {
             recorder,
             live,
             flag_url: flag_server.as_ref().map(|s| s.url()),
+            approvals: Arc::new(super::approvals::SqliteApprovals::open(&opts.state_db)?),
+            fire_scope: opts.fire_scope.clone(),
             _flag_server: flag_server,
         })
     }

@@ -175,9 +175,12 @@ impl Event {
                 self.inner.lock().expect("event lock").test_send_hash = Some(hash);
                 Ok(Outcome::Done(format!("{} confirmed the test notifications arrived", actor.name), serde_json::Value::Null))
             }
-            (StepKind::Arm, _) => {
-                Ok(Outcome::Done(format!("armed by {} for campaign {}", actor.name, &campaign.hash()[..12]), serde_json::Value::Null))
-            }
+            (StepKind::Arm, _) => match self.runbook.arm_approvals {
+                Some(rule) => self.arm_with_approvals(i, actor, &campaign, rule).await,
+                None => {
+                    Ok(Outcome::Done(format!("armed by {} for campaign {}", actor.name, &campaign.hash()[..12]), serde_json::Value::Null))
+                }
+            },
             (StepKind::Fire, _) => self.fire(actor, role).await,
             (StepKind::Watch, Params::Watch { max_missing, timeout }) => self.watch(i, *max_missing, *timeout).await,
             (StepKind::Zombie, Params::Zombie { backend, duration, retry_after_s, when }) => {

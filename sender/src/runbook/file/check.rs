@@ -26,6 +26,7 @@ pub(super) struct Header {
     pub(super) return_traffic: Vec<crate::plan::BackendInput>,
     pub(super) abort_plan: String,
     pub(super) outage_timeout: Option<Duration>,
+    pub(super) arm_approvals: Option<super::ArmApprovals>,
 }
 
 /// Checks the header, including that there are steps and that a runbook
@@ -105,7 +106,40 @@ pub(super) fn header(ctx: &Ctx<'_>, raw: &RawRunbook) -> Result<Header, RunbookE
         }
         _ => None,
     };
-    Ok(Header { name, campaign, event_time_ms, audience, fleet, roles, backend_capacity, return_traffic, abort_plan, outage_timeout })
+    let arm_approvals = match &raw.approvals {
+        None => None,
+        Some(a) => {
+            let span = a.span();
+            let a = a.get_ref();
+            let count = a.arm.unwrap_or(1);
+            if !(1..=5).contains(&count) {
+                return Err(ctx.err(span, format!("[approvals] arm = {count}: the number of different operators who arm, 1 to 5")));
+            }
+            let within = match &a.within {
+                Some(t) => humantime::parse_duration(t)
+                    .ok()
+                    .filter(|d| (Duration::from_secs(10)..=Duration::from_secs(24 * 3600)).contains(d))
+                    .ok_or_else(|| {
+                        ctx.err(span.clone(), format!("[approvals] within = {t:?}: a duration from 10s to 24h, like \"10m\""))
+                    })?,
+                None => super::DEFAULT_APPROVAL_WINDOW,
+            };
+            (count > 1).then_some(super::ArmApprovals { count: count as u32, within })
+        }
+    };
+    Ok(Header {
+        name,
+        campaign,
+        event_time_ms,
+        audience,
+        fleet,
+        roles,
+        backend_capacity,
+        return_traffic,
+        abort_plan,
+        outage_timeout,
+        arm_approvals,
+    })
 }
 
 /// What the opens of a notification cost backend `name`: requests per open

@@ -332,6 +332,26 @@ impl Check {
     }
 }
 
+/// How long an approval of the arm counts, unless `[approvals] within` says.
+pub const DEFAULT_APPROVAL_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// `[approvals] arm = N, within = "10m"`: the arm needs N different
+/// operators, each approving within the window of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ArmApprovals {
+    /// Different operators (2 to 5).
+    pub count: u32,
+    /// How long an approval counts.
+    #[serde(with = "humantime_serde_secs")]
+    pub within: Duration,
+}
+
+mod humantime_serde_secs {
+    pub(super) fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
+
 /// A `plan` step's params.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct PlanParams {
@@ -376,6 +396,8 @@ pub struct Runbook {
     /// (or throttling) provider before it stops as interrupted. `None`: the
     /// default, [`crate::fanout::DEFAULT_OUTAGE_TIMEOUT`].
     pub outage_timeout: Option<Duration>,
+    /// `[approvals] arm = N`: the arm needs N different operators.
+    pub arm_approvals: Option<ArmApprovals>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
@@ -434,6 +456,7 @@ impl Runbook {
             return_traffic,
             abort_plan,
             outage_timeout,
+            arm_approvals,
         } = header;
         Ok(Runbook {
             name,
@@ -449,6 +472,7 @@ impl Runbook {
             roles,
             abort_plan,
             outage_timeout,
+            arm_approvals,
             steps,
         })
     }

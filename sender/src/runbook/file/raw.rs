@@ -29,8 +29,16 @@ pub(super) struct RawRunbook {
     pub(super) backends: BTreeMap<String, Spanned<RawBackend>>,
     pub(super) abort: Option<Spanned<RawAbort>>,
     pub(super) send: Option<Spanned<RawSend>>,
+    pub(super) approvals: Option<Spanned<RawApprovals>>,
     #[serde(default)]
     pub(super) steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApprovals {
+    pub(super) arm: Option<i64>,
+    pub(super) within: Option<String>,
 }
 
 #[derive(Deserialize)]
