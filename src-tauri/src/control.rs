@@ -42,6 +42,8 @@ pub struct EventView {
     pub steps: Vec<Step>,
     /// The abort plan.
     pub abort_plan: String,
+    /// Different operators the arm needs (`[approvals] arm`; 1 without).
+    pub arm_approvals: u32,
     /// Every backend's zombie flag.
     pub flags: Vec<ZombieFlag>,
     /// Backends with a toggle.
@@ -90,6 +92,7 @@ fn view(open: &OpenEvent) -> EventView {
         state: e.state(),
         steps: rb.steps.clone(),
         abort_plan: rb.abort_plan.clone(),
+        arm_approvals: rb.arm_approvals.map_or(1, |a| a.count),
         flags: e.services().flags.flags().unwrap_or_default(),
         backends: rb.backends.clone(),
         record: open.record().display().to_string(),
@@ -304,6 +307,14 @@ pub fn on_window_event<R: tauri::Runtime>(window: &tauri::Window<R>, event: &tau
 pub async fn disarm(state: State<'_, AppState>) -> Result<(), CommandError> {
     let who = actor(&state.settings.lock().expect("settings lock"));
     current(&state).await?.disarm(&who).map_err(act_error)
+}
+
+/// Approves the arm as this window's operator (a two-person arm:
+/// `[approvals] arm = N`); says how many of how many have approved.
+#[tauri::command]
+pub async fn approve(state: State<'_, AppState>) -> Result<String, CommandError> {
+    let who = actor(&state.settings.lock().expect("settings lock"));
+    current(&state).await?.approve(&who).await.map_err(act_error)
 }
 
 /// Aborts the event (and a fire in progress).

@@ -45,6 +45,7 @@ pub fn builder_with<R: Runtime>(builder: tauri::Builder<R>, state: AppState) -> 
             control::fire,
             control::resume,
             control::disarm,
+            control::approve,
             control::abort,
             control::switch_zombie,
             control::campaign_preview,

@@ -62,6 +62,8 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
   const fireStatusText = el("p", { class: "fire-status", "data-testid": "fire-status", role: "status" }, "Open a runbook to begin.");
   const armButton = el("button", { type: "button", "data-testid": "arm-button", disabled: true }, "Arm");
   const disarmButton = el("button", { type: "button", class: "secondary", "data-testid": "disarm-button", disabled: true }, "Disarm");
+  // A two-person arm: another operator approves from here.
+  const approveButton = el("button", { type: "button", class: "secondary", "data-testid": "approve-button", hidden: true }, "Approve arm");
   const abortButton = el("button", { type: "button", class: "danger", "data-testid": "abort-button", disabled: true }, "Abort");
   const resumeButton = el(
     "button",
@@ -84,7 +86,7 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
         "div",
         { class: "center" },
         banner,
-        el("section", { class: "card fire-panel" }, el("h2", {}, "Fire"), el("div", { class: "fire-row" }, fireButton, el("div", { class: "fire-side" }, fireStatusText, el("div", { class: "row" }, armButton, disarmButton, abortButton, resumeButton), outcome))),
+        el("section", { class: "card fire-panel" }, el("h2", {}, "Fire"), el("div", { class: "fire-row" }, fireButton, el("div", { class: "fire-side" }, fireStatusText, el("div", { class: "row" }, armButton, approveButton, disarmButton, abortButton, resumeButton), outcome))),
         detail,
         el("section", { class: "card" }, el("h2", {}, "Live"), charts),
       ),
@@ -132,6 +134,7 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     if (arm) void act("Arm", () => api.runStep(arm.id));
   });
   disarmButton.addEventListener("click", () => void act("Disarm", () => api.disarm()));
+  approveButton.addEventListener("click", () => void act("Approve", async () => notify(await api.approve())));
   abortButton.addEventListener("click", () => {
     const plan = view?.abort_plan ?? "";
     if (window.confirm(`Abort the event?\n\n${plan}`)) void act("Abort", () => api.abort("aborted from the control room"));
@@ -187,6 +190,8 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     const armState = s.steps.find(([st]) => st.id === armStep?.id)?.[0].state;
     armButton.disabled = !armStep || armState !== "ready";
     disarmButton.disabled = !s.armed || s.fired !== null;
+    approveButton.hidden = v.arm_approvals < 2;
+    approveButton.disabled = s.armed !== null || s.fired !== null || s.aborted !== null;
     abortButton.disabled = s.aborted !== null;
     resumeButton.hidden = s.interrupted === null;
     resumeButton.disabled = s.interrupted === null;

@@ -11,6 +11,8 @@ export const fire = (): Promise<StepStatus> => invoke("fire");
 export const resume = (): Promise<FireInfo> => invoke("resume");
 export const confirmClose = (close: boolean): Promise<void> => invoke("confirm_close", { close });
 export const disarm = (): Promise<void> => invoke("disarm");
+/** Approves the arm as this window's operator; says how many of how many have. */
+export const approve = (): Promise<string> => invoke("approve");
 export const abort = (reason: string): Promise<void> => invoke("abort", { reason });
 export const switchZombie = (backend: string, on: boolean, minutes: number, why: string): Promise<ZombieFlag> =>
   invoke("switch_zombie", { backend, on, minutes, why });

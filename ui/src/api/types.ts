@@ -186,6 +186,8 @@ export interface EventView {
   state: EventState;
   steps: StepDef[];
   abort_plan: string;
+  /** Different operators the arm needs (`[approvals] arm`; 1 without). */
+  arm_approvals: number;
   flags: ZombieFlag[];
   backends: string[];
   record: string;
