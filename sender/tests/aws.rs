@@ -787,19 +787,17 @@ async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
     let fire_id = handle.campaign_id().to_owned();
     let store = aws.store();
     let deadline = Instant::now() + Duration::from_secs(120);
-    // Stop a worker whose status, at most 1 s old, shows it sending a batch
-    // with at least 200 devices still to hand off: more than the 176 it can
-    // hand off at 80 a second in that second, the 1 s grace and the stop
-    // (plus 8 in flight), so the stop comes mid-batch.
+    // Stop a worker whose status, at most 0.5 s old, shows it sending a
+    // batch with at least 200 devices still to hand off: more than the 136
+    // it can hand off at 80 a second in that half second, the 1 s grace and
+    // the stop's own 0.2 s (plus 8 in flight), so the stop comes mid-batch.
     let busy = loop {
         assert!(Instant::now() < deadline, "no worker was seen mid-batch");
+        let statuses = store.workers().await.unwrap();
+        // Aged from when they are read: the stop follows at once.
         let now = kickoff_sender::clock::now_ms();
-        let sending = store
-            .workers()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.holding.handed_off > 0 && s.holding.left() >= 200 && now.saturating_sub(s.at_ms) <= 1_000);
+        let sending =
+            statuses.into_iter().find(|s| s.holding.handed_off > 0 && s.holding.left() >= 200 && now.saturating_sub(s.at_ms) <= 500);
         if let Some(s) = sending {
             break s.worker;
         }

@@ -695,3 +695,51 @@ fn a_two_person_arm_needs_a_second_different_operator_from_another_process() {
     let all = format!("{}{}", stdout(&alone), stderr(&alone));
     assert!(all.contains("only ana approved within 10s") && all.contains("2 different operators"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disarm_calls_off_a_waiting_two_person_arm_and_voids_the_approvals_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 500, 1.0);
+    let text = std::fs::read_to_string(&rb).unwrap().replace("[abort]", "[approvals]\narm = 2\nwithin = \"60s\"\n\n[abort]");
+    std::fs::write(&rb, text).unwrap();
+    let event = open_event(dir.path(), &rb, false);
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]).await;
+    let bo = Actor::all_roles("bo");
+    let waiting = |event: &Arc<Event>| {
+        let event = event.clone();
+        async move {
+            for _ in 0..100 {
+                if state_of(&event, "arm") == StepState::Running && event.state().armed.is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the arm is not waiting for approvals");
+        }
+    };
+    // Ana arms, Bo approves: armed.
+    let arm = tokio::spawn({
+        let event = event.clone();
+        async move { event.run_step("arm", &ana()).await }
+    });
+    waiting(&event).await;
+    assert!(event.run_step("fire", &ana()).await.is_err(), "the fire stays closed while the arm waits");
+    assert!(event.approve(&bo).await.unwrap().contains("2 of 2"));
+    let status = arm.await.unwrap().unwrap();
+    assert!(status.note.as_deref().unwrap_or("").contains("approved by bo"), "{status:?}");
+    assert_eq!(event.state().armed.unwrap().by, "ana");
+    // Disarmed, the arm needs Bo again: his earlier approval does not count.
+    event.disarm(&ana()).unwrap();
+    let arm = tokio::spawn({
+        let event = event.clone();
+        async move { event.run_step("arm", &ana()).await }
+    });
+    waiting(&event).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(event.state().armed.is_none(), "an approval from before the disarm armed it");
+    // A disarm calls the waiting arm off.
+    event.disarm(&ana()).unwrap();
+    let e = arm.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("disarmed while waiting for approvals"), "{e}");
+    assert!(event.state().armed.is_none());
+}

@@ -604,6 +604,14 @@ impl FlagStore for PublishedFlags {
 /// switches are published to S3 as `flags.json`. Test-sends go from here
 /// through `opts.provider`.
 pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Services, ServicesError> {
+    if runbook.arm_approvals.is_some() {
+        // Approvals here would live in this machine's state database, under
+        // a name anyone can type: not two people.
+        return Err(ServicesError::Unsupported(format!(
+            "{}: [approvals] (the two-person arm) works in embedded mode only for now; in AWS mode it needs the callers' AWS identities, not built yet",
+            runbook.path.display()
+        )));
+    }
     let (recorder, live) = opts.recorder()?;
     let local: Arc<dyn FlagStore> = Arc::new(SqliteFlagStore::open(&opts.state_db)?);
     let flag_url = Some(aws.store().url("flags.json"));

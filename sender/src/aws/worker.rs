@@ -414,11 +414,10 @@ async fn serve(
     if let Some(r) = receiver {
         r.abort();
     }
-    // The heartbeat finishes the write under way, so no status of this
-    // loop lands after the caller's next one.
-    let _ = stop_side.send(true);
-    let _ = beat.await;
-    let _ = aborts.await;
+    // The abort poll writes nothing: it stops at once. The heartbeat goes on
+    // reporting what is held while the batches are finished, and is joined
+    // last (below).
+    aborts.abort();
     if let Some(d) = dispatcher {
         let _ = stop_dispatch.send(true);
         if stopped {
@@ -470,6 +469,10 @@ async fn serve(
     // Every finished batch's record is written (or its message left to
     // reappear) before the worker moves on or exits.
     while finishing.join_next().await.is_some() {}
+    // The heartbeat finishes the write under way, so no status of this loop
+    // lands after the caller's next one.
+    let _ = stop_side.send(true);
+    let _ = beat.await;
     stopped
 }
 
@@ -507,8 +510,9 @@ async fn heartbeat(
     let mut beat = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = beat.tick() => {}
+            biased;
             _ = stop.changed() => return,
+            _ = beat.tick() => {}
         }
         status.holding = tally.lock().expect("tally lock").holding();
         write_status(&store, &mut status).await;

@@ -32,7 +32,7 @@ pub(crate) enum RunbookCmd {
     Walk(Box<WalkArgs>),
     /// Approve the arm of a runbook whose arm needs more than one operator
     /// (`[approvals] arm = N`): joins its open event and records this
-    /// operator's approval (in AWS mode, as the caller's AWS identity).
+    /// operator's approval (embedded mode).
     Approve(Box<ApproveArgs>),
 }
 
@@ -52,9 +52,6 @@ pub(crate) struct ApproveArgs {
     /// Event id (default: the runbook's open event).
     #[arg(long)]
     event: Option<String>,
-    /// AWS mode: the AWS profile file.
-    #[arg(long, value_name = "FILE")]
-    aws: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -217,7 +214,6 @@ pub(crate) fn runbook_cmd(cmd: RunbookCmd) -> anyhow::Result<ExitCode> {
 fn approve_cmd(args: ApproveArgs) -> anyhow::Result<ExitCode> {
     let rb = Runbook::load(&args.file)?;
     let actor = Actor { name: args.operator.clone(), roles: parse_roles(&args.roles)? };
-    let aws = args.aws.as_deref().map(kickoff_sender::aws::AwsConfig::load).transpose()?;
     let data_dir = kickoff_sender::sys::data_dir();
     let opts = SessionOptions {
         state_db: Some(args.state.clone().unwrap_or_else(kickoff_sender::sys::state_db)),
@@ -227,7 +223,7 @@ fn approve_cmd(args: ApproveArgs) -> anyhow::Result<ExitCode> {
         event: args.event,
         provider: kickoff_sender::provider::ProviderChoice::Null,
         flag_server: None,
-        aws,
+        aws: None,
         new_event: false,
         data_dir,
     };

@@ -2,12 +2,11 @@
 //!
 //! `[approvals] arm = 2` in a runbook: the arm step, started by one
 //! operator, waits until enough *different* identities have approved the
-//! same fire and campaign content within a time limit. Approvals live where
+//! same event and campaign content within a time limit. Approvals live where
 //! every window, instance and `kickoff-sender runbook approve` of the event
-//! sees them: the state database in embedded mode (the identity is the
-//! operator's name), S3 next to the fire in AWS mode (the identity is the
-//! caller's AWS principal, from STS GetCallerIdentity, so two people means
-//! two principals).
+//! sees them: the state database (the identity is the operator's name).
+//! AWS mode refuses `[approvals]` until a store keyed by the fire in S3,
+//! with the caller's AWS principal as the identity, implements [`Approvals`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -90,6 +90,9 @@ pub enum ServicesError {
     #[error(transparent)]
     /// The approvals store could not be opened.
     Approvals(#[from] super::approvals::ApprovalError),
+    /// The runbook asks for something this mode does not do yet.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ServiceOptions {

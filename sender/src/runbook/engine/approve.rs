@@ -97,14 +97,23 @@ impl Event {
         rule: ArmApprovals,
     ) -> Result<Outcome, StepError> {
         let step_id = self.runbook.steps[i].id.clone();
+        let disarms = self.inner.lock().expect("event lock").disarms;
         let (me, key) = self.approve_as(actor, campaign, &step_id).await?;
         let started = std::time::Instant::now();
         let within_ms = u64::try_from(rule.within.as_millis()).unwrap_or(u64::MAX);
         loop {
-            if let Some((by, why)) = self.inner.lock().expect("event lock").aborted.clone() {
-                return Err(super::ActError::Aborted { by, why }.into());
-            }
-            let list = self.services.approvals.list(&key).await.map_err(|e| e.to_string())?;
+            let since = {
+                let inner = self.inner.lock().expect("event lock");
+                if let Some((by, why)) = inner.aborted.clone() {
+                    return Err(super::ActError::Aborted { by, why }.into());
+                }
+                if inner.disarms != disarms {
+                    return Err("disarmed while waiting for approvals".into());
+                }
+                inner.approvals_since_ms
+            };
+            let mut list = self.services.approvals.list(&key).await.map_err(|e| e.to_string())?;
+            list.retain(|a| a.at_ms >= since);
             let counted = approvals::counting(&list, now_ms(), within_ms);
             let names: Vec<String> = counted.iter().map(|a| a.operator.clone()).collect();
             if counted.len() >= rule.count as usize {

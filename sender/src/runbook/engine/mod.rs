@@ -71,6 +71,10 @@ struct Inner {
     warm: Option<WarmReport>,
     test_send_hash: Option<String>,
     armed: Option<Armed>,
+    /// Bumped by a disarm: an arm waiting for approvals gives up.
+    disarms: u64,
+    /// Approvals count from here on (the last disarm, ms since the epoch).
+    approvals_since_ms: u64,
     fired: Option<FireInfo>,
     aborted: Option<(String, String)>,
     summary: Option<EventSummary>,
@@ -127,6 +131,8 @@ impl Event {
             warm: None,
             test_send_hash: None,
             armed: None,
+            disarms: 0,
+            approvals_since_ms: 0,
             fired: None,
             aborted: None,
             summary: None,
@@ -382,7 +388,9 @@ impl Event {
                 result = Err("the campaign changed while this step ran; run it again".into());
             }
             if step.kind == StepKind::Arm && result.is_ok() {
-                if self.runbook.arm_approvals.is_some() {
+                if let Some((by, why)) = inner.aborted.clone() {
+                    result = Err(steps::StepError::from(ActError::Aborted { by, why }));
+                } else if self.runbook.arm_approvals.is_some() {
                     inner.armed = Some(Armed { by: actor.name.clone(), at_ms: now_ms(), campaign_hash: inner.campaign_hash.clone() });
                 } else if inner.armed.is_none() {
                     result = Err("disarmed while arming".into());
@@ -487,10 +495,16 @@ impl Event {
             if let Some(f) = &inner.fired {
                 return Err(ActError::AlreadyFired { by: f.by.clone(), at: rfc3339(f.at_ms) });
             }
-            if inner.armed.take().is_none() {
+            let arm = self.runbook.steps.iter().position(|s| s.kind == StepKind::Arm);
+            // An arm waiting for approvals is called off too.
+            let waiting = arm.is_some_and(|i| inner.steps[i].state == StepState::Running) && self.runbook.arm_approvals.is_some();
+            if inner.armed.take().is_none() && !waiting {
                 return Err(ActError::Invalid("not armed".into()));
             }
-            if let Some(i) = self.runbook.steps.iter().position(|s| s.kind == StepKind::Arm) {
+            // Approvals given before a disarm never arm again.
+            inner.disarms += 1;
+            inner.approvals_since_ms = now_ms();
+            if let Some(i) = arm.filter(|_| !waiting) {
                 inner.steps[i].state = StepState::Pending;
                 inner.steps[i].note = Some(format!("disarmed by {}", actor.name));
             }
