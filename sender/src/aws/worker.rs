@@ -375,9 +375,15 @@ async fn serve(
         side_stopped.clone(),
     ));
     let aborts = tokio::spawn(poll_abort(store.clone(), fire_id.clone(), tally.clone(), side_stopped));
+    // Wakes the loop to extend the held batches' visibility in time, even
+    // when nothing else happens: a held batch must never reappear in the
+    // queue for another worker while this one sends it.
+    let mut extend = tokio::time::interval(cfg.visibility_timeout / 3);
+    extend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stopped = loop {
         tokio::select! {
             () = &mut *stop => break true,
+            _ = extend.tick() => {}
             Some(d) = done_rx.recv() => {
                 tally.lock().expect("tally lock").finished_handed_off += u64::from(d.handed_off);
                 finish_batch(ctx, &fire_id, &mut held, &mut finishing, d, false);
@@ -401,7 +407,7 @@ async fn serve(
             t.batches = u32::try_from(held.len()).unwrap_or(u32::MAX);
             t.devices = held.values().map(|h| h.devices).sum();
         }
-        if last_extend.elapsed() >= cfg.visibility_timeout / 3 {
+        if last_extend.elapsed() >= cfg.visibility_timeout / 4 {
             last_extend = Instant::now();
             let handles: Vec<String> = held.values().map(|h| h.handle.clone()).collect();
             if !handles.is_empty()
