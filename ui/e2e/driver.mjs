@@ -133,7 +133,9 @@ export class Session {
     await this.until("the runbook panel", async () => (await this.state("scale-asg")) !== null, 60_000);
   }
   async walkToArmed() {
-    for (const step of ["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm", "plan"]) await this.runStep(step);
+    for (const step of ["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]) await this.runStep(step);
+    // Runbooks with a plan step (launch day) check it before the arm.
+    if (await this.js("return document.querySelector('[data-testid=\"step-plan\"]') !== null")) await this.runStep("plan");
     await this.click("arm-button");
     await this.until("armed", async () => !(await this.js("return document.querySelector('[data-testid=fire-button]').disabled")));
   }
