@@ -243,7 +243,7 @@ impl Event {
                 let mut opts = crate::runbook::planning::PlanOptions::new(work.path().to_owned());
                 opts.step = Some(step.id.clone());
                 let plan = crate::runbook::planning::plan_runbook(&self.runbook, &opts).await.map_err(|e| format!("plan: {e}"))?;
-                let mut value = plan.summary();
+                let value = plan.summary();
                 let (accepted, failed): (Vec<_>, Vec<_>) = plan.gates.iter().filter(|g| !g.ok).partition(|g| g.accepted.is_some());
                 if !failed.is_empty() {
                     let gates = if failed.len() == 1 { "a gate fails" } else { "gates fail" };
@@ -258,7 +258,6 @@ impl Event {
                     .iter()
                     .map(|g| format!("{} accepted ({}): {}", g.id, g.accepted.as_deref().unwrap_or_default(), g.detail))
                     .collect();
-                value["accepted"] = serde_json::json!(accepted);
                 let gates = if accepted.is_empty() {
                     "every gate passes".to_owned()
                 } else {
