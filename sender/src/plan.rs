@@ -14,7 +14,7 @@
 //! - APNs takes several HTTP/2 connections; each connection's stream limit
 //!   comes from the server's SETTINGS (1,000 is typical).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audience::Platform;
 
@@ -27,8 +27,9 @@ const STEP_S: f64 = 1.0;
 /// How far the load forecast looks past the last delivery.
 const FORECAST_TAIL_S: f64 = 30.0 * 60.0;
 
-/// What the plan is computed from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What the plan is computed from (recorded with the plan step's result,
+/// so a replay or the app redraws the plan from it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanInput {
     /// Devices per platform (iOS, Android).
     pub devices: [u64; 2],
@@ -53,7 +54,7 @@ pub struct PlanInput {
 }
 
 /// One backend of the app, and the traffic an open brings it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendInput {
     /// Its name (the zombie flag's).
     pub name: String,
@@ -169,6 +170,28 @@ impl Plan {
         for g in self.gates.iter_mut().filter(|g| !g.ok) {
             g.accepted = accept.get(g.id).cloned();
         }
+    }
+
+    /// Each platform's expected share delivered over time, percent:
+    /// `(platform, [(seconds after the fire, %)])`, for platforms with
+    /// devices, sampled finely enough to draw a sub-second send.
+    pub fn delivery_curves(&self) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+        const POINTS: usize = 200;
+        let rtt_s = mean_rtt_s(&self.input);
+        let end = last_delivery_s(rtt_s, &self.platforms) * 1.1;
+        self.platforms
+            .iter()
+            .filter(|p| p.devices > 0)
+            .map(|p| {
+                let points = (0..=POINTS)
+                    .map(|k| {
+                        let t = end * k as f64 / POINTS as f64;
+                        (t, delivered_at(rtt_s, std::slice::from_ref(p), t) * 100.0 / p.devices as f64)
+                    })
+                    .collect();
+                (p.platform, points)
+            })
+            .collect()
     }
 
     /// The plan without its per-second curves: what `plan --json` prints

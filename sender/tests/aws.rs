@@ -824,3 +824,89 @@ async fn a_worker_stopped_mid_send_gives_back_exactly_what_it_did_not_send() {
         "nothing sent by both the stopped worker and the one that took its batches: {stats}"
     );
 }
+
+/// Creates IAM users in the emulator, each with an access key: the
+/// principals two operators call AWS as. Returns (key id, secret) per user.
+fn iam_users(moto: &Moto, names: &[&str]) -> Vec<(String, String)> {
+    let python = moto_server().with_file_name("python");
+    let script = r#"
+import json, sys, boto3
+iam = boto3.client("iam", region_name="us-east-1", endpoint_url=sys.argv[1], aws_access_key_id="testing", aws_secret_access_key="testing")
+keys = []
+for name in sys.argv[2:]:
+    iam.create_user(UserName=name)
+    k = iam.create_access_key(UserName=name)["AccessKey"]
+    keys.append([k["AccessKeyId"], k["SecretAccessKey"]])
+print(json.dumps(keys))
+"#;
+    let out = Command::new(&python).args(["-c", script, &moto.url]).args(names).output().unwrap();
+    assert!(out.status.success(), "creating IAM users with {}: {}", python.display(), util::stderr(&out));
+    serde_json::from_str(util::stdout(&out).trim()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_person_arm_in_aws_mode_needs_two_aws_principals_and_keeps_their_approvals_with_the_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let _gateway = GatewayProc::start(&dir.path().join("keys"), &[]);
+    let config = write_config(dir.path(), &moto, Some(&_gateway.config), "notifiers = 1\nmax_batches = 8\n");
+    let aws = connect(&config).await;
+    let _procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&config, &dir.path().join(format!("worker-{i}.log")))).collect();
+    let keys = iam_users(&moto, &["ana", "bo"]);
+    let runbook = aws_runbook(dir.path());
+    let text = std::fs::read_to_string(&runbook).unwrap().replace("[abort]", "[approvals]\narm = 2\nwithin = \"2m\"\n\n[abort]");
+    std::fs::write(&runbook, text).unwrap();
+    let script = dir.path().join("arm.txt");
+    std::fs::write(&script, "run scale-asg\nrun scale-ecs\nrun verify-warm\nrun test-send\nrun confirm\nrun arm\n").unwrap();
+    // Each person on a machine of their own: their own state and data.
+    let as_user = |cmd: &mut Command, who: usize, machine: &str| {
+        cmd.env("AWS_ACCESS_KEY_ID", &keys[who].0)
+            .env("AWS_SECRET_ACCESS_KEY", &keys[who].1)
+            .env("KICKOFF_DATA_DIR", dir.path().join(machine))
+            .args(["--aws", config.to_str().unwrap(), "--state", dir.path().join(format!("{machine}.sqlite")).to_str().unwrap()]);
+    };
+    let mut walk = Command::new(util::bin());
+    walk.args(["runbook", "walk", runbook.to_str().unwrap(), "--script", script.to_str().unwrap(), "--operator", "ana"])
+        .args(["--record", dir.path().join("arm.kickoff.sqlite").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    as_user(&mut walk, 0, "ana-laptop");
+    let walk = walk.spawn().unwrap();
+    // Wait for Ana's approval in S3: her arm is waiting for a second principal.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let approvals = loop {
+        let names: Vec<String> = aws.store().list("fires/").await.unwrap().into_iter().filter(|k| k.contains("/approvals/arm/")).collect();
+        if !names.is_empty() {
+            break names;
+        }
+        assert!(Instant::now() < deadline, "the arm never started waiting: {}", worker_logs(dir.path()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    let approve = |who: usize, operator: &str, machine: &str| {
+        let mut c = Command::new(util::bin());
+        c.args(["runbook", "approve", runbook.to_str().unwrap(), "--operator", operator]);
+        as_user(&mut c, who, machine);
+        c.output().unwrap()
+    };
+    // Ana's principal under another name, from another machine: still one person.
+    let same = approve(0, "ana-on-the-desktop", "ana-desktop");
+    assert!(same.status.success() && util::stdout(&same).contains("1 of 2"), "{}{}", util::stdout(&same), util::stderr(&same));
+    // Bo, another principal, on a machine with no event open: the arm completes.
+    let bo = approve(1, "bo", "bo-laptop");
+    assert!(bo.status.success() && util::stdout(&bo).contains("2 of 2"), "{}{}", util::stdout(&bo), util::stderr(&bo));
+    let out = walk.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", util::stdout(&out), util::stderr(&out));
+    assert!(util::stdout(&out).contains("armed by ana, approved by bo (2 of 2)"), "{}", util::stdout(&out));
+    // The approvals are kept with the fire, one per principal, named by ARN.
+    let campaign = demo_campaign(dir.path());
+    let kept: Vec<String> = aws.store().list(&format!("fires/{}/approvals/arm/", campaign.id)).await.unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let mut arns = Vec::new();
+    for k in &kept {
+        let body: serde_json::Value = aws.store().get_json(&format!("fires/{}/approvals/arm/{k}", campaign.id)).await.unwrap().unwrap();
+        arns.push(body["identity"].as_str().unwrap().to_owned());
+    }
+    arns.sort();
+    assert_eq!(arns, ["arn:aws:iam::123456789012:user/ana", "arn:aws:iam::123456789012:user/bo"]);
+}

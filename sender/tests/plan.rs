@@ -87,8 +87,16 @@ fn four_million_devices_in_five_seconds_fail_the_default_fcm_quota_and_pass_a_ra
 fn the_send_rate_is_measured_and_the_backend_forecast_names_its_remedies() {
     let dir = tempfile::tempdir().unwrap();
     let rb = runbook(dir.path(), 20_000, "capacity_rps = 100\nrequests_per_open = 40\nopen_share = 0.1\nopen_delay = \"30s\"");
-    let (o, p) = plan(&rb, &dir.path().join("work"), &["--calibration-devices", "3000"]);
+    let charts = dir.path().join("charts");
+    let (o, p) = plan(&rb, &dir.path().join("work"), &["--calibration-devices", "3000", "--charts", charts.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "the backend is too small: {p}");
+    for stem in ["plan-delivery", "plan-load"] {
+        let svg = std::fs::read_to_string(charts.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{stem}.svg");
+        assert!(std::fs::metadata(charts.join(format!("{stem}.png"))).unwrap().len() > 1000, "{stem}.png");
+    }
+    let load_svg = std::fs::read_to_string(charts.join("plan-load.svg")).unwrap();
+    assert!(load_svg.contains("api capacity") && load_svg.contains("zombie api"), "the load chart names the capacity and the remedy");
     let rate = p["input"]["per_worker_rate"].as_f64().unwrap();
     assert!(rate > 0.0 && rate.is_finite(), "measured through the loopback gateway: {p}");
     let api = &p["backends"][0];

@@ -28,6 +28,11 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
 
     await a.walkToArmed();
     assert.match(await a.text("armed-banner"), /ARMED/);
+    // The plan step's charts: the expected delivery per platform and the
+    // forecast backend load, drawn as images in the Plan card.
+    const drawn = (id) => `const i = document.querySelector('[data-testid=plan-charts] [data-testid=chart-${id}]'); return i !== null && i.complete && i.naturalWidth > 0`;
+    await a.until("the plan's charts", async () => (await a.js(drawn("plan-delivery"))) && (await a.js(drawn("plan-load"))), 30_000);
+    assert.match(await a.js("return document.querySelector('[data-testid=chart-plan-load]').alt"), /forecast backend load/);
     // The square is exactly square, with square corners.
     const box = await a.js("const b = document.querySelector('[data-testid=fire-button]'); const r = b.getBoundingClientRect(); return [r.width, r.height, getComputedStyle(b).borderTopLeftRadius];");
     assert.equal(box[0], box[1], "square");
@@ -89,6 +94,7 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     }
     assert.ok(opened, "the recorded event opens in replay mode");
     await a.until("replay charts drawn", () => a.js("const i = document.querySelector('[data-testid=replay-charts] [data-testid=chart-throughput]'); return i !== null && i.complete && i.naturalWidth > 0"), 30_000);
+    assert.ok(await a.js("return document.querySelector('[data-testid=replay-charts] [data-testid=chart-plan-delivery]') !== null"), "the replay redraws the plan");
     await a.click("replay-play");
     await sleep(1500);
     assert.match(await a.text("replay-frame"), /^T[+-]/);

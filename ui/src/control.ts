@@ -72,6 +72,10 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     el("span", { class: "fire-label" }, "Resume"),
   );
   const charts = el("div", { class: "charts", "data-testid": "live-charts" });
+  // The plan step's charts: expected delivery per platform, forecast backend load.
+  const planCharts = el("div", { class: "charts", "data-testid": "plan-charts" });
+  const planCard = el("section", { class: "card", hidden: true }, el("h2", {}, "Plan"), planCharts);
+  let planShown = "";
   const zombies = el("div", { class: "zombies", "data-testid": "zombie-panel" });
   const log = el("table", { class: "log", "data-testid": "event-log" });
   const outcome = el("p", { class: "outcome", "data-testid": "event-outcome", hidden: true });
@@ -89,6 +93,7 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
         el("section", { class: "card fire-panel" }, el("h2", {}, "Fire"), el("div", { class: "fire-row" }, fireButton, el("div", { class: "fire-side" }, fireStatusText, el("div", { class: "row" }, armButton, approveButton, disarmButton, abortButton, resumeButton), outcome))),
         detail,
         el("section", { class: "card" }, el("h2", {}, "Live"), charts),
+        planCard,
       ),
       el("div", { class: "right" }, el("section", { class: "card" }, el("h2", {}, "Zombie mode"), zombies), el("section", { class: "card" }, el("h2", {}, "Event log"), log)),
     ),
@@ -164,6 +169,14 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     if (u.close_asked) askClose();
     if (u.charts) {
       charts.replaceChildren(...u.charts.filter((c) => ["throughput", "delivered", "errors", "latency"].includes(c.name)).map(chartImage));
+      const plan = u.charts.filter((c) => c.name.startsWith("plan-"));
+      // Redrawn only when the plan changes (a step run again).
+      const shown = plan.map((c) => c.svg).join();
+      if (shown !== planShown) {
+        planShown = shown;
+        planCharts.replaceChildren(...plan.map(chartImage));
+      }
+      planCard.hidden = plan.length === 0;
     }
     if (u.log) renderLog(u.log);
   }

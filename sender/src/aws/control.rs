@@ -604,14 +604,6 @@ impl FlagStore for PublishedFlags {
 /// switches are published to S3 as `flags.json`. Test-sends go from here
 /// through `opts.provider`.
 pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Services, ServicesError> {
-    if runbook.arm_approvals.is_some() {
-        // Approvals here would live in this machine's state database, under
-        // a name anyone can type: not two people.
-        return Err(ServicesError::Unsupported(format!(
-            "{}: [approvals] (the two-person arm) works in embedded mode only for now; in AWS mode it needs the callers' AWS identities, not built yet",
-            runbook.path.display()
-        )));
-    }
     let (recorder, live) = opts.recorder()?;
     let local: Arc<dyn FlagStore> = Arc::new(SqliteFlagStore::open(&opts.state_db)?);
     let flag_url = Some(aws.store().url("flags.json"));
@@ -638,7 +630,9 @@ pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Se
         recorder,
         live,
         flag_url,
-        approvals: Arc::new(crate::runbook::approvals::SqliteApprovals::open(&opts.state_db)?),
+        // Who approves is the caller's AWS principal; approvals live with
+        // the fire in S3, where every machine of the launch sees them.
+        approvals: Arc::new(super::approvals::S3Approvals::new(&aws)),
         fire_scope: opts.fire_scope.clone(),
         _flag_server: None,
     })

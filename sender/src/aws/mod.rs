@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod approvals;
 pub mod control;
 mod dispatcher;
 pub mod fleet;
@@ -295,6 +296,8 @@ pub struct Aws {
     pub asg: aws_sdk_autoscaling::Client,
     /// CloudWatch.
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// STS (who the caller is).
+    pub sts: aws_sdk_sts::Client,
     /// The configuration.
     pub config: AwsConfig,
 }
@@ -341,6 +344,7 @@ impl Aws {
             ecs: aws_sdk_ecs::Client::new(&sdk),
             asg: aws_sdk_autoscaling::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            sts: aws_sdk_sts::Client::new(&sdk),
             config,
         })
     }

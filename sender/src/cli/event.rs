@@ -32,7 +32,8 @@ pub(crate) enum RunbookCmd {
     Walk(Box<WalkArgs>),
     /// Approve the arm of a runbook whose arm needs more than one operator
     /// (`[approvals] arm = N`): joins its open event and records this
-    /// operator's approval (embedded mode).
+    /// operator's approval; with --aws, records it with the fire in S3 as
+    /// the caller's AWS principal, from any machine.
     Approve(Box<ApproveArgs>),
 }
 
@@ -52,6 +53,11 @@ pub(crate) struct ApproveArgs {
     /// Event id (default: the runbook's open event).
     #[arg(long)]
     event: Option<String>,
+    /// AWS mode: the AWS profile file (as `runbook walk --aws`). Who
+    /// approves is the caller's AWS identity (STS), and the approval is
+    /// kept with the fire in S3, so no open event is needed here.
+    #[arg(long, value_name = "FILE")]
+    aws: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -223,14 +229,17 @@ fn approve_cmd(args: ApproveArgs) -> anyhow::Result<ExitCode> {
         event: args.event,
         provider: kickoff_sender::provider::ProviderChoice::Null,
         flag_server: None,
-        aws: None,
+        aws: args.aws.as_deref().map(kickoff_sender::aws::AwsConfig::load).transpose()?,
         new_event: false,
         data_dir,
     };
+    let aws_mode = opts.aws.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let session = Session::open(rb, opts).await?;
-        if !session.joined() {
+        // In AWS mode the approval is keyed by the fire, the same on every
+        // machine: the arming event may well be open elsewhere.
+        if !session.joined() && !aws_mode {
             let path = session.event().runbook().path.display().to_string();
             session.close().await;
             eprintln!("no event of {path} is open: an approval belongs to the event being armed (open it in the app or a walk first)");

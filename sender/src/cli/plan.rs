@@ -42,6 +42,11 @@ pub(crate) struct PlanArgs {
     /// One JSON object on stdout: gates, expected percentiles, platforms, backends.
     #[arg(long)]
     json: bool,
+    /// Writes the plan's charts here (created if needed), as SVG and PNG:
+    /// plan-delivery (expected share delivered per platform) and plan-load
+    /// (forecast backend load against capacity).
+    #[arg(long, value_name = "DIR")]
+    charts: Option<PathBuf>,
 }
 
 fn parse_rtt(s: &str) -> Result<(f64, f64), String> {
@@ -69,12 +74,34 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let plan = rt.block_on(plan_runbook(&runbook, &opts))?;
+    if let Some(dir) = &args.charts {
+        let written = write_charts(&plan, dir)?;
+        if !args.json {
+            eprintln!("charts: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string(&plan.summary())?);
     } else {
         print(&runbook, &plan, if args.per_worker_rate.is_some() { "given" } else { "measured" });
     }
     Ok(if plan.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_GATE_FAILED) })
+}
+
+/// The chart size, pixels.
+const CHART_SIZE: (u32, u32) = (960, 400);
+
+fn write_charts(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    for (stem, chart) in kickoff_sender::recorder::report::plan_charts(plan) {
+        let svg = dir.join(format!("{stem}.svg"));
+        std::fs::write(&svg, chart.svg(CHART_SIZE.0, CHART_SIZE.1)?).with_context(|| format!("writing {}", svg.display()))?;
+        let png = dir.join(format!("{stem}.png"));
+        chart.png(&png, CHART_SIZE.0, CHART_SIZE.1)?;
+        written.extend([svg, png]);
+    }
+    Ok(written)
 }
 
 fn print(runbook: &Runbook, plan: &Plan, measured: &str) {

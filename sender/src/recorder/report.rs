@@ -12,6 +12,7 @@ use super::EventLog;
 use super::charts::{Band, Chart, Marker, Series, palette};
 use super::replay::{self, EventSummary, StepTiming};
 use crate::clock::rfc3339_ms as rfc3339;
+use crate::plan::{Plan, PlanInput};
 
 /// Chart size in pixels.
 const SIZE: (u32, u32) = (960, 400);
@@ -55,6 +56,90 @@ fn color_for(key: &str, i: usize) -> (u8, u8, u8) {
 
 fn lines(map: BTreeMap<String, Vec<(f64, f64)>>, prefix: &str) -> Vec<Series> {
     map.into_iter().enumerate().map(|(i, (k, points))| Series { color: color_for(&k, i), name: format!("{prefix}{k}"), points }).collect()
+}
+
+/// The plan's charts, by file stem: `plan-delivery` (the expected share
+/// delivered over time per platform, with the target and the expected
+/// percentiles) and, when the runbook declares backends, `plan-load` (the
+/// forecast return traffic against each backend's capacity, with the
+/// zombie period that keeps it under).
+pub fn plan_charts(plan: &Plan) -> Vec<(&'static str, Chart)> {
+    let mut markers = vec![
+        Marker { x: plan.p95_s, label: format!("p95 {:.1} s", plan.p95_s) },
+        Marker { x: plan.p99_s, label: format!("p99 {:.1} s", plan.p99_s) },
+    ];
+    if let Some(t) = plan.input.target_s {
+        markers.push(Marker { x: t, label: format!("target {t:.0} s") });
+    }
+    let series = plan
+        .delivery_curves()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (platform, points))| Series { name: platform.to_owned(), points, color: color_for(platform, i) })
+        .collect();
+    let mut out = vec![(
+        "plan-delivery",
+        Chart {
+            title: "Plan: expected share delivered, by platform".into(),
+            x_label: "seconds after the fire".into(),
+            y_label: "% delivered".into(),
+            series,
+            markers,
+            y_max: Some(100.0),
+            legend_low: true,
+            ..Chart::default()
+        },
+    )];
+    if plan.backends.is_empty() {
+        return out;
+    }
+    // Up to where every backend's forecast has settled (under a hundredth
+    // of its peak), at least past the last delivery.
+    let settled = plan
+        .backends
+        .iter()
+        .map(|b| b.load.iter().rposition(|v| *v > b.peak_rps / 100.0).map_or(0, |k| k + 1))
+        .chain([plan.delivered.len()])
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let mut series = Vec::new();
+    let mut bands = Vec::new();
+    for (i, b) in plan.backends.iter().enumerate() {
+        let color = palette::MORE[i % palette::MORE.len()];
+        let points = b.load.iter().take(settled).enumerate().map(|(k, v)| (k as f64, *v)).collect();
+        series.push(Series { name: format!("{} forecast", b.name), points, color });
+        series.push(Series {
+            name: format!("{} capacity", b.name),
+            points: vec![(0.0, b.capacity_rps), ((settled - 1) as f64, b.capacity_rps)],
+            color: palette::RED,
+        });
+        if b.zombie_for_s > 0.0 {
+            bands.push(Band { x0: 0.0, x1: b.zombie_for_s, label: format!("zombie {} keeps it under", b.name) });
+        }
+    }
+    out.push((
+        "plan-load",
+        Chart {
+            title: "Plan: forecast backend load against capacity".into(),
+            x_label: "seconds after the fire".into(),
+            y_label: "requests/s".into(),
+            series,
+            bands,
+            ..Chart::default()
+        },
+    ));
+    out
+}
+
+/// The plan of the event's last passed plan step, redrawn from the input
+/// it recorded.
+pub fn recorded_plan(log: &EventLog) -> Option<Plan> {
+    log.audit.iter().rev().filter(|a| a.action == "done" && a.outcome == "ok").find_map(|a| {
+        let payload: serde_json::Value = serde_json::from_str(&a.payload).ok()?;
+        let input = payload.get("result")?.get("input")?;
+        serde_json::from_value::<PlanInput>(input.clone()).ok().map(crate::plan::plan)
+    })
 }
 
 /// The event's charts, by file stem.
@@ -186,6 +271,9 @@ pub fn charts(log: &EventLog, summary: &EventSummary) -> Vec<(&'static str, Char
             ..Chart::default()
         },
     ));
+    if let Some(plan) = recorded_plan(log) {
+        out.extend(plan_charts(&plan));
+    }
     out
 }
 
@@ -364,4 +452,74 @@ pub fn write(log: &EventLog, source: &Path, out: &Path) -> Result<ReportFiles, R
         std::fs::write(path, text).map_err(io(path))?;
     }
     Ok(ReportFiles { markdown, html: html_path, charts: files, summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{BackendInput, DEFAULT_RTT_MS};
+    use crate::recorder::AuditEntry;
+
+    fn input(backends: Vec<BackendInput>) -> PlanInput {
+        PlanInput {
+            devices: [600_000, 400_000],
+            target_s: Some(5.0),
+            fcm_quota_per_minute: 100_000_000,
+            workers: 2,
+            per_worker_rate: 50_000.0,
+            window_per_provider: 4000,
+            rtt_ms: DEFAULT_RTT_MS,
+            tasks_per_instance: 2,
+            max_rate: None,
+            backends,
+        }
+    }
+
+    fn api(capacity_rps: f64) -> BackendInput {
+        BackendInput { name: "api".into(), capacity_rps, requests_per_open: 20.0, open_share: 0.05, open_delay_s: 30.0 }
+    }
+
+    #[test]
+    fn the_plan_charts_show_each_platform_reaching_everyone_and_the_load_against_capacity() {
+        let plan = crate::plan::plan(input(vec![api(3_000.0)]));
+        let charts = plan_charts(&plan);
+        let names: Vec<&str> = charts.iter().map(|c| c.0).collect();
+        assert_eq!(names, ["plan-delivery", "plan-load"]);
+        let delivery = &charts[0].1;
+        assert_eq!(delivery.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ios", "android"]);
+        for s in &delivery.series {
+            assert_eq!(s.points[0].1, 0.0, "{}: nothing before the first round trip", s.name);
+            assert!((s.points.last().unwrap().1 - 100.0).abs() < 1e-9, "{}: everyone by the end", s.name);
+        }
+        assert!(delivery.markers.iter().any(|m| m.label == "target 5 s"));
+        let load = &charts[1].1;
+        let forecast = &load.series[0];
+        let capacity = &load.series[1];
+        assert_eq!((forecast.name.as_str(), capacity.name.as_str()), ("api forecast", "api capacity"));
+        assert!(forecast.points.iter().any(|p| p.1 > 3_000.0), "the forecast goes over capacity");
+        assert_eq!(load.bands.len(), 1);
+        assert_eq!(load.bands[0].x1, plan.backends[0].zombie_for_s);
+        assert!(charts.iter().all(|(_, c)| c.svg(640, 300).unwrap().starts_with("<svg")));
+
+        // Under capacity: no zombie period to suggest.
+        let calm = crate::plan::plan(input(vec![api(1e9)]));
+        assert!(plan_charts(&calm)[1].1.bands.is_empty());
+        // No backends: only the delivery chart.
+        assert_eq!(plan_charts(&crate::plan::plan(input(Vec::new()))).len(), 1);
+    }
+
+    #[test]
+    fn a_recorded_plan_step_is_redrawn_from_its_input() {
+        let plan = crate::plan::plan(input(vec![api(3_000.0)]));
+        let mut log = EventLog::default();
+        assert!(recorded_plan(&log).is_none());
+        log.audit
+            .push(AuditEntry::new("ana", "done", "ok").step("plan").payload(&serde_json::json!({ "note": "n", "result": plan.summary() })));
+        let again = recorded_plan(&log).expect("the plan step's input is recorded");
+        assert_eq!(again.p99_s, plan.p99_s);
+        assert_eq!(again.backends[0].load, plan.backends[0].load);
+        let summary = replay::summarize(&log);
+        let names: Vec<&str> = charts(&log, &summary).into_iter().map(|c| c.0).collect();
+        assert!(names.ends_with(&["plan-delivery", "plan-load"]), "{names:?}");
+    }
 }

@@ -4,9 +4,9 @@
 //! operator, waits until enough *different* identities have approved the
 //! same event and campaign content within a time limit. Approvals live where
 //! every window, instance and `kickoff-sender runbook approve` of the event
-//! sees them: the state database (the identity is the operator's name).
-//! AWS mode refuses `[approvals]` until a store keyed by the fire in S3,
-//! with the caller's AWS principal as the identity, implements [`Approvals`].
+//! sees them: the state database (the identity is the operator's name) in
+//! embedded mode; in AWS mode S3, keyed by the fire, with the caller's AWS
+//! principal as the identity (`aws::approvals`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -87,12 +87,9 @@ pub enum ServicesError {
     /// The runbook's fleet settings.
     #[error(transparent)]
     Fleet(#[from] FleetError),
-    #[error(transparent)]
     /// The approvals store could not be opened.
+    #[error(transparent)]
     Approvals(#[from] super::approvals::ApprovalError),
-    /// The runbook asks for something this mode does not do yet.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl ServiceOptions {
