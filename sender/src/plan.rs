@@ -51,6 +51,10 @@ pub struct PlanInput {
     pub max_rate: Option<f64>,
     /// The app's backends, with what a notification's opens cost them.
     pub backends: Vec<BackendInput>,
+    /// Where APNs sends go: `production`, `sandbox`, a URL, or what stands
+    /// in for APNs (stated on the plan; not part of the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apns_environment: Option<String>,
 }
 
 /// One backend of the app, and the traffic an open brings it.
@@ -496,6 +500,7 @@ mod tests {
             tasks_per_instance: 2,
             max_rate: None,
             backends: Vec::new(),
+            apns_environment: None,
         }
     }
 

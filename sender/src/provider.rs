@@ -56,6 +56,31 @@ impl ProviderChoice {
     }
 }
 
+/// What the arm and the plan state about a provider choice: where APNs
+/// sends go and which key files a send reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderFacts {
+    /// `gateway`, `http`, `null` or `model`.
+    pub name: &'static str,
+    /// `production`, `sandbox`, a URL, or what stands in for APNs.
+    pub apns_environment: String,
+    /// The key files (what each is, where).
+    pub key_files: Vec<(&'static str, std::path::PathBuf)>,
+}
+
+impl ProviderChoice {
+    /// The facts of this choice.
+    pub fn facts(&self) -> ProviderFacts {
+        let (apns_environment, key_files) = match self {
+            Self::Gateway { .. } => ("the loopback gateway (embedded; keys made in memory)".to_owned(), Vec::new()),
+            Self::Http(c) => (c.apns_environment(), c.key_files()),
+            Self::Null => ("none: the null provider sends nothing".to_owned(), Vec::new()),
+            Self::Model(_) => ("none: the latency model sends nothing".to_owned(), Vec::new()),
+        };
+        ProviderFacts { name: self.name(), apns_environment, key_files }
+    }
+}
+
 /// Any provider.
 #[derive(Debug)]
 pub enum AnyProvider {

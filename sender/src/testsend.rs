@@ -263,6 +263,21 @@ impl TestSendStore {
         Ok(TestSendStatus::Confirmed { confirmed_at_ms: at, confirmed_by: operator.to_owned() })
     }
 
+    /// The latest test-send of any campaign: what the providers last proved
+    /// (their tokens are the same whatever the campaign).
+    pub fn latest(&self) -> Result<Option<TestSendReport>, TestSendError> {
+        let conn = self.conn.lock().expect("store lock");
+        let json: Option<String> = conn
+            .query_row("SELECT report FROM test_sends ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| TestSendError::Store { path: self.path.clone(), message: format!("a test-send report: {e}") })
+        })
+        .transpose()
+    }
+
     /// The campaign's test-send status for its current content.
     pub fn status(&self, campaign: &Campaign) -> Result<TestSendStatus, TestSendError> {
         let conn = self.conn.lock().expect("store lock");

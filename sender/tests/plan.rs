@@ -68,12 +68,20 @@ fn four_million_devices_in_five_seconds_fail_the_default_fcm_quota_and_pass_a_ra
     assert_eq!(gate(&p, "provider-quota")["ok"], true, "{p}");
     assert!(o.status.success(), "every gate passes: {p}");
     assert!(p["p99_s"].as_f64().unwrap() < 5.0, "{p}");
-    // ...and so does kickoff.toml's [fcm] quota_per_minute.
+    // Without provider settings the plan states the embedded gateway...
+    assert!(p["input"]["apns_environment"].as_str().unwrap().contains("loopback gateway"), "{p}");
+    // ...and kickoff.toml's [fcm] quota_per_minute raises it too; its
+    // [apns] url is the environment the plan states.
     let config = dir.path().join("kickoff.toml");
-    std::fs::write(&config, "[fcm]\nquota_per_minute = 100_000_000\n").unwrap();
+    std::fs::write(
+        &config,
+        "[apns]\nkey_file = \"AuthKey.p8\"\nkey_id = \"K\"\nteam_id = \"T\"\nurl = \"sandbox\"\n[fcm]\nquota_per_minute = 100_000_000\n",
+    )
+    .unwrap();
     let (_, p) = plan(&rb, &work, &["--per-worker-rate", "60000", "--config", config.to_str().unwrap()]);
     assert_eq!(gate(&p, "provider-quota")["ok"], true, "{p}");
     assert_eq!(p["input"]["fcm_quota_per_minute"], 100_000_000u64, "{p}");
+    assert_eq!(p["input"]["apns_environment"], "sandbox", "{p}");
 
     // Too few workers: the fleet gate says how many would do.
     let (o, p) = plan(&rb, &work, &["--per-worker-rate", "1000", "--fcm-quota-per-minute", "100000000"]);
@@ -146,6 +154,7 @@ fn the_plan_of_a_1m_latency_model_drill_agrees_with_the_drills_littles_law_bound
         tasks_per_instance: 1,
         max_rate: None,
         backends: Vec::new(),
+        apns_environment: None,
     });
     let bound = drill["littles_law_s"].as_f64().unwrap();
     assert!((p.p99_s - bound).abs() <= 0.25 * bound, "planned p99 {:.2} s, the drill's bound {bound:.2} s", p.p99_s);

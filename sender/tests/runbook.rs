@@ -743,3 +743,55 @@ async fn a_disarm_calls_off_a_waiting_two_person_arm_and_voids_the_approvals_bef
     assert!(e.contains("disarmed while waiting for approvals"), "{e}");
     assert!(event.state().armed.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arm_needs_the_providers_proven_and_their_key_files_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    // Real APNs and FCM protocols: the loopback gateway as its own process,
+    // reached with the key files it wrote (a .p8 token key, a service account).
+    let _gateway = crate::util::GatewayProc::start(&keys, &[]);
+    let rb_path = write_runbook(dir.path(), 500, 1.0);
+    let rb = Runbook::load(&rb_path).unwrap();
+    let config = kickoff_sender::push::PushConfig::load(&_gateway.config).unwrap();
+    let opts = ServiceOptions {
+        state_db: dir.path().join("state.sqlite"),
+        work_dir: dir.path().join("work"),
+        recorder: None,
+        provider: ProviderChoice::Http(config),
+        flag_server: None,
+        fire_scope: kickoff_sender::fanout::FireScope::NewEvent(format!("test@{}", now_ms())),
+    };
+    let event = Event::new("health", rb, Services::embedded(&Runbook::load(&rb_path).unwrap(), &opts).unwrap()).unwrap();
+    let health = |event: &Event| {
+        let (_, gates) = event.state().steps.into_iter().find(|(s, _)| s.id == "arm").unwrap();
+        gates.into_iter().find(|g| g.what == "providers-healthy").expect("the arm has a providers-healthy gate")
+    };
+    // Before any test-send, nothing is proven.
+    let g = health(&event);
+    assert!(!g.open && g.detail.contains("no test-send yet"), "{g:?}");
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]).await;
+    let g = health(&event);
+    assert!(g.open, "{g:?}");
+    assert!(g.detail.contains("APNs provider token accepted") && g.detail.contains("FCM OAuth token obtained"), "{g:?}");
+    assert!(g.detail.contains("APNs environment: http://127.0.0.1:"), "the gateway's URL stands in for APNs: {g:?}");
+    // The service account goes missing (a redeploy, a permissions change):
+    // the arm refuses and names the file.
+    let sa = keys.join(kickoff_sender::gateway::keys::SERVICE_ACCOUNT_FILE);
+    let moved = keys.join("moved.json");
+    std::fs::rename(&sa, &moved).unwrap();
+    match event.run_step("arm", &ana()).await {
+        Err(ActError::Gated { reasons, .. }) => {
+            assert!(
+                reasons.contains("providers-healthy") && reasons.contains(&format!("FCM service account {}", sa.display())),
+                "{reasons}"
+            )
+        }
+        other => panic!("the arm went on without its service account: {other:?}"),
+    }
+    assert!(event.state().armed.is_none());
+    // Back in place: the arm goes through.
+    std::fs::rename(&moved, &sa).unwrap();
+    run(&event, &["arm"]).await;
+    assert!(event.state().armed.is_some());
+}

@@ -634,6 +634,7 @@ pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Se
         // the fire in S3, where every machine of the launch sees them.
         approvals: Arc::new(super::approvals::S3Approvals::new(&aws)),
         fire_scope: opts.fire_scope.clone(),
+        provider: opts.provider.facts(),
         _flag_server: None,
     })
 }

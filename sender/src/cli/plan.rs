@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 
 use kickoff_sender::plan::{Gate, Plan, group};
+use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::runbook::Runbook;
 use kickoff_sender::runbook::planning::{PlanOptions, plan_runbook};
 
@@ -66,6 +67,9 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     if let Some(q) = config.fcm.quota_per_minute {
         opts.default_fcm_quota_per_minute = q;
     }
+    // The providers the config names, else the embedded default.
+    let provider = if config.is_empty() { ProviderChoice::gateway() } else { ProviderChoice::Http(config.clone()) };
+    opts.apns_environment = Some(provider.facts().apns_environment);
     opts.rtt_ms = args.rtt_ms;
     opts.per_worker_rate = args.per_worker_rate;
     opts.calibration_devices = args.calibration_devices.max(1);
@@ -120,6 +124,9 @@ fn print(runbook: &Runbook, plan: &Plan, measured: &str) {
             p.seconds,
             p.bound
         );
+    }
+    if let Some(env) = &i.apns_environment {
+        println!("  APNs environment: {env}");
     }
     println!("  expected delivery: 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s", plan.p50_s, plan.p95_s, plan.p99_s);
     for b in &plan.backends {

@@ -191,6 +191,28 @@ impl PushConfig {
         self
     }
 
+    /// The APNs environment sends go to: `production`, `sandbox`, or the
+    /// URL of a compatible endpoint.
+    pub fn apns_environment(&self) -> String {
+        match apns::endpoint_url(self.apns.url.as_deref().unwrap_or("production")) {
+            apns::PRODUCTION => "production".into(),
+            apns::SANDBOX => "sandbox".into(),
+            url => url.to_owned(),
+        }
+    }
+
+    /// The key files a send reads, with what each is.
+    pub fn key_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut out = Vec::new();
+        if let Some(k) = &self.apns.key_file {
+            out.push(("APNs token key", k.clone()));
+        }
+        if let Some(sa) = &self.fcm.service_account {
+            out.push(("FCM service account", sa.clone()));
+        }
+        out
+    }
+
     /// True if neither provider is configured.
     pub fn is_empty(&self) -> bool {
         self.apns.key_file.is_none() && self.apns.key_id.is_none() && self.fcm.service_account.is_none()

@@ -472,6 +472,7 @@ mod tests {
             tasks_per_instance: 2,
             max_rate: None,
             backends,
+            apns_environment: None,
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod approvals;
 pub mod engine;
 pub mod file;
+pub mod health;
 pub mod planning;
 pub mod registry;
 pub mod services;

@@ -38,6 +38,9 @@ pub struct PlanOptions {
     /// Where the runbook's audience is prepared (a generated one is made
     /// once per directory).
     pub work_dir: PathBuf,
+    /// Where APNs sends go (`production`, `sandbox`, ...), stated on the
+    /// plan.
+    pub apns_environment: Option<String>,
 }
 
 impl PlanOptions {
@@ -51,6 +54,7 @@ impl PlanOptions {
             per_worker_rate: None,
             calibration_devices: CALIBRATION_DEVICES,
             work_dir,
+            apns_environment: None,
         }
     }
 }
@@ -133,6 +137,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         tasks_per_instance: runbook.fleet.tasks_per_instance.max(1),
         max_rate: campaign.max_rate.map(|r| r as f64),
         backends: runbook.return_traffic.clone(),
+        apns_environment: opts.apns_environment.clone(),
     };
     let mut plan = crate::plan::plan(input);
     if let Some(p) = step {

@@ -40,6 +40,9 @@ pub struct Services {
     pub approvals: Arc<dyn super::approvals::Approvals>,
     /// The scope the fire is keyed in (approvals are kept per fire).
     pub fire_scope: crate::fanout::FireScope,
+    /// The APNs environment and key files of the provider test-sends (and,
+    /// embedded, the fire) go through: checked before the arm.
+    pub provider: crate::provider::ProviderFacts,
     /// Keeps the flag server running as long as any clone of the services.
     pub(crate) _flag_server: Option<Arc<FlagServer>>,
 }
@@ -134,6 +137,7 @@ impl Services {
             flag_url: flag_server.as_ref().map(|s| s.url()),
             approvals: Arc::new(super::approvals::SqliteApprovals::open(&opts.state_db)?),
             fire_scope: opts.fire_scope.clone(),
+            provider: opts.provider.facts(),
             _flag_server: flag_server,
         })
     }

@@ -29,7 +29,7 @@ impl Event {
         let mut checks = step.checks.clone();
         match step.kind {
             StepKind::Arm => {
-                checks.extend([Check::AllShardsWarm, Check::TestSendConfirmed]);
+                checks.extend([Check::AllShardsWarm, Check::TestSendConfirmed, Check::ProvidersHealthy]);
                 if self.runbook.steps.iter().any(|s| s.kind == StepKind::Plan) {
                     checks.push(Check::PlanPassed);
                 }
@@ -77,6 +77,15 @@ impl Event {
                         ),
                     }
                 }
+                Check::ProvidersHealthy => match self.services.testsends.latest() {
+                    // The latest test-send from any window or walk of this
+                    // state database proves the providers' tokens.
+                    Ok(last) => {
+                        let proof = last.as_ref().map(crate::runbook::health::ProviderProof::of);
+                        crate::runbook::health::check(proof.as_ref(), &self.services.provider, crate::recorder::now_ms())
+                    }
+                    Err(e) => (false, e.to_string()),
+                },
                 Check::FleetAtDesired => match fleet_ok {
                     Some(ok) => (ok, if ok { "fleet at desired".into() } else { "fleet below desired".into() }),
                     None => (true, "checked when the step starts".into()),

@@ -242,6 +242,7 @@ impl Event {
                 let work = tempfile::tempdir().map_err(|e| format!("plan: a work directory: {e}"))?;
                 let mut opts = crate::runbook::planning::PlanOptions::new(work.path().to_owned());
                 opts.step = Some(step.id.clone());
+                opts.apns_environment = Some(self.services.provider.apns_environment.clone());
                 let plan = crate::runbook::planning::plan_runbook(&self.runbook, &opts).await.map_err(|e| format!("plan: {e}"))?;
                 let value = plan.summary();
                 let (accepted, failed): (Vec<_>, Vec<_>) = plan.gates.iter().filter(|g| !g.ok).partition(|g| g.accepted.is_some());
@@ -264,7 +265,10 @@ impl Event {
                     format!("gates pass or are accepted: {}", accepted.join("; "))
                 };
                 Ok(Outcome::Done(
-                    format!("{gates}; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s", plan.p50_s, plan.p95_s, plan.p99_s),
+                    format!(
+                        "{gates}; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s; APNs environment: {}",
+                        plan.p50_s, plan.p95_s, plan.p99_s, self.services.provider.apns_environment
+                    ),
                     value,
                 ))
             }

@@ -317,6 +317,9 @@ pub enum Check {
     Armed,
     /// The runbook's plan step passed, or was skipped with a reason.
     PlanPassed,
+    /// The providers proved healthy within 10 minutes (tokens accepted,
+    /// key files readable): `runbook::health`.
+    ProvidersHealthy,
 }
 
 impl Check {
@@ -328,6 +331,7 @@ impl Check {
             Self::TestSendConfirmed => "test-send-confirmed",
             Self::Armed => "armed",
             Self::PlanPassed => "plan-passed",
+            Self::ProvidersHealthy => "providers-healthy",
         }
     }
 }
