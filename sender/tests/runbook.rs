@@ -795,3 +795,61 @@ async fn the_arm_needs_the_providers_proven_and_their_key_files_readable() {
     run(&event, &["arm"]).await;
     assert!(event.state().armed.is_some());
 }
+
+#[test]
+fn the_return_traffic_is_measured_at_the_flag_server_and_zombie_mode_brings_it_under_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 20_000, 1.0);
+    // Half the notified devices open within about 10 s, 20 requests each:
+    // far over the API's 2,000 req/s right after the fire.
+    let text = std::fs::read_to_string(&rb).unwrap().replace(
+        "[backends.api]\ncapacity_rps = 1000",
+        "[backends.api]\ncapacity_rps = 2000\nrequests_per_open = 20\nopen_share = 0.5\nopen_delay = \"10s\"",
+    );
+    std::fs::write(&rb, text).unwrap();
+    let script = dir.path().join("walk.script");
+    std::fs::write(
+        &script,
+        "run scale-asg\nrun scale-ecs\nrun verify-warm\nrun test-send\nrun confirm\nrun arm\nrun fire\nwait 3s\nzombie on api 15s\nwait 8s\nzombie off api\nwait 2s\n",
+    )
+    .unwrap();
+    let record = dir.path().join("walk.kickoff.sqlite");
+    let out = std::process::Command::new(bin())
+        .args([
+            "runbook",
+            "walk",
+            rb.to_str().unwrap(),
+            "--script",
+            script.to_str().unwrap(),
+            "--operator",
+            "ana",
+            "--record",
+            record.to_str().unwrap(),
+        ])
+        .env("KICKOFF_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let log = EventLog::open(&record).unwrap();
+    assert!(log.meta.get("backend_load").is_some_and(|s| s.starts_with("measured")), "{:?}", log.meta.get("backend_load"));
+    let at =
+        |action: &str| log.audit.iter().find(|a| a.action == action && a.outcome == "ok").unwrap_or_else(|| panic!("no {action}")).t_ms;
+    let (fired, on, off) = (at("fire"), at("zombie-on"), at("zombie-off"));
+    let load: Vec<(u64, f64)> = log.series("backend_rps").filter(|p| p.dim("backend") == Some("api")).map(|p| (p.t_ms, p.value)).collect();
+    // Before zombie mode: the opens drive the API over its capacity.
+    let before = load.iter().filter(|(t, _)| *t > fired && *t <= on).map(|p| p.1).fold(0.0, f64::max);
+    assert!(before > 2000.0, "the measured peak before zombie mode: {before:.0} req/s; {load:?}");
+    // Under zombie mode (from a second after the switch, each point covering
+    // the second before it): only the clients that ignore the flag call.
+    let during: Vec<f64> = load.iter().filter(|(t, _)| *t > on + 1500 && *t < off).map(|p| p.1).collect();
+    assert!(during.len() >= 4, "{load:?}");
+    assert!(during.iter().all(|v| *v < 2000.0), "zombie mode keeps the API under capacity: {during:?}");
+    // The clients did ask the flag server meanwhile (and were told to back off).
+    let polls: f64 = log.series("flag_polls").filter(|p| p.t_ms > on + 1500 && p.t_ms < off).map(|p| p.value).sum();
+    assert!(polls > 0.0, "opening clients poll the flags");
+    // The report charts the measured load.
+    let summary = replay::summarize(&log);
+    let charts = report::charts(&log, &summary);
+    let zombie = &charts.iter().find(|c| c.0 == "zombie").unwrap().1;
+    assert!(zombie.title.contains("measured") && zombie.series.iter().any(|s| s.name == "measured api"), "{zombie:?}");
+}

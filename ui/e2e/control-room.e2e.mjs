@@ -60,6 +60,8 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     assert.match(outcome, /Delivered 200,000 of 200,000 · 0 duplicates · 0 missing/);
     assert.equal(await a.text("fire-status"), firedText, "still the first fire");
     assert.ok(await a.js("return document.querySelector('[data-testid=chart-throughput]') !== null"), "live throughput chart");
+    // The return traffic, measured at the flag server from the simulated clients, charted live.
+    assert.match(await a.js("return document.querySelector('[data-testid=live-charts] [data-testid=chart-zombie]').alt"), /measured at the flag server/);
 
     // A second app instance on the same runbook joins the event; its fire sends nothing.
     const b = await Session.start(bases[1]);

@@ -168,7 +168,9 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
     render(u.view);
     if (u.close_asked) askClose();
     if (u.charts) {
-      charts.replaceChildren(...u.charts.filter((c) => ["throughput", "delivered", "errors", "latency"].includes(c.name)).map(chartImage));
+      // The backend load (measured at the flag server in embedded mode) sits
+      // next to the send, so zombie mode's effect shows live.
+      charts.replaceChildren(...u.charts.filter((c) => ["throughput", "delivered", "errors", "latency", "zombie"].includes(c.name)).map(chartImage));
       const plan = u.charts.filter((c) => c.name.startsWith("plan-"));
       // Redrawn only when the plan changes (a step run again).
       const shown = plan.map((c) => c.svg).join();

@@ -635,6 +635,7 @@ pub fn services(runbook: &Runbook, opts: &ServiceOptions, aws: Aws) -> Result<Se
         approvals: Arc::new(super::approvals::S3Approvals::new(&aws)),
         fire_scope: opts.fire_scope.clone(),
         provider: opts.provider.facts(),
-        _flag_server: None,
+        flag_server: None,
+        clients: None,
     })
 }

@@ -241,13 +241,36 @@ pub fn charts(log: &EventLog, summary: &EventSummary) -> Vec<(&'static str, Char
             bands.push(Band { x0, x1: x_of(end, origin), label: format!("zombie {backend}") });
         }
     }
+    // Measured (simulated clients at the flag server) or modelled, next to
+    // the plan's forecast and each backend's capacity when the event planned.
+    let measured = log.meta.get("backend_load").is_some_and(|s| s.starts_with("measured"));
+    let mut series = lines(split(log, "backend_rps", "backend", origin, 1.0), if measured { "measured " } else { "" });
+    let plan = recorded_plan(log);
+    let fired = replay::fire_entry(log).is_some();
+    if let (Some(plan), true) = (&plan, fired) {
+        let end = series.iter().flat_map(|s| s.points.last().map(|p| p.0)).fold(0.0, f64::max).max(1.0);
+        for (i, b) in plan.backends.iter().enumerate() {
+            let points = b.load.iter().enumerate().map(|(k, v)| (k as f64, *v)).take_while(|p| p.0 <= end).collect();
+            series.push(Series { name: format!("{} forecast", b.name), points, color: palette::MORE[(i + 3) % palette::MORE.len()] });
+            series.push(Series {
+                name: format!("{} capacity", b.name),
+                points: vec![(0.0, b.capacity_rps), (end, b.capacity_rps)],
+                color: palette::RED,
+            });
+        }
+    }
     out.push((
         "zombie",
         Chart {
-            title: "Backend load and zombie periods".into(),
+            title: if measured {
+                "Backend load (measured at the flag server) and zombie periods"
+            } else {
+                "Backend load and zombie periods"
+            }
+            .into(),
             x_label: x_label.into(),
             y_label: "requests/s".into(),
-            series: lines(split(log, "backend_rps", "backend", origin, 1.0), ""),
+            series,
             bands,
             markers: actions,
             ..Chart::default()
@@ -271,7 +294,7 @@ pub fn charts(log: &EventLog, summary: &EventSummary) -> Vec<(&'static str, Char
             ..Chart::default()
         },
     ));
-    if let Some(plan) = recorded_plan(log) {
+    if let Some(plan) = plan {
         out.extend(plan_charts(&plan));
     }
     out

@@ -43,8 +43,13 @@ pub struct Services {
     /// The APNs environment and key files of the provider test-sends (and,
     /// embedded, the fire) go through: checked before the arm.
     pub provider: crate::provider::ProviderFacts,
-    /// Keeps the flag server running as long as any clone of the services.
-    pub(crate) _flag_server: Option<Arc<FlagServer>>,
+    /// The flag server served here (embedded mode): what reached it is the
+    /// measured return traffic. Kept running as long as any clone of the
+    /// services.
+    pub flag_server: Option<Arc<FlagServer>>,
+    /// Simulated client apps calling the flag server (embedded mode, for
+    /// runbooks with backends).
+    pub clients: Option<Arc<crate::zombie::clients::ClientSim>>,
 }
 
 /// Options of the services, embedded or AWS.
@@ -118,6 +123,18 @@ impl Services {
             }
             None => None,
         };
+        // The return traffic, simulated for real: clients that open the app
+        // call the flag server and the stand-in backends beside it.
+        let clients = match &flag_server {
+            Some(server) if !runbook.return_traffic.is_empty() => Some(Arc::new(
+                crate::zombie::clients::ClientSim::start(server.addr(), runbook.return_traffic.clone())
+                    .map_err(|source| ServicesError::FlagServer { addr: server.addr(), source })?,
+            )),
+            _ => None,
+        };
+        if let Some(r) = &recorder {
+            r.meta("backend_load", if clients.is_some() { "measured: simulated clients at the loopback flag server" } else { "modelled" });
+        }
         let workers = EmbeddedWorkers::new(
             runbook.audience.clone().unwrap_or_default(),
             opts.work_dir.clone(),
@@ -138,7 +155,8 @@ impl Services {
             approvals: Arc::new(super::approvals::SqliteApprovals::open(&opts.state_db)?),
             fire_scope: opts.fire_scope.clone(),
             provider: opts.provider.facts(),
-            _flag_server: flag_server,
+            flag_server,
+            clients,
         })
     }
 }

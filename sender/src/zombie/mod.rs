@@ -15,6 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+pub mod clients;
 pub mod server;
 
 /// Longest a flag may stay on before it expires.

@@ -6,11 +6,21 @@
 //! behind a CDN cost the origin little and still see a switch within
 //! seconds. If the store cannot be read the server answers 503 with
 //! `Retry-After`, and clients keep what they had.
+//!
+//! The server counts what reaches it, per backend: polls of the flags
+//! (`?backend=NAME` says which backend a client is about to call) and, in
+//! embedded mode, requests to the stand-in backends at
+//! [`BACKENDS_PATH`]`NAME` that the simulated clients
+//! ([`super::clients`]) call. A request may stand for several clients with
+//! the [`CLIENTS_HEADER`] header (the simulation sends one request per
+//! backend per 100 ms for however many clients it moves).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -23,8 +33,69 @@ use super::{FlagStore, FlagsDocument, now_ms};
 
 /// The path client apps read.
 pub const PATH: &str = "/v1/zombie";
+/// Where the embedded mode's stand-in backends answer (`/v1/backends/api`).
+pub const BACKENDS_PATH: &str = "/v1/backends/";
+/// How many clients (or requests) one request stands for (1 to 1,000,000;
+/// default 1).
+pub const CLIENTS_HEADER: &str = "x-kickoff-clients";
 
-fn answer(store: &dyn FlagStore, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Requests counted per backend since the last [`RequestCounts::take`].
+#[derive(Debug)]
+pub struct RequestCounts {
+    inner: Mutex<(Counted, Instant)>,
+}
+
+/// What [`RequestCounts::take`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counted {
+    /// Polls of the flags, by the backend named (`*` when none).
+    pub polls: BTreeMap<String, u64>,
+    /// Requests to the stand-in backends, by backend.
+    pub requests: BTreeMap<String, u64>,
+    /// Seconds the counts cover.
+    pub seconds: f64,
+}
+
+impl Default for RequestCounts {
+    fn default() -> Self {
+        Self { inner: Mutex::new((Counted::default(), Instant::now())) }
+    }
+}
+
+impl RequestCounts {
+    fn add(&self, poll: bool, backend: &str, n: u64) {
+        let mut inner = self.inner.lock().expect("counts lock");
+        let map = if poll { &mut inner.0.polls } else { &mut inner.0.requests };
+        *map.entry(backend.to_owned()).or_default() += n;
+    }
+
+    /// The counts since the last take (and the seconds they cover); starts
+    /// counting afresh.
+    pub fn take(&self) -> Counted {
+        let mut inner = self.inner.lock().expect("counts lock");
+        let now = Instant::now();
+        let mut out = std::mem::take(&mut inner.0);
+        out.seconds = now.duration_since(inner.1).as_secs_f64();
+        inner.1 = now;
+        out
+    }
+}
+
+/// The backend a poll names (`?backend=api`), `*` when none.
+fn polled_backend(req: &Request<Incoming>) -> String {
+    req.uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("backend=")))
+        .filter(|b| !b.is_empty() && b.len() <= 64)
+        .unwrap_or("*")
+        .to_owned()
+}
+
+fn clients_of(req: &Request<Incoming>) -> u64 {
+    req.headers().get(CLIENTS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).map_or(1, |n| n.clamp(1, 1_000_000))
+}
+
+fn answer(store: &dyn FlagStore, counts: &RequestCounts, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &str| {
         Response::builder()
             .status(status)
@@ -32,6 +103,10 @@ fn answer(store: &dyn FlagStore, req: &Request<Incoming>) -> Response<Full<Bytes
             .body(Full::new(Bytes::from(text.to_owned())))
             .expect("a valid response")
     };
+    if let Some(backend) = req.uri().path().strip_prefix(BACKENDS_PATH).filter(|b| !b.is_empty() && b.len() <= 64 && !b.contains('/')) {
+        counts.add(false, backend, clients_of(req));
+        return Response::builder().status(StatusCode::NO_CONTENT).body(Full::new(Bytes::new())).expect("a valid response");
+    }
     if req.uri().path() != PATH {
         return plain(StatusCode::NOT_FOUND, "not found; zombie flags are at /v1/zombie\n");
     }
@@ -40,6 +115,7 @@ fn answer(store: &dyn FlagStore, req: &Request<Incoming>) -> Response<Full<Bytes
         r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    counts.add(true, &polled_backend(req), clients_of(req));
     let flags = match store.flags() {
         Ok(f) => f,
         Err(e) => {
@@ -61,8 +137,14 @@ fn answer(store: &dyn FlagStore, req: &Request<Incoming>) -> Response<Full<Bytes
     builder.status(status).header(header::CONTENT_TYPE, "application/json").body(Full::new(body)).expect("a valid response")
 }
 
-/// Serves the flags on `listener` until `stop` fires.
-pub async fn serve(listener: tokio::net::TcpListener, store: Arc<dyn FlagStore>, mut stop: oneshot::Receiver<()>) {
+/// Serves the flags on `listener` until `stop` fires, counting requests
+/// into `counts`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn FlagStore>,
+    counts: Arc<RequestCounts>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -77,10 +159,12 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<dyn FlagStore>,
             _ = &mut stop => return,
         };
         let store = store.clone();
+        let counts = counts.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let store = store.clone();
-                async move { Ok::<_, Infallible>(answer(store.as_ref(), &req)) }
+                let counts = counts.clone();
+                async move { Ok::<_, Infallible>(answer(store.as_ref(), &counts, &req)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("flag server connection: {e}");
@@ -93,6 +177,7 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<dyn FlagStore>,
 #[derive(Debug)]
 pub struct FlagServer {
     addr: SocketAddr,
+    counts: Arc<RequestCounts>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -104,16 +189,23 @@ impl FlagServer {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel();
+        let counts = Arc::new(RequestCounts::default());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let serving = counts.clone();
         let thread = std::thread::Builder::new().name("kickoff-flags".into()).spawn(move || {
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => serve(l, store, rx).await,
+                    Ok(l) => serve(l, store, serving, rx).await,
                     Err(e) => tracing::error!("flag server: {e}"),
                 }
             });
         })?;
-        Ok(Self { addr, stop: Some(tx), thread: Some(thread) })
+        Ok(Self { addr, counts, stop: Some(tx), thread: Some(thread) })
+    }
+
+    /// What reached it, per backend.
+    pub fn counts(&self) -> &RequestCounts {
+        &self.counts
     }
 
     /// Where it listens.

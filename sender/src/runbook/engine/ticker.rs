@@ -1,6 +1,7 @@
 //! The once-a-second sampler: fleet counts, zombie flags, the backends'
-//! modelled return traffic and the fire's metrics into the recorder, and the
-//! end-of-fire summary once the send is over.
+//! return traffic (measured at the flag server where the simulated clients
+//! call it, modelled otherwise) and the fire's metrics into the recorder,
+//! and the end-of-fire summary once the send is over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,9 +79,29 @@ impl Event {
             }
         }
         let recent = sample.as_ref().map_or(0.0, |s| recent_rate(&s.sent_per_second));
+        // Embedded mode: the notified devices open the app (simulated
+        // clients), and what reaches the flag server is the return traffic.
+        let measured = match (&self.services.clients, &self.services.flag_server) {
+            (Some(clients), Some(server)) => {
+                if let Some(s) = &sample {
+                    clients.delivered(s.delivered);
+                }
+                Some(server.counts().take())
+            }
+            _ => None,
+        };
         for (backend, cap) in &self.runbook.backend_capacity {
             let zombie = flags.iter().any(|f| &f.backend == backend && f.active(now));
-            let rps = backend_rps(*cap, recent, zombie);
+            let rps = match &measured {
+                Some(m) => {
+                    let per_s = |n: Option<&u64>| n.copied().unwrap_or(0) as f64 / m.seconds.max(1e-3);
+                    if let Some(r) = &rec {
+                        r.point(Point::new(now, "flag_polls", &[("backend", backend)], per_s(m.polls.get(backend))));
+                    }
+                    per_s(m.requests.get(backend))
+                }
+                None => backend_rps(*cap, recent, zombie),
+            };
             let peak = {
                 let mut inner = self.inner.lock().expect("event lock");
                 let p = inner.peak_rps.entry(backend.clone()).or_default();
