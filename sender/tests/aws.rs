@@ -582,6 +582,12 @@ async fn a_fire_claimed_but_not_fully_queued_is_completed_by_the_next_press_and_
         })
         .await
         .unwrap();
+    // The workers dispatch that market; then the next press comes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.dispatched(&warmed.id, &first).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the queued market was never dispatched: {}", worker_logs(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let o = Command::new(util::bin()).args(["aws", "fire", "--config", config.to_str().unwrap(), "--operator", "bob"]).output().unwrap();
     assert_eq!(o.status.code(), Some(3), "still 'already fired': {}", util::stderr(&o));
     let j: serde_json::Value = serde_json::from_str(util::stdout(&o).trim()).unwrap();
@@ -601,7 +607,12 @@ async fn a_fire_claimed_but_not_fully_queued_is_completed_by_the_next_press_and_
         assert!(p.terminate().success());
     }
     let stats = gateway.stats();
-    assert_eq!((stats["unique_tokens"].as_u64().unwrap(), stats["duplicates"].as_u64().unwrap()), (targeted, 0), "{stats}");
+    assert_eq!(
+        (stats["unique_tokens"].as_u64().unwrap(), stats["duplicates"].as_u64().unwrap()),
+        (targeted, 0),
+        "{stats}\n{}",
+        worker_logs(dir.path())
+    );
 }
 
 /// Messages waiting in the batch queue, visible or delayed.
@@ -909,4 +920,39 @@ async fn a_two_person_arm_in_aws_mode_needs_two_aws_principals_and_keeps_their_a
     }
     arns.sort();
     assert_eq!(arns, ["arn:aws:iam::123456789012:user/ana", "arn:aws:iam::123456789012:user/bo"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delivered_twice_at_once_is_sent_by_the_first_worker_to_mark_it_taken() {
+    // Standard SQS queues deliver at least once, and the emulator hands one
+    // message to two concurrent receivers under load (its receive checks
+    // and marks a message without a lock): the S3 mark decides.
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let aws = connect(&write_config(dir.path(), &moto, None, "")).await;
+    let store = aws.store();
+    let msg = kickoff_sender::queue::BatchMsg {
+        campaign_id: "launch".into(),
+        shard: 0,
+        platform: kickoff_sender::audience::Platform::Ios,
+        market: 0,
+        start: 0,
+        end: 250,
+        not_before_ms: None,
+    };
+    // Two workers take the same delivery at once: exactly one wins.
+    let (a, b) = tokio::join!(store.take("launch", &msg, "worker-a"), store.take("launch", &msg, "worker-b"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_none() != b.is_none(), "exactly one takes it: {a:?} {b:?}");
+    let (winner, loser, mark) = if a.is_none() { ("worker-a", "worker-b", b.unwrap()) } else { ("worker-b", "worker-a", a.unwrap()) };
+    assert_eq!(mark.worker, winner, "the loser is told who has it");
+    // The winner's own second delivery is still its own.
+    assert!(store.take("launch", &msg, winner).await.unwrap().is_none());
+    assert_eq!(store.take("launch", &msg, loser).await.unwrap().map(|m| m.worker), Some(winner.to_owned()));
+    // Given back unfinished (a stop), the next worker takes it at once.
+    store.untake("launch", &kickoff_sender::aws::store::batch_name(&msg)).await.unwrap();
+    assert!(store.take("launch", &msg, loser).await.unwrap().is_none());
+    // Taken over from a worker that is gone.
+    store.retake("launch", &msg, "worker-c").await.unwrap();
+    assert_eq!(store.take("launch", &msg, winner).await.unwrap().map(|m| m.worker), Some("worker-c".to_owned()));
 }

@@ -32,6 +32,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod provision;
 pub mod queues;
+mod receiver;
 pub mod store;
 pub mod worker;
 

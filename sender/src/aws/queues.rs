@@ -30,6 +30,9 @@ pub struct Received<T> {
     pub handle: String,
     /// How many times SQS has handed it out (1 the first time).
     pub receives: u32,
+    /// When the receive that got it was asked for: its visibility timeout
+    /// runs from no earlier.
+    pub at: std::time::Instant,
 }
 
 /// The fire and batch queues.
@@ -102,6 +105,7 @@ impl Queues {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<Received<T>>, AwsError> {
+        let at = std::time::Instant::now();
         let out = self
             .sqs
             .receive_message()
@@ -122,7 +126,7 @@ impl Queues {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
             match serde_json::from_str(body) {
-                Ok(msg) => got.push(Received { msg, handle: handle.to_owned(), receives }),
+                Ok(msg) => got.push(Received { msg, handle: handle.to_owned(), receives, at }),
                 // Left in the queue: after the redrive policy's receives it
                 // moves to the dead-letter queue, where it can be read.
                 Err(e) => {
@@ -198,6 +202,7 @@ impl Queues {
 
     /// Keeps received batches invisible for another `visibility`.
     pub async fn extend(&self, handles: &[String], visibility: Duration) -> Result<(), AwsError> {
+        let mut failed = Vec::new();
         for chunk in handles.chunks(10) {
             let entries = chunk
                 .iter()
@@ -211,15 +216,24 @@ impl Queues {
                         .expect("fields are set")
                 })
                 .collect();
-            self.sqs
+            let out = self
+                .sqs
                 .change_message_visibility_batch()
                 .queue_url(&self.batch_url)
                 .set_entries(Some(entries))
                 .send()
                 .await
                 .map_err(|e| AwsError::call("SQS", "ChangeMessageVisibilityBatch", e))?;
+            // Every chunk is tried; the failures are reported together.
+            if let Some(f) = out.failed().first() {
+                failed.push(format!("{} of {} ({}: {})", out.failed().len(), chunk.len(), f.code(), f.message().unwrap_or_default()));
+            }
         }
-        Ok(())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(AwsError::Data(format!("SQS ChangeMessageVisibilityBatch: not extended: {}", failed.join("; "))))
+        }
     }
 
     /// Keeps a fire message invisible for another `visibility` (the

@@ -161,6 +161,15 @@ pub struct DoneRecord {
     pub requeued: Option<BatchMsg>,
 }
 
+/// Who took a delivery of a batch first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TakenMark {
+    /// The worker.
+    pub worker: String,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+}
+
 /// Kickoff's objects in one bucket and prefix.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -425,6 +434,38 @@ impl Store {
     pub async fn put_done(&self, fire_id: &str, done: &DoneRecord) -> Result<bool, AwsError> {
         self.put_new(&fire_key(fire_id, &format!("done/{}", batch_name(&done.done.msg))), serde_json::to_vec(done).expect("serializes"))
             .await
+    }
+
+    /// Marks a delivery of `msg` taken by `worker` (first writer wins):
+    /// `None` when this worker has it, else the mark of the worker that
+    /// took it first. SQS may hand a message to two receivers at once
+    /// (standard queues deliver at least once); only the first sends it.
+    pub async fn take(&self, fire_id: &str, msg: &BatchMsg, worker: &str) -> Result<Option<TakenMark>, AwsError> {
+        let rel = fire_key(fire_id, &format!("taken/{}", batch_name(msg)));
+        let mark = TakenMark { worker: worker.to_owned(), at_ms: crate::fanout::ledger::ms(SystemTime::now()) };
+        if self.put_new(&rel, serde_json::to_vec(&mark).expect("serializes")).await? {
+            return Ok(None);
+        }
+        Ok(self.get_json::<TakenMark>(&rel).await?.filter(|m| m.worker != worker))
+    }
+
+    /// Takes `msg` over from a worker that is gone.
+    pub async fn retake(&self, fire_id: &str, msg: &BatchMsg, worker: &str) -> Result<(), AwsError> {
+        let mark = TakenMark { worker: worker.to_owned(), at_ms: crate::fanout::ledger::ms(SystemTime::now()) };
+        self.put(&fire_key(fire_id, &format!("taken/{}", batch_name(msg))), serde_json::to_vec(&mark).expect("serializes")).await
+    }
+
+    /// Gives a taken batch up (it goes back to the queue unfinished): the
+    /// next worker takes it at once.
+    pub async fn untake(&self, fire_id: &str, batch: &str) -> Result<(), AwsError> {
+        let key = self.key(&fire_key(fire_id, &format!("taken/{batch}")));
+        self.s3.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| AwsError::call("S3", "DeleteObject", e))?;
+        Ok(())
+    }
+
+    /// One worker's last status.
+    pub async fn worker_status(&self, worker: &str) -> Result<Option<WorkerStatus>, AwsError> {
+        self.get_json(&format!("workers/{worker}.json")).await
     }
 
     /// True if the batch was finished before.

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use super::dispatcher::Dispatcher;
 use super::metrics::CloudWatchSink;
 use super::queues::{Queues, Received};
+use super::receiver::{Unclaimed, spawn_receiver};
 use super::store::{DoneRecord, Holding, Role, Store, WarmSpec, WorkerState, WorkerStatus};
 use super::{Aws, AwsConfig, AwsError};
 use crate::audience::Audience;
@@ -271,47 +272,6 @@ struct Held {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Receives batches while there is room, into `tx`. Never cancelled
-/// mid-receive by the worker's other events, so no received message waits
-/// out its visibility timeout unseen.
-fn spawn_receiver(
-    queues: Queues,
-    room: Arc<tokio::sync::Semaphore>,
-    cfg: super::WorkerConfig,
-    tx: mpsc::Sender<(Received<BatchMsg>, tokio::sync::OwnedSemaphorePermit)>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let Ok(first) = room.clone().acquire_owned().await else { return };
-            let mut permits = vec![first];
-            while permits.len() < 10 {
-                match room.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            // Long-poll only when idle; while sending, poll briefly so a
-            // freed place is filled promptly.
-            let idle = room.available_permits() + permits.len() >= cfg.max_batches;
-            let wait = if idle { cfg.wait_time } else { Duration::from_secs(1).min(cfg.wait_time) };
-            match queues.receive_batches(permits.len() as i32, wait, cfg.visibility_timeout).await {
-                Ok(got) => {
-                    for r in got {
-                        let permit = permits.pop().expect("no more messages than places");
-                        if tx.send((r, permit)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "receive");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    })
-}
-
 /// Serves the roles for `loaded` until the warm spec changes (false) or
 /// `stop` completes (true).
 /// What a worker talks to.
@@ -338,10 +298,11 @@ async fn serve(
     let mut fire: Option<FireHandle> = None;
     let mut last_extend = Instant::now();
     let (tx, mut received) = mpsc::channel(10);
-    let receiver = cfg
-        .roles
-        .contains(&Role::Notify)
-        .then(|| spawn_receiver(queues.clone(), Arc::new(tokio::sync::Semaphore::new(cfg.max_batches)), cfg.clone(), tx));
+    // Received but not yet taken: their visibility is extended too.
+    let unclaimed = Unclaimed::default();
+    let receiver = cfg.roles.contains(&Role::Notify).then(|| {
+        spawn_receiver(queues.clone(), Arc::new(tokio::sync::Semaphore::new(cfg.max_batches)), cfg.clone(), tx, unclaimed.clone())
+    });
     // The dispatcher runs on its own: a busy notifier loop never delays a
     // market's dispatch (FIFO messages of one fire are served one at a time).
     // Told to stop, it finishes the market it is dispatching: a market is
@@ -390,6 +351,7 @@ async fn serve(
             }
             Some(_) = finishing.join_next(), if !finishing.is_empty() => {}
             Some((r, permit)) = received.recv() => {
+                unclaimed.claim(&r.handle);
                 take_batch(ctx, loaded, &mut fire, &mut held, r, permit).await;
                 let mut t = tally.lock().expect("tally lock");
                 if t.fire.is_none() {
@@ -409,7 +371,7 @@ async fn serve(
         }
         if last_extend.elapsed() >= cfg.visibility_timeout / 4 {
             last_extend = Instant::now();
-            let handles: Vec<String> = held.values().map(|h| h.handle.clone()).collect();
+            let handles: Vec<String> = held.values().map(|h| h.handle.clone()).chain(unclaimed.handles()).collect();
             if !handles.is_empty()
                 && let Err(e) = queues.extend(&handles, cfg.visibility_timeout).await
             {
@@ -469,6 +431,7 @@ async fn serve(
         }
         for (name, h) in held.drain() {
             tracing::warn!(batch = %name, held_for = ?h.since.elapsed(), "released unfinished at shutdown (answers still outstanding)");
+            let _ = store.untake(&fire_id, &name).await;
             let _ = queues.release(&h.handle).await;
         }
     }
@@ -554,6 +517,41 @@ async fn poll_abort(store: Store, fire_id: String, tally: Arc<std::sync::Mutex<T
 
 /// Takes one received batch: skips done ones, refuses foreign ones, adopts
 /// the fire and hands the batch to the notifiers.
+/// Whether this worker may send a delivered batch: it marks it taken, or
+/// finds it taken by a worker that is gone and takes it over. A batch a
+/// live worker took is left alone (the queue handed it out twice); this
+/// delivery reappears after its visibility timeout and is deleted then as
+/// done.
+async fn take(ctx: &Ctx, r: &Received<BatchMsg>) -> bool {
+    let (store, fire_id, name) = (&ctx.store, r.msg.campaign_id.as_str(), super::store::batch_name(&r.msg));
+    let mark = match store.take(fire_id, &r.msg, &ctx.id).await {
+        Ok(None) => return true,
+        Ok(Some(mark)) => mark,
+        Err(e) => {
+            tracing::warn!(error = %e, batch = %name, "cannot mark a batch taken; released");
+            let _ = ctx.queues.release(&r.handle).await;
+            return false;
+        }
+    };
+    let cfg = &ctx.aws.config.worker;
+    // Gone: no heartbeat for ten beats (at least 3 s), or the visibility
+    // timeout, whichever is shorter.
+    let stale = (cfg.heartbeat * 10).max(Duration::from_secs(3)).min(cfg.visibility_timeout.max(Duration::from_secs(3)));
+    let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+    let alive = match store.worker_status(&mark.worker).await {
+        Ok(Some(s)) => s.state != WorkerState::Stopped && crate::clock::now_ms().saturating_sub(s.at_ms) < stale_ms,
+        Ok(None) => false,
+        // Cannot tell: leave it (it reappears).
+        Err(_) => true,
+    };
+    if alive {
+        tracing::warn!(batch = %name, holder = %mark.worker, "a batch another worker is sending (the queue delivered it twice); left to it");
+        return false;
+    }
+    tracing::warn!(batch = %name, holder = %mark.worker, "taking over a batch from a worker that is gone");
+    store.retake(fire_id, &r.msg, &ctx.id).await.is_ok()
+}
+
 async fn take_batch(
     ctx: &Ctx,
     loaded: &Loaded,
@@ -564,6 +562,12 @@ async fn take_batch(
 ) {
     let (store, queues, engine, fire_id) = (&ctx.store, &ctx.queues, &loaded.engine, loaded.spec.fire_id.as_str());
     let name = super::store::batch_name(&r.msg);
+    if r.at.elapsed() >= ctx.aws.config.worker.visibility_timeout {
+        // Its visibility ran out before it was taken: another worker may
+        // hold it now. Left alone (it reappears if no one does).
+        tracing::warn!(batch = %name, waited_s = r.at.elapsed().as_secs(), "a batch waited out its visibility before it was taken; left to the queue");
+        return;
+    }
     if r.msg.campaign_id != fire_id {
         tracing::error!(batch = %name, campaign = %r.msg.campaign_id, holds = %fire_id, "a batch of a fire this worker is not warm for; left in the queue");
         return;
@@ -601,6 +605,9 @@ async fn take_batch(
             let _ = queues.release(&r.handle).await;
             return;
         }
+    }
+    if held.contains_key(&name) || !take(ctx, &r).await {
+        return;
     }
     if fire.is_none() {
         match store.fire_record(fire_id).await {
@@ -649,6 +656,7 @@ fn finish_batch(
     if stopping && d.handed_off == 0 {
         if let Some(handle) = handle {
             finishing.spawn(async move {
+                let _ = store.untake(&fire_id, &name).await;
                 let _ = queues.release(&handle).await;
             });
         }
