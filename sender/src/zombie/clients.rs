@@ -234,7 +234,7 @@ mod tests {
         assert!((total - 10_000.0 * 0.1 * 20.0).abs() < 1.0, "every open's requests, once: {total}");
         // Exponential: the first 10 s (one mean delay) hold 1 - 1/e of them.
         let first: f64 = d.slots.iter().take(100).sum();
-        assert!((first / total - (1.0 - (-1.0f64).exp())).abs() < 1e-6, "{first} of {total}");
+        assert!((first / total - (1.0 - (-1.0f64).exp())).abs() < 1e-4, "{first} of {total}");
         d.defer(5.0, 3);
         assert!((d.slots.iter().sum::<f64>() - total - 5.0).abs() < 1e-9);
     }
