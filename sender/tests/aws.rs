@@ -943,8 +943,11 @@ async fn a_batch_delivered_twice_at_once_is_sent_by_the_first_worker_to_mark_it_
     // Two workers take the same delivery at once: exactly one wins.
     let (a, b) = tokio::join!(store.take("launch", &msg, "worker-a"), store.take("launch", &msg, "worker-b"));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(a.is_none() != b.is_none(), "exactly one takes it: {a:?} {b:?}");
-    let (winner, loser, mark) = if a.is_none() { ("worker-a", "worker-b", b.unwrap()) } else { ("worker-b", "worker-a", a.unwrap()) };
+    let (winner, loser, mark) = match (a, b) {
+        (None, Some(mark)) => ("worker-a", "worker-b", mark),
+        (Some(mark), None) => ("worker-b", "worker-a", mark),
+        other => panic!("exactly one takes it: {other:?}"),
+    };
     assert_eq!(mark.worker, winner, "the loser is told who has it");
     // The winner's own second delivery is still its own.
     assert!(store.take("launch", &msg, winner).await.unwrap().is_none());

@@ -785,7 +785,7 @@ async fn the_arm_needs_the_providers_proven_and_their_key_files_readable() {
             assert!(
                 reasons.contains("providers-healthy") && reasons.contains(&format!("FCM service account {}", sa.display())),
                 "{reasons}"
-            )
+            );
         }
         other => panic!("the arm went on without its service account: {other:?}"),
     }

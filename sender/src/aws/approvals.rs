@@ -110,7 +110,7 @@ impl Approvals for S3Approvals {
                 }
                 out.push(s.approval);
             }
-            out.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+            out.sort_by_key(|a| std::cmp::Reverse(a.at_ms));
             Ok(out)
         })
     }

@@ -68,7 +68,7 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         opts.default_fcm_quota_per_minute = q;
     }
     // The providers the config names, else the embedded default.
-    let provider = if config.is_empty() { ProviderChoice::gateway() } else { ProviderChoice::Http(config.clone()) };
+    let provider = if config.is_empty() { ProviderChoice::gateway() } else { ProviderChoice::Http(config) };
     opts.apns_environment = Some(provider.facts().apns_environment);
     opts.rtt_ms = args.rtt_ms;
     opts.per_worker_rate = args.per_worker_rate;

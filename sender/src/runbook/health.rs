@@ -67,7 +67,7 @@ pub fn check(proof: Option<&ProviderProof>, facts: &ProviderFacts, now_ms: u64) 
     let within_ms = PROVEN_WITHIN.as_millis() as u64;
     match proof {
         None => {
-            problems.push("no test-send yet: run test-send (a 200 from APNs proves its provider token, from FCM its OAuth token)".into())
+            problems.push("no test-send yet: run test-send (a 200 from APNs proves its provider token, from FCM its OAuth token)".into());
         }
         Some(p) if now_ms.saturating_sub(p.at_ms) > within_ms => problems.push(format!(
             "the providers were last proven by the test-send {} (by {}); the arm needs it within {} min: run test-send again",
