@@ -485,10 +485,11 @@ fn needed_workers(input: &PlanInput, target_s: f64) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn input(ios: u64, android: u64) -> PlanInput {
+    /// A plan's input for tests: 2 workers at 50,000/s, a 5 s target.
+    pub(crate) fn input(ios: u64, android: u64) -> PlanInput {
         PlanInput {
             devices: [ios, android],
             target_s: Some(5.0),

@@ -21,7 +21,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use super::FlagsDocument;
+use super::background::Background;
 use super::server::{BACKENDS_PATH, CLIENTS_HEADER, PATH};
 use crate::plan::BackendInput;
 
@@ -96,19 +96,16 @@ struct Feed {
 #[derive(Debug)]
 pub struct ClientSim {
     feed: Arc<Mutex<Feed>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _running: Background,
 }
 
 impl ClientSim {
     /// Clients of `backends` calling the flag server at `addr`.
     pub fn start(addr: SocketAddr, backends: Vec<BackendInput>) -> std::io::Result<Self> {
         let feed = Arc::new(Mutex::new(Feed::default()));
-        let (tx, rx) = oneshot::channel();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let fed = feed.clone();
-        let thread = std::thread::Builder::new().name("kickoff-clients".into()).spawn(move || rt.block_on(run(addr, backends, fed, rx)))?;
-        Ok(Self { feed, stop: Some(tx), thread: Some(thread) })
+        let running = Background::spawn("kickoff-clients", move |stop| run(addr, backends, fed, stop))?;
+        Ok(Self { feed, _running: running })
     }
 
     /// Devices delivered so far, a running total: the new ones start opening.
@@ -117,17 +114,6 @@ impl ClientSim {
         if total > f.seen {
             f.new += total - f.seen;
             f.seen = total;
-        }
-    }
-}
-
-impl Drop for ClientSim {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

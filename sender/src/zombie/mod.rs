@@ -15,6 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+mod background;
 pub mod clients;
 pub mod server;
 

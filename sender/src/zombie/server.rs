@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -29,6 +28,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
+use super::background::Background;
 use super::{FlagStore, FlagsDocument, now_ms};
 
 /// The path client apps read.
@@ -178,8 +178,7 @@ pub async fn serve(
 pub struct FlagServer {
     addr: SocketAddr,
     counts: Arc<RequestCounts>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _serving: Background,
 }
 
 impl FlagServer {
@@ -188,19 +187,15 @@ impl FlagServer {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel();
         let counts = Arc::new(RequestCounts::default());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let serving = counts.clone();
-        let thread = std::thread::Builder::new().name("kickoff-flags".into()).spawn(move || {
-            rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => serve(l, store, serving, rx).await,
-                    Err(e) => tracing::error!("flag server: {e}"),
-                }
-            });
+        let serving = Background::spawn("kickoff-flags", move |stop| async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => serve(l, store, serving, stop).await,
+                Err(e) => tracing::error!("flag server: {e}"),
+            }
         })?;
-        Ok(Self { addr, counts, stop: Some(tx), thread: Some(thread) })
+        Ok(Self { addr, counts, _serving: serving })
     }
 
     /// What reached it, per backend.
@@ -216,16 +211,5 @@ impl FlagServer {
     /// The URL client apps read.
     pub fn url(&self) -> String {
         format!("http://{}{PATH}", self.addr)
-    }
-}
-
-impl Drop for FlagServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
