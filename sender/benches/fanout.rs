@@ -269,6 +269,7 @@ fn main() {
         max_rate: None,
         backends: Vec::new(),
         apns_environment: None,
+        aws: None,
     });
     let measured = [0.5, 0.95, 0.99].map(|q| stats.latency.quantile(q).as_secs_f64());
     let worst = [planned.p50_s, planned.p95_s, planned.p99_s].iter().zip(measured).map(|(p, m)| (p / m - 1.0).abs()).fold(0.0, f64::max);

@@ -35,7 +35,7 @@ use kickoff_sender::runbook::workers::Workers;
 use super::util::{self, GatewayProc};
 
 /// A moto server on a free loopback port, stopped on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     url: String,
 }
@@ -48,7 +48,7 @@ fn moto_server() -> PathBuf {
 }
 
 impl Moto {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = moto_server();
         assert!(bin.is_file(), "the AWS API emulator is not installed at {}: run `make deps-moto` (make test does)", bin.display());
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -75,7 +75,7 @@ impl Drop for Moto {
 }
 
 /// Writes the AWS configuration (and a credentials file) for `moto`.
-fn write_config(dir: &Path, moto: &Moto, push: Option<&Path>, worker: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, moto: &Moto, push: Option<&Path>, worker: &str) -> PathBuf {
     std::fs::write(dir.join("credentials"), "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n").unwrap();
     let push = push.map(|p| format!("push_config = {:?}\n", p.to_str().unwrap())).unwrap_or_default();
     let text = format!(
@@ -102,7 +102,7 @@ heartbeat = "300ms"
     path
 }
 
-async fn connect(config: &Path) -> Aws {
+pub(crate) async fn connect(config: &Path) -> Aws {
     let aws = Aws::connect(AwsConfig::load(config).unwrap()).await.unwrap();
     provision(&aws, &ProvisionOptions::default()).await.unwrap();
     aws
@@ -469,6 +469,7 @@ async fn a_runbook_walked_in_aws_mode_scales_warms_fires_once_and_charts_from_cl
     let text = util::stdout(&out);
     assert!(text.contains("AWS: auto-scaling group kickoff-workers"), "{text}");
     assert!(text.contains("2 workers warm"), "verify-warm read the workers' status from S3: {text}");
+    assert!(text.contains("every gate passes") && text.contains("batch messages over"), "the plan read the queues: {text}");
 
     // The fleet: scaled up, then back down, through the ASG and ECS APIs.
     let fleet = AwsFleet::new(&aws);

@@ -155,6 +155,7 @@ fn the_plan_of_a_1m_latency_model_drill_agrees_with_the_drills_littles_law_bound
         max_rate: None,
         backends: Vec::new(),
         apns_environment: None,
+        aws: None,
     });
     let bound = drill["littles_law_s"].as_f64().unwrap();
     assert!((p.p99_s - bound).abs() <= 0.25 * bound, "planned p99 {:.2} s, the drill's bound {bound:.2} s", p.p99_s);
@@ -229,4 +230,65 @@ params = {{ items = ["ready"] }}
     assert_eq!(bad.status.code(), Some(5), "{}\n{}", util::stdout(&bad), util::stderr(&bad));
     let out = format!("{}{}", util::stdout(&bad), util::stderr(&bad));
     assert!(out.contains("provider-quota"), "{out}");
+}
+
+/// `plan --aws`: the deployment is read from the AWS API emulator, and the
+/// fire's messages are checked against SQS's limits and the group's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_plan_reads_the_service_the_group_and_the_queue_and_checks_sqs_limits() {
+    use kickoff_sender::fleet::{Fleet, Group};
+    let dir = tempfile::tempdir().unwrap();
+    let moto = crate::aws::Moto::start();
+    // 100 workers holding 20,000 batches each: far over SQS's 120,000 in flight.
+    let config = crate::aws::write_config(dir.path(), &moto, None, "max_batches = 20000\n");
+    let aws = crate::aws::connect(&config).await;
+    let fleet = kickoff_sender::aws::fleet::AwsFleet::new(&aws);
+    fleet.set_desired(Group::Service, 3).await.unwrap();
+    // A message left in the batch queue from before.
+    let queues = kickoff_sender::aws::queues::Queues::open(&aws).await.unwrap();
+    aws.sqs.send_message().queue_url(&queues.batch_url).message_body("{}").send().await.unwrap();
+    let rb = runbook(dir.path(), 20_000, "capacity_rps = 1_000_000");
+    let work = dir.path().join("work");
+    let aws_plan = |rb: &Path| {
+        let (o, p) = plan(rb, &work, &["--per-worker-rate", "60000", "--aws", config.to_str().unwrap()]);
+        (o.status.code(), p)
+    };
+    let (code, p) = tokio::task::block_in_place(|| aws_plan(&rb));
+    assert_eq!(code, Some(2), "{p}");
+    let facts = &p["input"]["aws"]["facts"];
+    assert_eq!(facts["service_desired"], 3, "read from ECS: {p}");
+    assert_eq!(facts["asg_max"], 100, "read from the auto-scaling group: {p}");
+    assert_eq!(facts["backlog"], 1, "{p}");
+    let messages = p["input"]["aws"]["batch_messages"].as_u64().unwrap();
+    let devices: u64 = p["platforms"].as_array().unwrap().iter().map(|x| x["devices"].as_u64().unwrap()).sum();
+    // At most 500 iOS or 250 Android devices a message.
+    assert!(messages >= devices / 500 && messages <= devices, "{messages} messages for {devices} devices");
+    let queue = gate(&p, "queue-limits");
+    let detail = queue["detail"].as_str().unwrap();
+    assert_eq!(queue["ok"], false, "{queue}");
+    assert!(detail.contains("2,000,000 in flight") && detail.contains("max_batches to at most 1200"), "{detail}");
+    assert!(detail.contains("1 messages are already in the batch queue"), "{detail}");
+    let capacity = gate(&p, "aws-capacity");
+    assert_eq!(capacity["ok"], false, "{capacity}");
+    assert!(
+        capacity["detail"].as_str().unwrap().contains("scales the ASG to 0 instances, but 100 workers at 2 per instance need 50"),
+        "{capacity}"
+    );
+
+    // Fixed: the queue drained, a sane max_batches, the runbook scales the ASG.
+    aws.sqs.purge_queue().queue_url(&queues.batch_url).send().await.unwrap();
+    crate::aws::write_config(dir.path(), &moto, None, "max_batches = 16\n");
+    let text = std::fs::read_to_string(&rb).unwrap()
+        + "\n[[steps]]\nid = \"scale-asg\"\ntitle = \"Scale the ASG\"\nrole = \"ops\"\nkind = \"scale-asg\"\nparams = { desired = 50, timeout = \"2m\" }\n";
+    let fixed = dir.path().join("fixed.toml");
+    std::fs::write(&fixed, text).unwrap();
+    let (code, p) = tokio::task::block_in_place(|| aws_plan(&fixed));
+    for id in ["queue-limits", "aws-capacity"] {
+        assert_eq!(gate(&p, id)["ok"], true, "{id}: {p}");
+    }
+    assert_eq!(code, Some(0), "{p}");
+    assert!(gate(&p, "queue-limits")["detail"].as_str().unwrap().contains("1,600 in flight"), "{p}");
+    // The embedded plan has neither gate.
+    let (_, p) = plan(&fixed, &work, &["--per-worker-rate", "60000"]);
+    assert!(p["gates"].as_array().unwrap().iter().all(|g| g["id"] != "queue-limits" && g["id"] != "aws-capacity"), "{p}");
 }

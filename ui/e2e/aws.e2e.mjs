@@ -133,6 +133,7 @@ push_config = "${join(work, "keys", "kickoff.toml")}"
 
     await a.walkToArmed();
     assert.match(await a.text("step-verify-warm"), /2 workers warm/, "verify-warm read both workers' status from S3");
+    assert.match(await a.text("step-plan"), /every gate passes.*SQS: \d+ batch messages over/, "the plan read the queues and the groups from AWS");
     await a.hold("fire-button", 0, 0, 1300);
     await a.until("fired", () => a.fired(), 60_000);
     const firedText = await a.text("fire-status");

@@ -544,6 +544,10 @@ impl Workers for AwsWorkers {
         self.fire_now(operator)
     }
 
+    fn plan_facts(&self) -> BoxFuture<'_, Result<Option<crate::plan::aws::AwsFacts>, WorkersError>> {
+        Box::pin(async { Ok(Some(super::planning::plan_facts(&self.aws).await.map_err(platform)?)) })
+    }
+
     fn handle(&self) -> Option<FireHandle> {
         self.handle.lock().expect("handle lock").clone()
     }

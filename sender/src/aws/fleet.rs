@@ -82,7 +82,11 @@ impl Fleet for AwsFleet {
                         .auto_scaling_groups()
                         .first()
                         .ok_or_else(|| FleetError::Platform { group, message: format!("no auto-scaling group named {}", self.group) })?;
-                    let mut status = GroupStatus { desired: count(g.desired_capacity().unwrap_or(0)), ..GroupStatus::default() };
+                    let mut status = GroupStatus {
+                        desired: count(g.desired_capacity().unwrap_or(0)),
+                        max: g.max_size().map(count),
+                        ..GroupStatus::default()
+                    };
                     for i in g.instances() {
                         let state = i.lifecycle_state().map(|s| s.as_str().to_owned()).unwrap_or_default();
                         let healthy = i.health_status().is_none_or(|h| h.eq_ignore_ascii_case("healthy"));
@@ -119,6 +123,7 @@ impl Fleet for AwsFleet {
                         pending: count(s.pending_count()),
                         running: count(s.running_count()),
                         message: s.events().first().and_then(|e| e.message()).map(str::to_owned),
+                        max: None,
                     })
                 }
             }

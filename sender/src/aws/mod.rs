@@ -30,6 +30,7 @@ pub mod control;
 mod dispatcher;
 pub mod fleet;
 pub mod metrics;
+pub mod planning;
 pub mod provision;
 pub mod queues;
 mod receiver;
@@ -72,6 +73,9 @@ pub enum AwsError {
     /// An AWS call made apart panicked (a bug).
     #[error("an AWS call panicked")]
     Panicked,
+    /// Reading the fleet's groups failed.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 impl AwsError {

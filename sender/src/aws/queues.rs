@@ -283,4 +283,29 @@ impl Queues {
             .map_err(|e| AwsError::call("SQS", "DeleteMessage", e))?;
         Ok(())
     }
+
+    /// Messages in the batch queue now: visible, in flight and delayed
+    /// (SQS's approximate counts).
+    pub async fn batch_backlog(&self) -> Result<u64, AwsError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.batch_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| AwsError::call("SQS", "GetQueueAttributes", e))?;
+        let attributes = out.attributes();
+        let count = |a: A| -> Result<u64, AwsError> {
+            attributes.and_then(|m| m.get(&a)).map_or(Ok(0), |v| {
+                v.parse().map_err(|_| AwsError::Data(format!("SQS GetQueueAttributes: {} is {v:?}, not a count", a.as_str())))
+            })
+        };
+        Ok(count(A::ApproximateNumberOfMessages)?
+            + count(A::ApproximateNumberOfMessagesNotVisible)?
+            + count(A::ApproximateNumberOfMessagesDelayed)?)
+    }
 }

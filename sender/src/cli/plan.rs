@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
+use kickoff_sender::aws::planning::plan_facts;
+use kickoff_sender::aws::{Aws, AwsConfig};
 use kickoff_sender::plan::{Gate, Plan, group};
 use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::runbook::Runbook;
@@ -21,6 +23,11 @@ const EXIT_GATE_FAILED: u8 = 2;
 pub(crate) struct PlanArgs {
     /// The runbook file.
     runbook: PathBuf,
+    /// AWS mode: the AWS configuration (TOML). The plan then reads the ECS
+    /// service, the auto-scaling group and the batch queue, and checks the
+    /// fire's messages against SQS's limits and the group's size.
+    #[arg(long, value_name = "FILE")]
+    aws: Option<PathBuf>,
     /// Config file whose `[fcm] quota_per_minute` is the FCM quota
     /// (default: kickoff.toml in Kickoff's data directory, if present).
     #[arg(long)]
@@ -77,6 +84,12 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         eprintln!("measuring one worker's send rate ({} devices through the loopback gateway)...", group(opts.calibration_devices));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(file) = &args.aws {
+        opts.aws = Some(rt.block_on(async {
+            let aws = Aws::connect(AwsConfig::load(file)?).await?;
+            plan_facts(&aws).await.with_context(|| format!("reading the deployment of {}", file.display()))
+        })?);
+    }
     let plan = rt.block_on(plan_runbook(&runbook, &opts))?;
     if let Some(dir) = &args.charts {
         let written = write_charts(&plan, dir)?;
@@ -127,6 +140,20 @@ fn print(runbook: &Runbook, plan: &Plan, measured: &str) {
     }
     if let Some(env) = &i.apns_environment {
         println!("  APNs environment: {env}");
+    }
+    if let Some(aws) = &i.aws {
+        let f = &aws.facts;
+        println!(
+            "  AWS: service {} ({} of {} running), ASG {} ({} desired, max {}), SQS round trip {:.0} ms",
+            f.service, f.service_running, f.service_desired, f.asg, f.asg_desired, f.asg_max, f.sqs_rtt_ms
+        );
+        println!(
+            "       {} batch messages over {} markets, {} in the largest; {} already queued",
+            group(aws.batch_messages),
+            aws.markets,
+            group(aws.largest_market_messages),
+            group(f.backlog)
+        );
     }
     println!("  expected delivery: 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s", plan.p50_s, plan.p95_s, plan.p99_s);
     for b in &plan.backends {

@@ -51,6 +51,10 @@ pub struct GroupStatus {
     pub running: u32,
     /// Why pending ones are not starting, if the platform says.
     pub message: Option<String>,
+    /// The most it can be scaled to, where the platform sets a limit (an
+    /// auto-scaling group's maximum size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
 }
 
 /// Fleet failures.
@@ -224,7 +228,7 @@ impl SimFleet {
             Group::Asg => format!("{} instances cannot launch: InsufficientInstanceCapacity", g.stuck),
             Group::Service => format!("{} tasks cannot be placed: no container instance has room (RESOURCE:CPU)", g.stuck),
         });
-        GroupStatus { desired: g.desired, pending, running, message }
+        GroupStatus { desired: g.desired, pending, running, message, max: None }
     }
 
     fn set_now(&self, group: Group, desired: u32) {

@@ -11,6 +11,7 @@ use crate::audience::{AudienceError, Platform};
 use crate::campaign::{Campaign, CampaignError};
 use crate::drill::{DrillError, DrillOptions, ProviderChoice};
 use crate::fanout::{EngineConfig, Warm, WarmError};
+use crate::plan::aws::{AwsFacts, AwsInput};
 use crate::plan::{DEFAULT_FCM_QUOTA_PER_MINUTE, DEFAULT_RTT_MS, Plan, PlanInput};
 
 /// Devices the calibration sends by default.
@@ -41,6 +42,10 @@ pub struct PlanOptions {
     /// Where APNs sends go (`production`, `sandbox`, ...), stated on the
     /// plan.
     pub apns_environment: Option<String>,
+    /// AWS mode: what was read from the queues and the fleet's groups; the
+    /// plan then counts the fire's messages and checks SQS's limits and
+    /// the group's size.
+    pub aws: Option<AwsFacts>,
 }
 
 impl PlanOptions {
@@ -55,6 +60,7 @@ impl PlanOptions {
             calibration_devices: CALIBRATION_DEVICES,
             work_dir,
             apns_environment: None,
+            aws: None,
         }
     }
 }
@@ -120,6 +126,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         .1;
     let warm = Warm::new(Arc::new(audience), campaign.clone())?;
     let devices = Platform::ALL.map(|p| warm.targeted_on(p));
+    let aws = opts.aws.clone().map(|facts| aws_input(runbook, &warm, facts));
     drop(warm);
     let per_worker_rate = match given_rate {
         Some(r) => r,
@@ -138,6 +145,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         max_rate: campaign.max_rate.map(|r| r as f64),
         backends: runbook.return_traffic.clone(),
         apns_environment: opts.apns_environment.clone(),
+        aws,
     };
     let mut plan = crate::plan::plan(input);
     if let Some(p) = step {
@@ -146,18 +154,40 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
     Ok(plan)
 }
 
-/// The worker tasks the runbook scales the service to (its largest
-/// scale-ecs), or the fleet's baseline.
-fn workers(runbook: &Runbook) -> u32 {
+/// The fire's messages as the dispatchers will queue them (the same
+/// dispatch plan), per market, with what was read from AWS.
+fn aws_input(runbook: &Runbook, warm: &Warm, facts: AwsFacts) -> AwsInput {
+    let markets = warm.campaign.markets.len();
+    let mut per_market = vec![0u64; markets];
+    for (_, b) in crate::fanout::dispatch::plan(warm, &warm.campaign.id, None) {
+        if let Some(m) = warm.routes[b.shard as usize].campaign_market[usize::from(b.market)] {
+            per_market[m] += 1;
+        }
+    }
+    AwsInput {
+        facts,
+        batch_messages: per_market.iter().sum(),
+        largest_market_messages: per_market.iter().copied().max().unwrap_or(0),
+        markets: u32::try_from(markets).unwrap_or(u32::MAX),
+        asg_planned: largest_scale(runbook, StepKind::ScaleAsg),
+    }
+}
+
+/// The largest count the runbook's steps of `kind` scale to.
+fn largest_scale(runbook: &Runbook, kind: StepKind) -> Option<u32> {
     runbook
         .steps
         .iter()
-        .filter(|s| s.kind == StepKind::ScaleEcs)
+        .filter(|s| s.kind == kind)
         .filter_map(|s| match s.params {
             Params::Scale { desired, .. } => Some(desired),
             _ => None,
         })
         .max()
-        .unwrap_or(runbook.fleet.baseline_tasks)
-        .max(1)
+}
+
+/// The worker tasks the runbook scales the service to (its largest
+/// scale-ecs), or the fleet's baseline.
+fn workers(runbook: &Runbook) -> u32 {
+    largest_scale(runbook, StepKind::ScaleEcs).unwrap_or(runbook.fleet.baseline_tasks).max(1)
 }

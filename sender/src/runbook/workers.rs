@@ -150,6 +150,11 @@ pub trait Workers: Send + Sync + std::fmt::Debug {
     fn request_abort(&self, _campaign_id: &str, _by: &str, _why: &str) -> Result<(), WorkersError> {
         Ok(())
     }
+    /// What a plan checks of the workers' deployment (AWS: the queues and
+    /// the fleet's groups); nothing in process.
+    fn plan_facts(&self) -> BoxFuture<'_, Result<Option<crate::plan::aws::AwsFacts>, WorkersError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// What arrived, counted at the receiver if it can be asked.
     fn received(&self, sender_delivered: u64) -> Received;
     /// Stops everything.

@@ -243,6 +243,7 @@ impl Event {
                 let mut opts = crate::runbook::planning::PlanOptions::new(work.path().to_owned());
                 opts.step = Some(step.id.clone());
                 opts.apns_environment = Some(self.services.provider.apns_environment.clone());
+                opts.aws = self.services.workers.plan_facts().await.map_err(|e| format!("plan: reading the deployment: {e}"))?;
                 let plan = crate::runbook::planning::plan_runbook(&self.runbook, &opts).await.map_err(|e| format!("plan: {e}"))?;
                 let value = plan.summary();
                 let (accepted, failed): (Vec<_>, Vec<_>) = plan.gates.iter().filter(|g| !g.ok).partition(|g| g.accepted.is_some());
@@ -264,9 +265,17 @@ impl Event {
                 } else {
                     format!("gates pass or are accepted: {}", accepted.join("; "))
                 };
+                let queue = plan.input.aws.as_ref().map_or_else(String::new, |a| {
+                    format!(
+                        "; SQS: {} batch messages over {} markets, {} ms a call",
+                        a.batch_messages,
+                        a.markets,
+                        a.facts.sqs_rtt_ms.round()
+                    )
+                });
                 Ok(Outcome::Done(
                     format!(
-                        "{gates}; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s; APNs environment: {}",
+                        "{gates}; expected 50% by {:.1} s, 95% by {:.1} s, 99% by {:.1} s; APNs environment: {}{queue}",
                         plan.p50_s, plan.p95_s, plan.p99_s, self.services.provider.apns_environment
                     ),
                     value,

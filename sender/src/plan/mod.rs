@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audience::Platform;
 
+pub mod aws;
+
 /// FCM's default quota: messages per minute per project.
 pub const DEFAULT_FCM_QUOTA_PER_MINUTE: u64 = 600_000;
 /// The providers' round trip the model assumes, in ms (uniform).
@@ -55,6 +57,9 @@ pub struct PlanInput {
     /// in for APNs (stated on the plan; not part of the model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apns_environment: Option<String>,
+    /// AWS mode: the queues and the fleet's groups, read from AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<aws::AwsInput>,
 }
 
 /// One backend of the app, and the traffic an open brings it.
@@ -73,12 +78,13 @@ pub struct BackendInput {
 }
 
 /// The ids of the plan's gates, in the order a plan lists them.
-pub const GATE_IDS: [&str; 3] = ["provider-quota", "fleet-size", "backend-load"];
+/// (`queue-limits` and `aws-capacity` in AWS mode only.)
+pub const GATE_IDS: [&str; 5] = ["provider-quota", "fleet-size", "backend-load", "queue-limits", "aws-capacity"];
 
 /// A gate of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gate {
-    /// `provider-quota`, `fleet-size` or `backend-load`.
+    /// One of [`GATE_IDS`].
     pub id: &'static str,
     /// Passed.
     pub ok: bool,
@@ -107,7 +113,8 @@ pub struct PlatformPlan {
     pub rate_per_s: f64,
     /// Seconds to hand them all off.
     pub seconds: f64,
-    /// What bounds the rate: `quota`, `window`, `cpu` or `paced`.
+    /// What bounds the rate: `quota`, `window`, `cpu`, `paced` or (AWS
+    /// mode) `queue`.
     pub bound: &'static str,
 }
 
@@ -265,7 +272,9 @@ fn platforms(input: &PlanInput) -> Vec<PlatformPlan> {
             };
             // A paced fire interleaves the platforms in proportion too.
             let paced = input.max_rate.map_or(f64::INFINITY, |r| r * n as f64 / total);
-            let (rate, bound) = [(quota, "quota"), (window, "window"), (cpu, "cpu"), (paced, "paced")]
+            // So does the queue in AWS mode.
+            let queue = aws::queue_rate(input) * n as f64 / total;
+            let (rate, bound) = [(quota, "quota"), (window, "window"), (cpu, "cpu"), (paced, "paced"), (queue, "queue")]
                 .into_iter()
                 .fold((f64::INFINITY, "cpu"), |best, (r, b)| if r < best.0 { (r, b) } else { best });
             let seconds = if n == 0 { 0.0 } else { n as f64 / rate };
@@ -473,6 +482,7 @@ pub fn plan(input: PlanInput) -> Plan {
                 .join("; "),
         }
     });
+    gates.extend(aws::gates(&input));
     Plan { input, platforms, p50_s, p95_s, p99_s, delivered, backends, gates }
 }
 
@@ -502,6 +512,7 @@ pub(crate) mod tests {
             max_rate: None,
             backends: Vec::new(),
             apns_environment: None,
+            aws: None,
         }
     }
 
