@@ -15,6 +15,7 @@ fn main() {
         "fire",
         "resume",
         "disarm",
+        "approve",
         "abort",
         "switch_zombie",
         "campaign_preview",

@@ -90,6 +90,30 @@ mod tests {
         (app, window)
     }
 
+    /// Every command the handler registers is declared in build.rs's app
+    /// manifest and granted in capabilities/default.json: a command missing
+    /// from either answers "not allowed" in the real app (the mock runtime
+    /// does not check the grants).
+    #[test]
+    fn every_command_is_declared_and_granted() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+        let lib = read("src/lib.rs");
+        let handler = &lib[lib.find("generate_handler![").unwrap()..];
+        let handler = &handler[..handler.find(']').unwrap()];
+        let commands: Vec<&str> =
+            handler.split(',').filter_map(|c| c.trim().rsplit("::").next()).filter(|c| !c.is_empty() && !c.contains('[')).collect();
+        assert!(commands.len() > 10 && commands.contains(&"approve"), "{commands:?}");
+        let (build, capabilities) = (read("build.rs"), read("capabilities/default.json"));
+        for c in commands {
+            assert!(build.contains(&format!("\"{c}\"")), "{c} is not in build.rs's app manifest");
+            assert!(
+                capabilities.contains(&format!("\"allow-{}\"", c.replace('_', "-"))),
+                "{c} is not granted in capabilities/default.json"
+            );
+        }
+    }
+
     #[test]
     fn the_control_room_walks_a_runbook_to_one_fire_and_replays_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,8 @@
 // WebKitWebDriver over the W3C WebDriver protocol (./driver.mjs). Run by
 // `make e2e` (part of `make test`).
 //
-// Walks runbooks/launch-day.toml in embedded mode from scale to fire with a
+// Walks runbooks/launch-day.toml in embedded mode from scale to fire (the
+// arm approved by a second operator in a second instance) with a
 // 200,000-device audience and checks, in the app and in the recorder:
 // delivered = 200,000, 0 duplicates, 0 missing; the fire button is inert
 // before arm; a press 2 px outside the square's corner does nothing; a
@@ -26,8 +27,18 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     await a.hold("fire-button", 0, 0, 1300);
     assert.equal(await a.fired(), false);
 
-    await a.walkToArmed();
+    // The two-person arm: a second app instance, as another operator,
+    // approves the arm pressed here.
+    let b = null;
+    await a.walkToArmed(async () => {
+      b = await Session.start(bases[1]);
+      await b.setOperator("sam");
+      await b.openLaunchDay();
+      await b.approveArm();
+    });
     assert.match(await a.text("armed-banner"), /ARMED/);
+    assert.match(await a.text("step-arm"), /approved by sam \(2 of 2\)/);
+    await b.close();
     // The plan step's charts: the expected delivery per platform and the
     // forecast backend load, drawn as images in the Plan card.
     const drawn = (id) => `const i = document.querySelector('[data-testid=plan-charts] [data-testid=chart-${id}]'); return i !== null && i.complete && i.naturalWidth > 0`;
@@ -63,15 +74,16 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     // The return traffic, measured at the flag server from the simulated clients, charted live.
     assert.match(await a.js("return document.querySelector('[data-testid=live-charts] [data-testid=chart-zombie]').alt"), /measured at the flag server/);
 
-    // A second app instance on the same runbook joins the event; its fire sends nothing.
-    const b = await Session.start(bases[1]);
-    await b.openLaunchDay();
-    await b.walkToArmed();
-    await b.hold("fire-button", 0, 0, 1300);
-    await b.until("B sees the earlier fire", () => b.fired(), 30_000);
-    const bText = await b.text("fire-status");
-    assert.ok(bText.includes(firedText.replace(/\.$/, "")) || bText.startsWith("Fired at"), bText);
-    await b.close();
+    // A second app instance on the same runbook (sam's) joins the event;
+    // its arm counts the two approvals above, and its fire sends nothing.
+    const c = await Session.start(bases[1]);
+    await c.openLaunchDay();
+    await c.walkToArmed();
+    await c.hold("fire-button", 0, 0, 1300);
+    await c.until("C sees the earlier fire", () => c.fired(), 30_000);
+    const cText = await c.text("fire-status");
+    assert.ok(cText.includes(firedText.replace(/\.$/, "")) || cText.startsWith("Fired at"), cText);
+    await c.close();
 
     // The recorder agrees: one file with the whole send.
     const files = readdirSync(join(data, "events")).filter((f) => f.endsWith(".kickoff.sqlite"));

@@ -132,12 +132,48 @@ export class Session {
     await this.click("runbook-open");
     await this.until("the runbook panel", async () => (await this.state("scale-asg")) !== null, 60_000);
   }
-  async walkToArmed() {
+  /**
+   * Runs the steps up to the arm and presses Arm. A runbook whose arm needs
+   * a second operator (`[approvals] arm = 2`, launch day) waits for one:
+   * `approve` (async) gives that approval once the arm waits for it.
+   */
+  async walkToArmed(approve = null) {
     for (const step of ["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm"]) await this.runStep(step);
     // Runbooks with a plan step (launch day) check it before the arm.
     if (await this.js("return document.querySelector('[data-testid=\"step-plan\"]') !== null")) await this.runStep("plan");
     await this.click("arm-button");
-    await this.until("armed", async () => !(await this.js("return document.querySelector('[data-testid=fire-button]').disabled")));
+    const armed = async () => !(await this.js("return document.querySelector('[data-testid=fire-button]').disabled"));
+    if (await this.js("return document.querySelector('[data-testid=approve-button]').hidden === false")) {
+      // Approvals given earlier (within the runbook's window) may arm it at once.
+      await this.until("armed or waiting for approvals", async () => (await armed()) || /waiting for approvals/.test(await this.text("step-arm")), 60_000);
+      if (!(await armed())) {
+        if (!approve) throw new Error(`the arm waits for a second operator and no approver was given: ${await this.text("step-arm")}`);
+        await approve();
+      }
+    }
+    await this.until("armed", armed);
+  }
+  /** Renames this window's operator (Settings, saved for the instances started after it). */
+  async setOperator(name) {
+    await this.click("tab-settings");
+    await this.until("the settings loaded", async () => (await this.js("return document.querySelector('[data-testid=settings-operator]').value")) !== "");
+    await this.js("document.querySelector('[data-testid=settings-operator]').value = arguments[0]", [name]);
+    await this.click("settings-save");
+    await this.until("the settings saved", async () => /Settings saved/.test(await this.text("toast")));
+    await this.click("tab-control");
+  }
+  /** Approves the arm of the open runbook from this window, as its operator. */
+  async approveArm() {
+    await this.until("the approve button", () => this.js("const b = document.querySelector('[data-testid=approve-button]'); return !b.hidden && !b.disabled"), 30_000);
+    await this.click("approve-button");
+    let said = "";
+    await this.until("approved", async () => {
+      said = await this.text("toast");
+      if (/^Approve: /.test(said)) throw new Error(`the approval failed: ${said}`);
+      return /approved the arm/.test(said);
+    }, 30_000).catch((e) => {
+      throw new Error(`${e.message} (the window says: ${said})`);
+    });
   }
   async close() {
     await this.wd("DELETE", this.p("")).catch(() => {});

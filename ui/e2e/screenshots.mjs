@@ -12,7 +12,11 @@ try {
   await s.js("window.resizeTo(1500, 950)").catch(() => {});
   await s.openLaunchDay();
   await s.screenshot(join(out, "runbook.png"));
-  await s.walkToArmed();
+  // The two-person arm, as someone alone tries it: another name, then Approve.
+  await s.walkToArmed(async () => {
+    await s.setOperator("sam");
+    await s.approveArm();
+  });
   await s.js("document.querySelector('[data-testid=step-test-send]').click()");
   await sleep(800);
   await s.screenshot(join(out, "armed.png"));

@@ -237,7 +237,7 @@ export function controlRoom(root: HTMLElement, notify: (text: string, bad?: bool
         el("div", { class: "step-head" }, el("span", { class: "badge" }, stateLabel(status.state)), el("strong", {}, def.title), run),
         el("div", { class: "step-meta" }, `${def.role} · ${stepTimer(def, status, v.event_time_ms, Date.now())} · ${gateSummary(gates)}`),
         status.progress ? el("progress", { max: String(status.progress.total || 1), value: String(status.progress.done) }) : "",
-        status.note ? el("div", { class: "step-note" }, status.note) : "",
+        status.note ? el("div", { class: "step-note" }, status.note) : status.progress ? el("div", { class: "step-note" }, status.progress.label) : "",
         backup ?? "",
       );
       li.addEventListener("click", () => {

@@ -140,7 +140,7 @@ impl Event {
                 i,
                 StepProgress {
                     label: format!(
-                        "waiting for approvals: {} of {} ({}); approve from another window or `kickoff-sender runbook approve {}`",
+                        "waiting for approvals: {} of {} ({}); another operator approves with Approve arm in their window (or yours, under their name in Settings) or `kickoff-sender runbook approve {} --operator NAME`",
                         counted.len(),
                         rule.count,
                         names.join(", "),
