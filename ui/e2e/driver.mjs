@@ -80,8 +80,15 @@ export class Session {
   async click(testid) {
     await this.wd("POST", this.p(`/element/${await this.find(testid)}/click`), {});
   }
+  /** The element's visible text; an element re-rendered between finding and reading it is found again. */
   async text(testid) {
-    return this.wd("GET", this.p(`/element/${await this.find(testid)}/text`));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.wd("GET", this.p(`/element/${await this.find(testid)}/text`));
+      } catch (e) {
+        if (attempt >= 5 || !/stale element/.test(e.message)) throw e;
+      }
+    }
   }
   async state(step) {
     return this.js("const e = document.querySelector(`[data-testid=\"step-${arguments[0]}\"]`); return e ? e.dataset.state : null;", [step]);
