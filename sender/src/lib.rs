@@ -57,6 +57,7 @@ pub mod drill;
 pub mod fanout;
 pub mod fleet;
 pub mod gateway;
+pub mod logging;
 pub mod metrics;
 pub mod plan;
 pub mod provider;

@@ -869,7 +869,7 @@ async fn a_two_person_arm_in_aws_mode_needs_two_aws_principals_and_keeps_their_a
     let text = std::fs::read_to_string(&runbook).unwrap().replace("[abort]", "[approvals]\narm = 2\nwithin = \"2m\"\n\n[abort]");
     std::fs::write(&runbook, text).unwrap();
     let script = dir.path().join("arm.txt");
-    std::fs::write(&script, "run scale-asg\nrun scale-ecs\nrun verify-warm\nrun test-send\nrun confirm\nrun arm\n").unwrap();
+    std::fs::write(&script, "run scale-asg\nrun scale-ecs\nrun verify-warm\nrun test-send\nrun confirm\nrun plan\nrun arm\n").unwrap();
     // Each person on a machine of their own: their own state and data.
     let as_user = |cmd: &mut Command, who: usize, machine: &str| {
         cmd.env("AWS_ACCESS_KEY_ID", &keys[who].0)

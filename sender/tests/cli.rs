@@ -252,3 +252,49 @@ fn a_cli_fire_and_a_walk_share_one_key_and_a_new_event_is_explicit() {
     assert_eq!(j["report"]["campaign_id"], format!("{id}@demo-2"));
     assert_eq!(j["received"][0], 200, "the new event sends to every device: {j}");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let run = |args: &[&str]| std::process::Command::new(bin()).args(args).output().unwrap();
+    for (shell, marker) in
+        [("bash", "complete -F _kickoff__sender"), ("zsh", "#compdef kickoff-sender"), ("fish", "complete -c kickoff-sender")]
+    {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = stdout(&o);
+        // The commands and their flags are in it: generated, not written by hand.
+        assert!(text.contains(marker) && text.contains("runbook") && text.contains("fcm-quota-per-minute"), "{shell}: {text}");
+    }
+    assert!(!run(&["completions", "tcsh"]).status.success(), "an unknown shell is refused");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man");
+    let o = run(&["man", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top = std::fs::read_to_string(out.join("kickoff-sender.1")).unwrap();
+    assert!(top.starts_with(".ie") || top.contains(".TH kickoff-sender"), "{top}");
+    let walk = std::fs::read_to_string(out.join("kickoff-sender-runbook-walk.1")).expect("a page per subcommand");
+    assert!(walk.contains(".TH kickoff-sender-runbook-walk") && walk.contains("new\\-event"), "{walk}");
+    assert!(out.join("kickoff-sender-plan.1").is_file() && out.join("kickoff-sender-aws-abort.1").is_file());
+    let version = run(&["--version"]);
+    assert_eq!(stdout(&version).trim(), format!("kickoff-sender {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let o = std::process::Command::new(bin())
+        .args(["drill", "--devices", "2000", "--json"])
+        .env("KICKOFF_LOG", "debug")
+        .env("KICKOFF_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logs: Vec<serde_json::Value> =
+        stderr(&o).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(!logs.is_empty(), "debug logs of a drill (its HTTP/2 connections): {}", stderr(&o));
+    for l in &logs {
+        assert!(l["timestamp"].is_string() && l["level"].is_string() && l.get("message").is_some(), "{l}");
+    }
+    // The human format is the default: the same run logs no JSON.
+    let o = std::process::Command::new(bin()).args(["drill", "--devices", "2000", "--json"]).env("KICKOFF_LOG", "debug").output().unwrap();
+    assert!(stderr(&o).lines().any(|l| l.contains("DEBUG")) && !stderr(&o).lines().any(|l| l.starts_with('{')), "{}", stderr(&o));
+}

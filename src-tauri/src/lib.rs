@@ -61,12 +61,7 @@ pub fn builder_with<R: Runtime>(builder: tauri::Builder<R>, state: AppState) -> 
 
 /// Starts the desktop app in embedded mode.
 pub fn run() {
-    let level = if std::env::var("KICKOFF_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug")) {
-        tracing::Level::DEBUG
-    } else {
-        tracing::Level::INFO
-    };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).try_init();
+    kickoff_sender::logging::init(tracing::Level::INFO);
     builder(tauri::Builder::default()).run(tauri::generate_context!()).expect("Kickoff could not start its window");
 }
 

@@ -32,6 +32,10 @@ test("launch day in the desktop app: one square button, one send", { timeout: 90
     let b = null;
     await a.walkToArmed(async () => {
       b = await Session.start(bases[1]);
+      // Settings' About names the version and where the data lives.
+      await b.click("tab-settings");
+      await b.until("about", async () => /^Kickoff \d+\.\d+\.\d+ · embedded mode · \d+ cores · data directory: \//.test(await b.text("about")), 30_000);
+      assert.ok((await b.text("about")).endsWith(data), await b.text("about"));
       await b.setOperator("sam");
       await b.openLaunchDay();
       await b.approveArm();

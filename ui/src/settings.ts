@@ -2,6 +2,7 @@
 // and the AWS profile. Never a secret: AWS credentials come from the
 // standard AWS chain, provider keys stay in their files.
 import * as api from "./api/control";
+import { appInfo } from "./api/drill";
 import { errorText, type Role, type Settings } from "./api/types";
 import { el } from "./dom";
 
@@ -26,6 +27,7 @@ export function settingsPanel(root: HTMLElement, notify: (text: string, bad?: bo
   const mode = el("select", { "data-testid": "settings-mode" }, el("option", { value: "embedded" }, "Embedded (no credentials, no network)"), el("option", { value: "aws" }, "AWS profile"));
   const aws = AWS_FIELDS.map(([k, label]) => [k, el("input", { type: "text", "data-testid": `settings-aws-${k}` }), label] as const);
   const save = el("button", { type: "button", "data-testid": "settings-save" }, "Save");
+  const about = el("p", { "data-testid": "about" }, "Kickoff");
   root.append(
     el(
       "section",
@@ -38,7 +40,11 @@ export function settingsPanel(root: HTMLElement, notify: (text: string, bad?: bo
       ...aws.map(([, input, label]) => el("label", {}, label, input)),
       save,
     ),
+    el("section", { class: "card" }, el("h2", {}, "About"), about),
   );
+  void appInfo().then((info) => {
+    about.textContent = `Kickoff ${info.version} · ${info.mode} mode · ${info.cores} cores · data directory: ${info.data_dir}`;
+  });
   const load = (s: Settings): void => {
     operator.value = s.operator;
     for (const [r, box] of roles) box.checked = s.roles.includes(r);

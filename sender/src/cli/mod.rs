@@ -10,6 +10,7 @@
 //! - [`event`]: `runbook check|walk`, `replay`, `zombie`.
 //! - [`plan`]: `plan`, the capacity, quota and backend-load plan of a runbook.
 //! - [`aws_mode`]: `worker` and `aws provision|fire|status`.
+//! - [`docs`]: `completions` and `man`, generated from these definitions.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -23,6 +24,7 @@ mod abort;
 mod args;
 mod audience;
 mod aws_mode;
+mod docs;
 mod event;
 mod gateway;
 mod plan;
@@ -85,18 +87,16 @@ enum Command {
     /// AWS mode: provision resources, fire what is warm, show status.
     #[command(subcommand)]
     Aws(aws_mode::AwsCmd),
+    /// Shell completions on stdout: `kickoff-sender completions bash > /etc/bash_completion.d/kickoff-sender`.
+    Completions(docs::CompletionsArgs),
+    /// Man pages: kickoff-sender.1 and one page per command, written to a directory.
+    Man(docs::ManArgs),
 }
 
-/// Logs to stderr at `KICKOFF_LOG` (default: warnings).
+/// Logs to stderr at `KICKOFF_LOG` (default: warnings), as
+/// `KICKOFF_LOG_FORMAT` says (`json`: one object per line).
 pub(crate) fn init_logging() {
-    let level = match std::env::var("KICKOFF_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
-        "trace" => tracing::Level::TRACE,
-        "debug" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "error" => tracing::Level::ERROR,
-        _ => tracing::Level::WARN,
-    };
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).init();
+    kickoff_sender::logging::init(tracing::Level::WARN);
 }
 
 /// Runs one command.
@@ -115,6 +115,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Zombie(cmd) => event::zombie_cmd(cmd),
         Command::Worker(args) => aws_mode::worker_cmd(args),
         Command::Aws(cmd) => aws_mode::aws_cmd(cmd),
+        Command::Completions(args) => docs::completions_cmd(&args),
+        Command::Man(args) => docs::man_cmd(&args),
     }
 }
 
