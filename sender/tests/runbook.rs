@@ -853,3 +853,35 @@ fn the_return_traffic_is_measured_at_the_flag_server_and_zombie_mode_brings_it_u
     let zombie = &charts.iter().find(|c| c.0 == "zombie").unwrap().1;
     assert!(zombie.title.contains("measured") && zombie.series.iter().any(|s| s.name == "measured api"), "{zombie:?}");
 }
+
+#[test]
+fn runbook_print_writes_a_checklist_of_every_step_and_escapes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
+    let out = dir.path().join("launch-day.html");
+    let o = std::process::Command::new(bin()).args(["runbook", "print"]).arg(root.join("launch-day.toml")).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&out).unwrap();
+    let rb = Runbook::load(&root.join("launch-day.toml")).unwrap();
+    for s in &rb.steps {
+        assert!(html.contains(&format!("<tr id=\"step-{}\"><td class=\"box\">☐</td>", s.id)), "step {} has its row", s.id);
+    }
+    assert!(html.contains("Two-person arm:</strong> the arm needs 2 different operators"), "{html}");
+    assert!(html.contains("T-30m") && html.contains("FCM quota 2000000/min"), "times and the plan's params are printed");
+    // Text from the file is escaped, never markup.
+    let text = std::fs::read_to_string(root.join("launch-day.toml")).unwrap().replacen("name = \"", "name = \"<script>x</script>", 1);
+    let hostile = dir.path().join("hostile.toml");
+    std::fs::write(&hostile, text.replace("campaign = \"campaigns/", &format!("campaign = \"{}/campaigns/", root.display()))).unwrap();
+    let o = std::process::Command::new(bin()).args(["runbook", "print"]).arg(&hostile).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains("&lt;script&gt;x&lt;/script&gt;") && !html.contains("<script>"), "escaped");
+    // A broken runbook names its file and line, and nothing is written.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "name = \"B\"\ncampaign = 3\n").unwrap();
+    let none = dir.path().join("none.html");
+    let o = std::process::Command::new(bin()).args(["runbook", "print"]).arg(&broken).arg("--out").arg(&none).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.toml") && stderr(&o).contains('2'), "{}", stderr(&o));
+    assert!(!none.exists(), "nothing half-written");
+}

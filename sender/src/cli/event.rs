@@ -35,6 +35,16 @@ pub(crate) enum RunbookCmd {
     /// operator's approval; with --aws, records it with the fire in S3 as
     /// the caller's AWS principal, from any machine.
     Approve(Box<ApproveArgs>),
+    /// A printable launch-day checklist of the runbook: one HTML page with
+    /// the roles, and per step a box to tick, its time, its role, what must
+    /// hold first and its backup plan.
+    Print {
+        /// The runbook.
+        file: PathBuf,
+        /// The page to write (e.g. launch-day.html).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +224,12 @@ pub(crate) fn runbook_cmd(cmd: RunbookCmd) -> anyhow::Result<ExitCode> {
         }
         RunbookCmd::Walk(args) => walk_cmd(*args),
         RunbookCmd::Approve(args) => approve_cmd(*args),
+        RunbookCmd::Print { file, out } => {
+            let rb = Runbook::load(&file)?;
+            std::fs::write(&out, kickoff_sender::runbook::print::checklist_html(&rb)).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("{} steps of {:?} in {}: open it in a browser and print", rb.steps.len(), rb.name, out.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

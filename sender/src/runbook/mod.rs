@@ -9,6 +9,7 @@ pub mod engine;
 pub mod file;
 pub mod health;
 pub mod planning;
+pub mod print;
 pub mod registry;
 pub mod services;
 pub mod walk;
