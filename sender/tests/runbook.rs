@@ -859,7 +859,13 @@ fn runbook_print_writes_a_checklist_of_every_step_and_escapes_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
     let out = dir.path().join("launch-day.html");
-    let o = std::process::Command::new(bin()).args(["runbook", "print"]).arg(root.join("launch-day.toml")).arg("--out").arg(&out).output().unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["runbook", "print"])
+        .arg(root.join("launch-day.toml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let html = std::fs::read_to_string(&out).unwrap();
     let rb = Runbook::load(&root.join("launch-day.toml")).unwrap();

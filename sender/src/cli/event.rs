@@ -226,7 +226,8 @@ pub(crate) fn runbook_cmd(cmd: RunbookCmd) -> anyhow::Result<ExitCode> {
         RunbookCmd::Approve(args) => approve_cmd(*args),
         RunbookCmd::Print { file, out } => {
             let rb = Runbook::load(&file)?;
-            std::fs::write(&out, kickoff_sender::runbook::print::checklist_html(&rb)).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(&out, kickoff_sender::runbook::print::checklist_html(&rb))
+                .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("{} steps of {:?} in {}: open it in a browser and print", rb.steps.len(), rb.name, out.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -105,9 +105,10 @@ pub fn checklist_html(runbook: &Runbook) -> String {
         if let Some(of) = &step.backup_for {
             first.push(format!("only if {} fails", esc(of)));
         }
-        let backup = step.backup.as_ref().map_or(String::new(), |b| {
-            esc(&b.text) + &b.step.as_ref().map_or(String::new(), |s| format!(" <em>(step {})</em>", esc(s)))
-        });
+        let backup = step
+            .backup
+            .as_ref()
+            .map_or(String::new(), |b| esc(&b.text) + &b.step.as_ref().map_or(String::new(), |s| format!(" <em>(step {})</em>", esc(s))));
         let detail = what(step);
         let _ = writeln!(
             h,
