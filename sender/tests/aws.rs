@@ -616,22 +616,6 @@ async fn a_fire_claimed_but_not_fully_queued_is_completed_by_the_next_press_and_
     );
 }
 
-/// Messages waiting in the batch queue, visible or delayed.
-async fn batches_queued(aws: &Aws, queues: &Queues) -> u64 {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queues.batch_url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    out.attributes().map_or(0, |a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_stopped_mid_market_finishes_that_market_and_no_market_is_dispatched_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,7 +636,7 @@ async fn a_dispatcher_stopped_mid_market_finishes_that_market_and_no_market_is_d
     let fire_id = handle.campaign_id().to_owned();
     let store = aws.store();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while batches_queued(&aws, &queues).await == 0 {
+    while queues.batch_backlog().await.unwrap() == 0 {
         assert!(Instant::now() < deadline, "the dispatcher did not start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -663,7 +647,7 @@ async fn a_dispatcher_stopped_mid_market_finishes_that_market_and_no_market_is_d
     // recorded batches (nothing sends them yet).
     let recorded: u64 = store.all_dispatched(&fire_id).await.unwrap().iter().map(|d| d.batches).sum();
     assert!(recorded > 0, "it finished the market it was dispatching");
-    assert_eq!(batches_queued(&aws, &queues).await, recorded, "no partial market in the queue");
+    assert_eq!(queues.batch_backlog().await.unwrap(), recorded, "no partial market in the queue");
     // Workers with both roles take over the rest.
     let both = write_config(dir.path(), &moto, Some(&gateway.config), "notifiers = 1\n");
     let procs: Vec<WorkerProc> = (0..2).map(|i| WorkerProc::start(&both, &dir.path().join(format!("worker-{i}.log")))).collect();
