@@ -109,13 +109,16 @@ lint: deps ui ## cargo fmt --check, clippy -D warnings, the UI's tsc + ESLint.
 
 # End to end: the real app under Xvfb, driven by tauri-driver + WebKitWebDriver.
 APT_E2E := xvfb xauth webkit2gtk-driver
+# A bound on the whole e2e run (seconds): a wedged app or driver fails the run
+# instead of holding CI until its own limit. Both files take ~2 min here.
+E2E_TIMEOUT ?= 1200
 
 deps-e2e: deps-apt ## Xvfb, WebKitWebDriver and tauri-driver (installs only the missing ones).
 	$(call apt_install,$(APT_E2E))
 	@command -v tauri-driver >/dev/null || $(CARGO) install tauri-driver --locked
 
 e2e: deps-e2e deps-moto build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver), embedded and against the AWS emulator.
-	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test --test-concurrency=1 ui/e2e/control-room.e2e.mjs ui/e2e/aws.e2e.mjs
+	PATH="$$HOME/.cargo/bin:$$PATH" timeout --kill-after=30 $(E2E_TIMEOUT) xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test --test-concurrency=1 ui/e2e/control-room.e2e.mjs ui/e2e/aws.e2e.mjs
 
 screenshots: deps-e2e build ## The README's screenshots of the app, taken under Xvfb (docs/screenshots/).
 	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1500x950x24" node ui/e2e/screenshots.mjs

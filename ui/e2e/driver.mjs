@@ -39,7 +39,7 @@ export async function startDrivers(n) {
   const bases = [];
   const procs = [];
   for (let i = 0; i < n; i++) {
-    procs.push(spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"] }));
+    procs.push(spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"], detached: true }));
     bases.push(`http://127.0.0.1:${port + i * 10_000}`);
   }
   for (const base of bases) {
@@ -50,7 +50,21 @@ export async function startDrivers(n) {
     }
     if (!up) throw new Error(`tauri-driver at ${base} did not start`);
   }
-  return { bases, data, stop: () => procs.forEach((p) => p.kill()) };
+  return { bases, data, stop: () => procs.forEach(killGroup) };
+}
+
+/**
+ * Kills a tauri-driver with everything it started (WebKitWebDriver, the app
+ * instances): they share its process group. Killing only the driver would
+ * leave an app holding the test runner's output open after a failed test,
+ * and the run would never end.
+ */
+function killGroup(p) {
+  try {
+    process.kill(-p.pid, "SIGKILL");
+  } catch {
+    // Already gone.
+  }
 }
 
 export class Session {
