@@ -5,6 +5,7 @@ mod util;
 mod audience_files;
 mod aws;
 mod cli;
+mod dynamodb;
 mod fire;
 mod layout;
 mod plan;

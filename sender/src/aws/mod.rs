@@ -28,6 +28,7 @@ use std::time::Duration;
 pub mod approvals;
 pub mod control;
 mod dispatcher;
+pub mod dynamodb;
 pub mod fleet;
 pub mod metrics;
 pub mod planning;
@@ -303,6 +304,9 @@ pub struct Aws {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// STS (who the caller is).
     pub sts: aws_sdk_sts::Client,
+    /// DynamoDB (the audience's source), without the SDK's retries: the
+    /// importer sees and paces every throttle itself.
+    pub dynamodb: aws_sdk_dynamodb::Client,
     /// The configuration.
     pub config: AwsConfig,
 }
@@ -350,6 +354,9 @@ impl Aws {
             asg: aws_sdk_autoscaling::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             sts: aws_sdk_sts::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk).retry_config(aws_config::retry::RetryConfig::disabled()).build(),
+            ),
             config,
         })
     }

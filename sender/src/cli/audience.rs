@@ -48,6 +48,9 @@ pub(crate) enum AudienceCmd {
         #[arg(long, default_value_t = 0)]
         devices: usize,
     },
+    /// Import the audience from where it lives (DynamoDB).
+    #[command(subcommand)]
+    Import(super::import::ImportCmd),
     /// Write a synthetic audience file (realistic tokens), for drills and benchmarks.
     Generate {
         #[command(flatten)]
@@ -75,6 +78,7 @@ pub(crate) enum CampaignCmd {
 
 pub(crate) fn audience_cmd(cmd: AudienceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        AudienceCmd::Import(cmd) => super::import::import_cmd(cmd),
         AudienceCmd::Compile { inputs, out, shards, strict, force, max_listed, report } => {
             let opts = CompileOptions { shards, strict, force, max_listed };
             let progress = bar(0, "compiling {bar:40} {bytes}/{total_bytes} ({eta})");

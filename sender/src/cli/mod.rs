@@ -4,7 +4,8 @@
 //!
 //! - [`args`]: argument groups several commands share (the provider,
 //!   credentials, gateway faults, a generated audience).
-//! - [`audience`]: `audience compile|inspect|generate`, `campaign check`.
+//! - [`audience`]: `audience compile|inspect|generate`, `campaign check`;
+//!   [`import`]: `audience import dynamodb`.
 //! - [`send`]: `drill`, `fire`, `test-send`.
 //! - [`gateway`]: the loopback push gateway as its own process.
 //! - [`event`]: `runbook check|walk`, `replay`, `zombie`.
@@ -27,6 +28,7 @@ mod aws_mode;
 mod docs;
 mod event;
 mod gateway;
+mod import;
 mod plan;
 mod send;
 
