@@ -32,7 +32,7 @@ endef
 DEVICES ?= 4000000
 PROVIDER ?= null
 
-.PHONY: deps-moto help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench fuzz clean deps-e2e e2e screenshots
+.PHONY: package test-package deps-moto help deps deps-apt deps-rust deps-node deps-ui ui build run test test-rust test-ui lint walk drill bench fuzz clean deps-e2e e2e screenshots
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,7 +80,7 @@ run: build ## Start the desktop app in embedded mode.
 	fi
 	./target/debug/kickoff
 
-test: deps ui lint test-rust test-ui e2e ## Every test of the workspace and the UI, end to end, plus lint and format.
+test: deps ui lint test-rust test-ui e2e test-package ## Every test of the workspace and the UI, end to end, the packages, plus lint and format.
 
 test-rust: deps-moto
 	KICKOFF_MOTO_SERVER=$(abspath $(MOTO_VENV))/bin/moto_server $(CARGO) test --workspace
@@ -119,6 +119,15 @@ deps-e2e: deps-apt ## Xvfb, WebKitWebDriver and tauri-driver (installs only the 
 
 e2e: deps-e2e deps-moto build ## The desktop app end to end under Xvfb (tauri-driver + WebKitWebDriver), embedded and against the AWS emulator.
 	PATH="$$HOME/.cargo/bin:$$PATH" timeout --kill-after=30 $(E2E_TIMEOUT) xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test --test-concurrency=1 ui/e2e/control-room.e2e.mjs ui/e2e/aws.e2e.mjs
+
+package: deps ui ## Release packages into dist/: the app's .deb (with the CLI, completions, man pages) and the CLI's tarball.
+	deploy/package.sh release
+
+# The packages, tested: the debug build bundled the same way (no release
+# build in the test run), unpacked and run, the app under Xvfb.
+test-package: deps-e2e deps ui
+	deploy/package.sh debug
+	PATH="$$HOME/.cargo/bin:$$PATH" timeout --kill-after=30 600 xvfb-run -a --server-args="-screen 0 1600x1000x24" node --test --test-concurrency=1 ui/e2e/package.e2e.mjs
 
 screenshots: deps-e2e build ## The README's screenshots of the app, taken under Xvfb (docs/screenshots/).
 	PATH="$$HOME/.cargo/bin:$$PATH" xvfb-run -a --server-args="-screen 0 1500x950x24" node ui/e2e/screenshots.mjs

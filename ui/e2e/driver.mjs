@@ -68,8 +68,9 @@ function killGroup(p) {
 }
 
 export class Session {
-  static async start(base) {
-    const v = await wd(base, "POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application: app } } } });
+  /** A session of the app at `application` (the one `make build` made, by default). */
+  static async start(base, application = app) {
+    const v = await wd(base, "POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application } } } });
     const s = new Session(base, v.sessionId);
     await s.until("runbooks listed", async () => (await s.js("return document.querySelectorAll('[data-testid=runbook-select] option').length")) > 0, 30_000);
     return s;
