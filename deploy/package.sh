@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds Kickoff's packages into dist/:
+# Builds Kickoff's packages into dist/ (release) or target/package/debug/dist/
+# (debug: what `make test` unpacks and runs, never mistaken for a release):
 #   kickoff_<version>_amd64.deb                    the desktop app (Tauri's bundler): desktop
 #                                                  entry, icon, the kickoff-sender CLI in /usr/bin,
 #                                                  its shell completions and man pages, and the
@@ -7,7 +8,7 @@
 #   kickoff-sender-<version>-linux-<arch>.tar.gz   the CLI alone (servers, ECS images)
 #
 # Usage: deploy/package.sh [release|debug]   (make package: release; make test: debug,
-# which bundles the binaries `make build` already made)
+# the debug build, rebuilt by Tauri in its production mode: the UI embedded)
 #
 # AppImage is not built: Tauri's AppImage bundler downloads its tools
 # (linuxdeploy, the AppImage runtime) at build time, which this project's
@@ -22,10 +23,14 @@ case "$profile" in
   *) echo "usage: $0 [release|debug]" >&2; exit 2 ;;
 esac
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+[ -n "$version" ] || { echo "no version in Cargo.toml" >&2; exit 1; }
 arch=$(uname -m)
-bin="target/$profile"
+deb_arch=$(dpkg --print-architecture)
+bin="${CARGO_TARGET_DIR:-target}/$profile"
 stage="target/package/$profile"
-rm -rf "$stage" && mkdir -p "$stage/completions" "$stage/man" dist
+out=dist
+[ "$profile" = debug ] && out="$stage/dist"
+rm -rf "$stage" && mkdir -p "$stage/completions" "$stage/man" "$out"
 
 echo "==> kickoff-sender ($profile)"
 cargo build "${cargo_flags[@]}" -p kickoff-sender
@@ -49,14 +54,13 @@ cat > "$stage/tauri.package.json" <<JSON
 { "bundle": { "active": true, "targets": ["deb"], "linux": { "deb": { "files": $files } } } }
 JSON
 ui/node_modules/.bin/tauri build "${tauri_flags[@]}" --bundles deb --config "$stage/tauri.package.json" --ci
-deb=$(ls -t "$bin"/bundle/deb/*.deb | head -1)
-cp "$deb" "dist/kickoff_${version}_amd64.deb"
+cp "$bin/bundle/deb/Kickoff_${version}_${deb_arch}.deb" "$out/kickoff_${version}_${deb_arch}.deb"
 
 echo "==> the CLI tarball"
 tar_dir="$stage/kickoff-sender-$version"
 mkdir -p "$tar_dir"
 cp "$bin/kickoff-sender" README.md "$tar_dir/"
 cp -r "$stage/completions" "$stage/man" runbooks "$tar_dir/"
-tar -C "$stage" -czf "dist/kickoff-sender-$version-linux-$arch.tar.gz" "kickoff-sender-$version"
+tar -C "$stage" -czf "$out/kickoff-sender-$version-linux-$arch.tar.gz" "kickoff-sender-$version"
 
-ls -l dist/
+ls -l "$out"/

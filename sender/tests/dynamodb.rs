@@ -201,7 +201,8 @@ impl Setup {
         how: &[&str],
         name: &str,
     ) -> (std::process::Output, std::path::PathBuf, std::path::PathBuf) {
-        let (out, report) = (self.dir.path().join(name), self.dir.path().join(format!("{name}.json")));
+        let (out, report) =
+            (self.dir.path().join(name), self.dir.path().join(format!("{}.json", name.trim_end_matches('/').replace('/', "-"))));
         let o = tokio::task::block_in_place(|| {
             Command::new(bin())
                 .args(["audience", "import", "dynamodb", "--aws", config.to_str().unwrap(), "--table", table])
@@ -254,7 +255,8 @@ async fn a_hundred_thousand_users_from_dynamodb_survive_throttling_and_compile_a
     ids.extend(["list-token", "gone-1", "gone-2", "gone-3", "gone-1"].map(String::from));
     std::fs::write(&users, ids.join("\n")).unwrap();
     let (throttler, config) = setup.proxied("by-key", 5, true);
-    let (o, out, path) = setup.import(&config, "users", &["--user-ids", users.to_str().unwrap()], "by-key");
+    // (Into a directory not there yet, named with a trailing slash.)
+    let (o, out, path) = setup.import(&config, "users", &["--user-ids", users.to_str().unwrap()], "nested/by-key/");
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("100,002 items read (batch-get), 3 users with no device; 100,000 devices kept, 2 rejected"), "{text}");
@@ -285,6 +287,7 @@ async fn a_hundred_thousand_users_from_dynamodb_survive_throttling_and_compile_a
     // The rows came in the user-id file's order: the same rows from CSV give
     // the same shards, byte for byte.
     let rows_file = Path::new(r["rows"].as_str().unwrap());
+    assert_eq!(rows_file, setup.dir.path().join("nested/by-key.rows.jsonl"), "the rows beside the audience, not in it");
     let first: Vec<String> = std::fs::read_to_string(rows_file)
         .unwrap()
         .lines()

@@ -37,9 +37,12 @@ export async function startDrivers(n) {
   const data = mkdtempSync(join(tmpdir(), "kickoff-e2e-"));
   const port = 4444 + 2 * Math.floor(Math.random() * 500);
   const bases = [];
-  const procs = [];
+  const spawned = [];
   for (let i = 0; i < n; i++) {
-    procs.push(spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"], detached: true }));
+    spawned.push(spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"], detached: true }));
+    const p = spawned.at(-1);
+    groups.add(p);
+    p.on("error", (e) => console.error(`tauri-driver: ${e.message}`));
     bases.push(`http://127.0.0.1:${port + i * 10_000}`);
   }
   for (const base of bases) {
@@ -48,9 +51,24 @@ export async function startDrivers(n) {
       up = await fetch(`${base}/status`).then(() => true, () => false);
       if (!up) await sleep(100);
     }
-    if (!up) throw new Error(`tauri-driver at ${base} did not start`);
+    if (!up) {
+      spawned.forEach(killGroup);
+      throw new Error(`tauri-driver at ${base} did not start`);
+    }
   }
-  return { bases, data, stop: () => procs.forEach(killGroup) };
+  return { bases, data, stop: () => spawned.forEach(killGroup) };
+}
+
+// Every driver group started, killed when this process ends however it
+// ends: a `timeout` or Ctrl-C signals only its own process group, which the
+// detached drivers left.
+const groups = new Set();
+process.on("exit", () => groups.forEach(killGroup));
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    groups.forEach(killGroup);
+    process.exit(128 + (signal === "SIGTERM" ? 15 : 2));
+  });
 }
 
 /**
@@ -60,6 +78,7 @@ export async function startDrivers(n) {
  * and the run would never end.
  */
 function killGroup(p) {
+  if (p.pid === undefined) return;
   try {
     process.kill(-p.pid, "SIGKILL");
   } catch {

@@ -6,21 +6,25 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Session, root, startDrivers } from "./driver.mjs";
 
 const version = readFileSync(join(root, "Cargo.toml"), "utf8").match(/^version = "(.+)"/m)[1];
-const dist = join(root, "dist");
+// The debug packages `make test-package` built (KICKOFF_DIST=dist tests a release).
+const dist = process.env.KICKOFF_DIST ? join(root, process.env.KICKOFF_DIST) : join(root, "target/package/debug/dist");
+const debArch = execFileSync("dpkg", ["--print-architecture"], { encoding: "utf8" }).trim();
+const arch = execFileSync("uname", ["-m"], { encoding: "utf8" }).trim();
 const run = (file, args) => execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 
-test("the .deb installs the app, the CLI, its completions, man pages and the demo", { timeout: 300_000 }, async () => {
-  const deb = join(dist, `kickoff_${version}_amd64.deb`);
+test("the .deb installs the app, the CLI, its completions, man pages and the demo", { timeout: 300_000 }, async (t) => {
+  const deb = join(dist, `kickoff_${version}_${debArch}.deb`);
   assert.ok(existsSync(deb), `${deb}: run deploy/package.sh first`);
   const fields = run("dpkg-deb", ["-f", deb, "Package", "Version", "Depends"]);
   assert.match(fields, new RegExp(`^Package: kickoff\\nVersion: ${version.replaceAll(".", "\\.")}\\nDepends: .*libwebkit2gtk-4\\.1-0`, "m"), fields);
   const into = mkdtempSync(join(tmpdir(), "kickoff-deb-"));
+  t.after(() => rmSync(into, { recursive: true, force: true }));
   run("dpkg-deb", ["-x", deb, into]);
 
   // What a desktop and a shell find.
@@ -60,10 +64,11 @@ test("the .deb installs the app, the CLI, its completions, man pages and the dem
   }
 });
 
-test("the CLI tarball holds a working kickoff-sender", () => {
-  const tarball = readdirSync(dist).find((f) => f.startsWith(`kickoff-sender-${version}-linux-`) && f.endsWith(".tar.gz"));
-  assert.ok(tarball, "the CLI tarball in dist/");
+test("the CLI tarball holds a working kickoff-sender", (t) => {
+  const tarball = `kickoff-sender-${version}-linux-${arch}.tar.gz`;
+  assert.ok(readdirSync(dist).includes(tarball), `${tarball} in ${dist}`);
   const into = mkdtempSync(join(tmpdir(), "kickoff-tar-"));
+  t.after(() => rmSync(into, { recursive: true, force: true }));
   run("tar", ["-xzf", join(dist, tarball), "-C", into]);
   const top = join(into, `kickoff-sender-${version}`);
   assert.equal(run(join(top, "kickoff-sender"), ["--version"]).trim(), `kickoff-sender ${version}`);

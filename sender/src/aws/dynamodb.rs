@@ -120,6 +120,9 @@ pub struct ImportReport {
     pub rejected: Vec<RejectedItem>,
     /// Requests answered "throttled" (each was backed off and sent again).
     pub throttled: u64,
+    /// Calls sent again after a transient failure (a 5xx, a timeout, a
+    /// lost connection).
+    pub transient_retries: u64,
     /// The fewest requests in flight throttling brought it to.
     pub lowest_concurrency: usize,
     /// How the items were read: `batch-get`, `query` or `scan`.
@@ -187,16 +190,35 @@ struct Pace {
     max: usize,
     calm: AtomicU64,
     throttled: AtomicU64,
+    /// Calls sent again after a transient failure (5xx, timeout, lost
+    /// connection).
+    transient: AtomicU64,
+    /// When the window was last halved (ms since the epoch): one burst of
+    /// throttles answered by the requests already in flight halves it once.
+    last_cut_ms: AtomicU64,
 }
 
 impl Pace {
     fn new(max: usize) -> Self {
-        Self { limit: AtomicUsize::new(max), lowest: AtomicUsize::new(max), max, calm: AtomicU64::new(0), throttled: AtomicU64::new(0) }
+        Self {
+            limit: AtomicUsize::new(max),
+            lowest: AtomicUsize::new(max),
+            max,
+            calm: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            transient: AtomicU64::new(0),
+            last_cut_ms: AtomicU64::new(0),
+        }
     }
 
     fn throttle(&self) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
         self.calm.store(0, Ordering::Relaxed);
+        let now = crate::clock::now_ms();
+        let last = self.last_cut_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 200 || self.last_cut_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
         let halved = (self.limit.load(Ordering::Relaxed) / 2).max(1);
         self.limit.store(halved, Ordering::Relaxed);
         self.lowest.fetch_min(halved, Ordering::Relaxed);
@@ -207,6 +229,40 @@ impl Pace {
             self.calm.store(0, Ordering::Relaxed);
             let l = self.limit.load(Ordering::Relaxed);
             self.limit.store((l + 1).min(self.max), Ordering::Relaxed);
+        }
+    }
+}
+
+/// How a failed call is retried: a throttle also halves the window; a
+/// transient failure (a 5xx, a timeout, a connection lost) only backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Throttle,
+    Transient,
+}
+
+fn retryable<E: ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<Retry> {
+    use aws_sdk_dynamodb::error::SdkError;
+    if throttling(e.code()) {
+        return Some(Retry::Throttle);
+    }
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Some(Retry::Transient),
+        SdkError::ServiceError(s) if s.raw().status().is_server_error() => Some(Retry::Transient),
+        _ => None,
+    }
+}
+
+impl Pace {
+    /// Counts a retry of `kind`.
+    fn retry(&self, kind: Retry) {
+        match kind {
+            Retry::Throttle => self.throttle(),
+            Retry::Transient => {
+                self.transient.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -224,9 +280,13 @@ struct Backoff {
 
 impl Backoff {
     fn new(pace: &Pace) -> Self {
+        // Each request its own seed: requests started in the same
+        // millisecond must not retry in step.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Self {
             next: Duration::from_millis(25),
-            jitter: crate::rng::SplitMix64::new(crate::clock::now_ms() ^ pace.throttled.load(Ordering::Relaxed)),
+            jitter: crate::rng::SplitMix64::new(crate::clock::now_ms() ^ n ^ pace.throttled.load(Ordering::Relaxed)),
         }
     }
 
@@ -249,17 +309,24 @@ async fn batch_get(
     let mut keys: Vec<Item> = users.iter().map(|u| HashMap::from([(spec.user_id.clone(), AttributeValue::S(u.clone()))])).collect();
     let mut items = Vec::new();
     let mut backoff = Backoff::new(pace);
-    for attempt in 1.. {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let request = KeysAndAttributes::builder().set_keys(Some(keys.clone())).build().map_err(|e| AwsError::Data(e.to_string()))?;
         match client.batch_get_item().request_items(&spec.table, request).send().await {
             Ok(out) => {
-                items.extend(out.responses.and_then(|mut r| r.remove(&spec.table)).unwrap_or_default());
+                let answered = out.responses.and_then(|mut r| r.remove(&spec.table)).unwrap_or_default();
+                if !answered.is_empty() {
+                    // Progress: the attempts count again from here.
+                    attempt = 0;
+                }
+                items.extend(answered);
                 keys = out.unprocessed_keys.and_then(|mut u| u.remove(&spec.table)).map(|k| k.keys).unwrap_or_default();
                 if keys.is_empty() {
                     pace.ok();
                     return Ok(items);
                 }
-                if attempt >= max_attempts {
+                if attempt >= max_attempts.max(1) {
                     return Err(AwsError::Data(format!(
                         "DynamoDB BatchGetItem on {}: {} keys still unprocessed after {attempt} attempts",
                         spec.table,
@@ -267,13 +334,20 @@ async fn batch_get(
                     )));
                 }
             }
-            Err(e) if throttling(e.code()) && attempt < max_attempts => {}
-            Err(e) => return Err(AwsError::call("DynamoDB", "BatchGetItem", e)),
+            Err(e) => match retryable(&e) {
+                Some(Retry::Transient) if attempt < max_attempts => {
+                    pace.retry(Retry::Transient);
+                    backoff.wait().await;
+                    continue;
+                }
+                Some(Retry::Throttle) if attempt < max_attempts => {}
+                _ => return Err(AwsError::call("DynamoDB", "BatchGetItem", e)),
+            },
         }
+        // Throttled, or keys left unprocessed (DynamoDB's partial throttle).
         pace.throttle();
         backoff.wait().await;
     }
-    unreachable!("the loop returns")
 }
 
 /// One page of a Query or Scan, retried while throttled.
@@ -299,7 +373,7 @@ async fn page(
                 .send()
                 .await
                 .map(|o| (o.items.unwrap_or_default(), o.last_evaluated_key))
-                .map_err(|e| (e.code().map(str::to_owned), AwsError::call("DynamoDB", "Query", e))),
+                .map_err(|e| (retryable(&e), AwsError::call("DynamoDB", "Query", e))),
             Work::Users(_) => unreachable!("BatchGetItem is read by batch_get"),
             Work::Segment(segment, total) => client
                 .scan()
@@ -311,15 +385,15 @@ async fn page(
                 .send()
                 .await
                 .map(|o| (o.items.unwrap_or_default(), o.last_evaluated_key))
-                .map_err(|e| (e.code().map(str::to_owned), AwsError::call("DynamoDB", "Scan", e))),
+                .map_err(|e| (retryable(&e), AwsError::call("DynamoDB", "Scan", e))),
         };
         match result {
             Ok(page) => {
                 pace.ok();
                 return Ok(page);
             }
-            Err((code, _)) if throttling(code.as_deref()) && attempt < max_attempts => {
-                pace.throttle();
+            Err((Some(kind), _)) if attempt < max_attempts => {
+                pace.retry(kind);
                 backoff.wait().await;
             }
             Err((_, e)) => return Err(e),
@@ -436,6 +510,17 @@ pub async fn import(
     if out.exists() && !opts.compile.force {
         return Err(ImportError::Invalid(format!("{} exists; give --force to replace it", out.display())));
     }
+    if opts.compile.shards == 0 {
+        return Err(ImportError::Invalid("the shard count must be at least 1".into()));
+    }
+    // The rows file beside the audience (`aud/` -> `aud.rows.jsonl`),
+    // created now so an unwritable place fails before the reads.
+    let name = out.file_name().ok_or_else(|| ImportError::Invalid(format!("{}: name the audience directory to write", out.display())))?;
+    let rows_path = out.with_file_name(format!("{}.rows.jsonl", name.to_string_lossy()));
+    if let Some(parent) = rows_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| AudienceError::Io { path: parent.to_owned(), source })?;
+    }
+    let rows_file = std::fs::File::create(&rows_path).map_err(|source| AudienceError::Io { path: rows_path.clone(), source })?;
     let pace = Arc::new(Pace::new(opts.concurrency));
     let (method, work): (&'static str, Vec<Work>) = match selection {
         Selection::Users(ids) => match user_method(client, spec, &pace).await? {
@@ -473,28 +558,37 @@ pub async fn import(
             progress(ImportProgress { done: d, total, items: items_read.load(Ordering::Relaxed) });
         }
     }
-    write_and_compile(spec, method, &work, results, out, opts, &pace)
+    let (work, results) = if method == "scan" {
+        // One order for the whole table, whatever the segments.
+        let all: Vec<Item> = results.into_iter().flatten().flatten().collect();
+        (vec![Work::Segment(0, 1)], vec![Some(all)])
+    } else {
+        (work, results)
+    };
+    let mut report = write_and_compile(spec, &work, results, (rows_path, rows_file), out, opts, &pace)?;
+    report.method = method;
+    Ok(report)
 }
 
 fn write_and_compile(
     spec: &TableSpec,
-    method: &'static str,
     work: &[Work],
     results: Vec<Option<Vec<Item>>>,
+    (rows_path, rows_file): (PathBuf, std::fs::File),
     out: &Path,
     opts: &ImportOptions,
     pace: &Pace,
 ) -> Result<ImportReport, ImportError> {
-    let rows_path = PathBuf::from(format!("{}.rows.jsonl", out.display()));
     let io = |source| AudienceError::Io { path: rows_path.clone(), source };
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&rows_path).map_err(io)?);
+    let mut file = std::io::BufWriter::new(rows_file);
     let mut report = ImportReport {
         items: 0,
         missing_users: Vec::new(),
         rejected: Vec::new(),
         throttled: pace.throttled.load(Ordering::Relaxed),
+        transient_retries: pace.transient.load(Ordering::Relaxed),
         lowest_concurrency: pace.lowest.load(Ordering::Relaxed),
-        method,
+        method: "",
         rows: rows_path.clone(),
         compile: CompileReport::default(),
     };
