@@ -80,6 +80,28 @@ pub enum Selection {
     },
 }
 
+/// How the items are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// BatchGetItem, 100 users a call: the user id is the table's whole key.
+    BatchGet,
+    /// A Query per user: devices under the user's partition, or in an index.
+    Query,
+    /// A parallel Scan of the whole table.
+    Scan,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::BatchGet => "batch-get",
+            Self::Query => "query",
+            Self::Scan => "scan",
+        })
+    }
+}
+
 /// Settings of an import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -125,8 +147,8 @@ pub struct ImportReport {
     pub transient_retries: u64,
     /// The fewest requests in flight throttling brought it to.
     pub lowest_concurrency: usize,
-    /// How the items were read: `batch-get`, `query` or `scan`.
-    pub method: &'static str,
+    /// How the items were read.
+    pub method: Method,
     /// The rows file the audience was compiled from.
     pub rows: PathBuf,
     /// The compile of those rows.
@@ -136,7 +158,7 @@ pub struct ImportReport {
 /// Progress of a long import.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportProgress {
-    /// Users (or segments) done.
+    /// Pieces of work done: 100-user batches, users, or scan segments.
     pub done: u64,
     /// Of.
     pub total: u64,
@@ -224,6 +246,16 @@ impl Pace {
         self.lowest.fetch_min(halved, Ordering::Relaxed);
     }
 
+    /// Counts a retry of `kind`.
+    fn retry(&self, kind: Retry) {
+        match kind {
+            Retry::Throttle => self.throttle(),
+            Retry::Transient => {
+                self.transient.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn ok(&self) {
         if self.calm.fetch_add(1, Ordering::Relaxed) + 1 >= 50 {
             self.calm.store(0, Ordering::Relaxed);
@@ -252,18 +284,6 @@ fn retryable<E: ProvideErrorMetadata>(
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Some(Retry::Transient),
         SdkError::ServiceError(s) if s.raw().status().is_server_error() => Some(Retry::Transient),
         _ => None,
-    }
-}
-
-impl Pace {
-    /// Counts a retry of `kind`.
-    fn retry(&self, kind: Retry) {
-        match kind {
-            Retry::Throttle => self.throttle(),
-            Retry::Transient => {
-                self.transient.fetch_add(1, Ordering::Relaxed);
-            }
-        }
     }
 }
 
@@ -449,16 +469,20 @@ async fn read_all(
 /// How users are read: by key when the user id is the table's whole key,
 /// else a Query of the user's partition. Fails, naming the key schema,
 /// when neither the table nor the index is keyed by the user id.
-async fn user_method(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, pace: &Pace) -> Result<&'static str, AwsError> {
+async fn user_method(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, pace: &Pace, max_attempts: u32) -> Result<Method, AwsError> {
     let mut backoff = Backoff::new(pace);
+    let mut attempt = 0;
     let table = loop {
+        attempt += 1;
         match client.describe_table().table_name(&spec.table).send().await {
             Ok(t) => break t,
-            Err(e) if throttling(e.code()) && pace.throttled.load(Ordering::Relaxed) < 10 => {
-                pace.throttle();
-                backoff.wait().await;
-            }
-            Err(e) => return Err(AwsError::call("DynamoDB", "DescribeTable", e)),
+            Err(e) => match retryable(&e) {
+                Some(kind) if attempt < max_attempts => {
+                    pace.retry(kind);
+                    backoff.wait().await;
+                }
+                _ => return Err(AwsError::call("DynamoDB", "DescribeTable", e)),
+            },
         }
     };
     let table = table.table.ok_or_else(|| AwsError::Data(format!("DynamoDB DescribeTable {}: no table description", spec.table)))?;
@@ -489,7 +513,7 @@ async fn user_method(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, pace: 
             spec.user_id
         )));
     }
-    Ok(if spec.index.is_none() && schema.len() == 1 { "batch-get" } else { "query" })
+    Ok(if spec.index.is_none() && schema.len() == 1 { Method::BatchGet } else { Method::Query })
 }
 
 /// Reads `selection` from `spec`'s table, writes the rows to
@@ -522,13 +546,13 @@ pub async fn import(
     }
     let rows_file = std::fs::File::create(&rows_path).map_err(|source| AudienceError::Io { path: rows_path.clone(), source })?;
     let pace = Arc::new(Pace::new(opts.concurrency));
-    let (method, work): (&'static str, Vec<Work>) = match selection {
-        Selection::Users(ids) => match user_method(client, spec, &pace).await? {
-            "batch-get" => ("batch-get", ids.chunks(100).map(|c| Work::Users(c.to_vec())).collect()),
-            _ => ("query", ids.iter().cloned().map(Work::User).collect()),
+    let (method, work): (Method, Vec<Work>) = match selection {
+        Selection::Users(ids) => match user_method(client, spec, &pace, opts.max_attempts).await? {
+            Method::BatchGet => (Method::BatchGet, ids.chunks(100).map(|c| Work::Users(c.to_vec())).collect()),
+            _ => (Method::Query, ids.iter().cloned().map(Work::User).collect()),
         },
         Selection::Scan { segments } if (1..=1_000_000).contains(segments) => {
-            ("scan", (0..*segments).map(|s| Work::Segment(s, *segments)).collect())
+            (Method::Scan, (0..*segments).map(|s| Work::Segment(s, *segments)).collect())
         }
         Selection::Scan { segments } => return Err(ImportError::Invalid(format!("{segments} scan segments: give 1 to 1,000,000"))),
     };
@@ -558,40 +582,41 @@ pub async fn import(
             progress(ImportProgress { done: d, total, items: items_read.load(Ordering::Relaxed) });
         }
     }
-    let (work, results) = if method == "scan" {
+    let (work, results) = if method == Method::Scan {
         // One order for the whole table, whatever the segments.
         let all: Vec<Item> = results.into_iter().flatten().flatten().collect();
         (vec![Work::Segment(0, 1)], vec![Some(all)])
     } else {
         (work, results)
     };
-    let mut report = write_and_compile(spec, &work, results, (rows_path, rows_file), out, opts, &pace)?;
-    report.method = method;
-    Ok(report)
-}
-
-fn write_and_compile(
-    spec: &TableSpec,
-    work: &[Work],
-    results: Vec<Option<Vec<Item>>>,
-    (rows_path, rows_file): (PathBuf, std::fs::File),
-    out: &Path,
-    opts: &ImportOptions,
-    pace: &Pace,
-) -> Result<ImportReport, ImportError> {
-    let io = |source| AudienceError::Io { path: rows_path.clone(), source };
-    let mut file = std::io::BufWriter::new(rows_file);
-    let mut report = ImportReport {
+    let report = ImportReport {
         items: 0,
         missing_users: Vec::new(),
         rejected: Vec::new(),
         throttled: pace.throttled.load(Ordering::Relaxed),
         transient_retries: pace.transient.load(Ordering::Relaxed),
         lowest_concurrency: pace.lowest.load(Ordering::Relaxed),
-        method: "",
-        rows: rows_path.clone(),
+        method,
+        rows: rows_path,
         compile: CompileReport::default(),
     };
+    write_and_compile(spec, &work, results, rows_file, out, opts, report)
+}
+
+/// Writes the rows read to `rows_file` (`report.rows`), counting into
+/// `report`, and compiles them into `out`.
+fn write_and_compile(
+    spec: &TableSpec,
+    work: &[Work],
+    results: Vec<Option<Vec<Item>>>,
+    rows_file: std::fs::File,
+    out: &Path,
+    opts: &ImportOptions,
+    mut report: ImportReport,
+) -> Result<ImportReport, ImportError> {
+    let rows_path = report.rows.clone();
+    let io = |source| AudienceError::Io { path: rows_path.clone(), source };
+    let mut file = std::io::BufWriter::new(rows_file);
     // (user id, token) of each written line, to name the compile's rejections.
     let mut lines: Vec<(String, Option<String>)> = Vec::new();
     let max_listed = opts.compile.max_listed;

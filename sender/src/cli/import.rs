@@ -125,7 +125,8 @@ pub(crate) fn import_cmd(cmd: ImportCmd) -> anyhow::Result<ExitCode> {
         println!("  missing user {u}");
     }
     for r in report.rejected.iter().take(20) {
-        println!("  rejected user {} token {}: {}", r.user_id, r.token.as_deref().unwrap_or("-"), r.reason);
+        let token = r.token.as_deref().map_or_else(|| "-".to_owned(), kickoff_sender::audience::input::token_preview);
+        println!("  rejected user {} token {token}: {}", r.user_id, r.reason);
     }
     println!("audience in {} (rows in {})", args.out.display(), report.rows.display());
     Ok(ExitCode::SUCCESS)
