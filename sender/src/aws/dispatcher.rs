@@ -2,14 +2,30 @@
 //! the FIFO fire queue), each market's batches out to the batch queue,
 //! once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::queues::{Queues, Received};
 use super::store::{Dispatched, Store};
-use super::worker::Plans;
 use super::{AwsError, WorkerConfig};
 use crate::queue::{BatchMsg, FireMsg};
+
+/// The batches of each campaign market.
+pub(super) type Plans = HashMap<String, Vec<(Duration, BatchMsg)>>;
+
+/// The fire's plan, paced as a whole (a paced campaign's markets share its
+/// rate), then split by market.
+pub(super) fn plans(warm: &crate::fanout::Warm, fire_id: &str) -> Plans {
+    use crate::fanout::dispatch::{pace, plan};
+    let mut plans: Plans = warm.campaign.markets.iter().map(|m| (m.code.clone(), Vec::new())).collect();
+    for (at, b) in pace(plan(warm, fire_id, None), warm.campaign.max_rate) {
+        if let Some(m) = warm.routes[b.shard as usize].campaign_market[usize::from(b.market)] {
+            plans.get_mut(&warm.campaign.markets[m].code).expect("a plan per market").push((at, b));
+        }
+    }
+    plans
+}
 
 /// The dispatch role: fire messages in, a market's batches out.
 pub(super) struct Dispatcher {

@@ -138,6 +138,9 @@ pub struct WorkerConfig {
     /// stops its hand-offs and gives the rest back to the queue.
     #[serde(with = "crate::clock::duration")]
     pub grace: Duration,
+    /// Where to answer Prometheus' `GET /metrics` (`0.0.0.0:9464` in a
+    /// task); unset: no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerConfig {
@@ -155,6 +158,7 @@ impl Default for WorkerConfig {
             max_delay: queues::MAX_DELAY,
             fire_visibility_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(20),
+            metrics_listen: None,
         }
     }
 }

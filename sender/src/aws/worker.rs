@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::dispatcher::Dispatcher;
+use super::dispatcher::Plans;
 use super::metrics::CloudWatchSink;
 use super::queues::{Queues, Received};
 use super::receiver::{Unclaimed, spawn_receiver};
@@ -34,6 +35,7 @@ use super::store::{DoneRecord, Holding, Role, Store, WarmSpec, WorkerState, Work
 use super::{Aws, AwsConfig, AwsError};
 use crate::audience::Audience;
 use crate::fanout::{BatchDone, Claim, Engine, EngineConfig, FireClaim, FireHandle, FireLedger, FireRecord, FireStatus, LedgerError, Warm};
+use crate::metrics::prometheus::{PromSink, Tee};
 use crate::provider::{ProviderChoice, Setup};
 use crate::push::PushConfig;
 use crate::queue::BatchMsg;
@@ -77,22 +79,6 @@ struct Loaded {
 /// How often a worker sending a fire reads S3 for its abort.
 const ABORT_POLL: Duration = Duration::from_millis(250);
 
-/// The batches of each campaign market.
-pub(super) type Plans = HashMap<String, Vec<(Duration, BatchMsg)>>;
-
-/// The fire's plan, paced as a whole (a paced campaign's markets share its
-/// rate), then split by market.
-fn plans(warm: &Warm, fire_id: &str) -> Plans {
-    use crate::fanout::dispatch::{pace, plan};
-    let mut plans: Plans = warm.campaign.markets.iter().map(|m| (m.code.clone(), Vec::new())).collect();
-    for (at, b) in pace(plan(warm, fire_id, None), warm.campaign.max_rate) {
-        if let Some(m) = warm.routes[b.shard as usize].campaign_market[usize::from(b.market)] {
-            plans.get_mut(&warm.campaign.markets[m].code).expect("a plan per market").push((at, b));
-        }
-    }
-    plans
-}
-
 /// Where a worker sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerProvider {
@@ -130,6 +116,11 @@ pub async fn run(config: AwsConfig, provider: WorkerProvider, stop: impl Future<
     let (aws, store, id) = (&ctx.aws, &ctx.store, ctx.id.clone());
     let cfg = aws.config.worker.clone();
     let cache = cfg.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("kickoff-worker").join(&id));
+    // Every fire's counts, for Prometheus, across the engines of each warm.
+    let prom = Arc::new(PromSink::new());
+    if let Some(addr) = cfg.metrics_listen {
+        prom.clone().listen(addr).await.map_err(|e| AwsError::Data(format!("[worker] metrics_listen {addr}: {e}")))?;
+    }
     let provider_name = match &push {
         Some(p) => crate::push::PushProviders::name_of(p),
         None => "null",
@@ -153,7 +144,7 @@ pub async fn run(config: AwsConfig, provider: WorkerProvider, stop: impl Future<
         // Wait for something to warm.
         let (loaded, done_rx) = loop {
             match store.warm().await {
-                Ok(Some((spec, text))) => match load(aws, &spec, &text, &cache, push.as_ref()).await {
+                Ok(Some((spec, text))) => match load(aws, &spec, &text, &cache, push.as_ref(), &prom).await {
                     Ok(loaded) => break loaded,
                     Err(e) => {
                         tracing::error!(error = %e, "could not warm");
@@ -214,6 +205,7 @@ async fn load(
     campaign_text: &str,
     cache: &std::path::Path,
     push: Option<&PushConfig>,
+    prom: &Arc<PromSink>,
 ) -> Result<(Loaded, mpsc::UnboundedReceiver<BatchDone>), AwsError> {
     let store = aws.store();
     let dir = cache.join("audience");
@@ -236,7 +228,7 @@ async fn load(
     let campaign = Arc::new(spec.campaign(campaign_text, &PathBuf::from(store.url("campaign/campaign.toml")))?);
     let audience = Arc::new(audience);
     let warm = Warm::new(audience.clone(), campaign.clone()).map_err(|e| AwsError::Data(e.to_string()))?;
-    let plans = Arc::new(plans(&warm, &spec.fire_id));
+    let plans = Arc::new(super::dispatcher::plans(&warm, &spec.fire_id));
     let choice = match push {
         Some(p) => ProviderChoice::Http(p.clone()),
         None => ProviderChoice::Null,
@@ -256,9 +248,16 @@ async fn load(
     let hook: crate::fanout::BatchDoneHook = Box::new(move |d| {
         let _ = tx.send(d);
     });
-    let engine = Engine::start_with(warm, setup.provider.clone(), Arc::new(WorkerLedger), sink.clone(), config, Some(hook))
-        .await
-        .map_err(|e| AwsError::Data(e.to_string()))?;
+    let engine = Engine::start_with(
+        warm,
+        setup.provider.clone(),
+        Arc::new(WorkerLedger),
+        Arc::new(Tee(sink.clone(), prom.clone())),
+        config,
+        Some(hook),
+    )
+    .await
+    .map_err(|e| AwsError::Data(e.to_string()))?;
     Ok((Loaded { spec: spec.clone(), plans, engine, sink, shards: audience.shards().len() as u32, _setup: setup }, rx))
 }
 

@@ -15,6 +15,7 @@ use crate::audience::Platform;
 use crate::push::FailReason;
 
 pub mod histogram;
+pub mod prometheus;
 
 pub use histogram::LatencyHistogram;
 
@@ -29,6 +30,14 @@ pub struct FanoutStats {
     pub latency: LatencyHistogram,
     /// Provider round trips (send to answer), sampled.
     pub rtt: LatencyHistogram,
+    /// Devices handed to a provider for the first time.
+    pub handed_off: u64,
+    /// Sends again after a retryable answer (429, 5xx, a lost connection).
+    pub retried: u64,
+    /// Answers that were throttles.
+    pub throttled: u64,
+    /// Devices left without an answer when an aborted fire stopped waiting.
+    pub in_doubt: u64,
 }
 
 impl FanoutStats {
@@ -66,7 +75,20 @@ impl FanoutStats {
 
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.latency.count() == 0 && self.failed_total() == 0 && self.rtt.count() == 0
+        self.latency.count() == 0
+            && self.failed_total() == 0
+            && self.rtt.count() == 0
+            && self.handed_off == 0
+            && self.retried == 0
+            && self.throttled == 0
+            && self.in_doubt == 0
+    }
+
+    /// Devices handed off without a final answer yet: in flight, or
+    /// waiting for a retry.
+    pub fn outstanding(&self) -> u64 {
+        let delivered: u64 = self.delivered_per_second.iter().map(|s| s[0] + s[1]).sum();
+        self.handed_off.saturating_sub(delivered + self.failed_total() + self.in_doubt)
     }
 
     /// Adds another span's counts.
@@ -83,6 +105,10 @@ impl FanoutStats {
         }
         self.latency.merge(&other.latency);
         self.rtt.merge(&other.rtt);
+        self.handed_off += other.handed_off;
+        self.retried += other.retried;
+        self.throttled += other.throttled;
+        self.in_doubt += other.in_doubt;
     }
 
     /// Empties it, keeping allocations.
@@ -91,6 +117,10 @@ impl FanoutStats {
         self.failed = [0; FailReason::COUNT];
         self.latency.clear();
         self.rtt.clear();
+        self.handed_off = 0;
+        self.retried = 0;
+        self.throttled = 0;
+        self.in_doubt = 0;
     }
 }
 

@@ -509,6 +509,10 @@ impl<S: Session> Notifier<S> {
         }
         self.update_limits();
         for local in &mut self.runs {
+            // The run's hand-off counts ride along to the sinks too.
+            let d = &local.delta;
+            (local.stats.handed_off, local.stats.retried, local.stats.throttled, local.stats.in_doubt) =
+                (d.handed_off, d.retried, d.throttled, d.in_doubt);
             if !local.stats.is_empty() {
                 self.shared.metrics.record(&local.run.campaign_id, &local.stats);
                 local.stats.clear();
