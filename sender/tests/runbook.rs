@@ -109,13 +109,17 @@ text = "Stop."
 }
 
 fn open_event(dir: &Path, runbook: &Path, record: bool) -> Arc<Event> {
+    open_event_serving(dir, runbook, record, None)
+}
+
+fn open_event_serving(dir: &Path, runbook: &Path, record: bool, flag_server: Option<std::net::SocketAddr>) -> Arc<Event> {
     let rb = Runbook::load(runbook).unwrap();
     let opts = ServiceOptions {
         state_db: dir.join("state.sqlite"),
         work_dir: dir.join("work"),
         recorder: record.then(|| dir.join("event.kickoff.sqlite")),
         provider: ProviderChoice::gateway(),
-        flag_server: None,
+        flag_server,
         fire_scope: kickoff_sender::fanout::FireScope::NewEvent(format!("test@{}", now_ms())),
     };
     let services = Services::embedded(&rb, &opts).unwrap();
@@ -159,6 +163,46 @@ async fn gates_hold_until_their_steps_and_checks_pass() {
     gated(event.run_step("arm", &ana()).await, "test-send-confirmed");
     gated(event.run_step("fire", &ana()).await, "armed");
     assert!(event.skip("arm", &ana(), "").is_err(), "a skip needs a reason");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_servers_metrics_count_what_the_embedded_engine_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(dir.path(), 2_000, 1.0);
+    let event = open_event_serving(dir.path(), &rb, false, Some(([127, 0, 0, 1], 0).into()));
+    let url = event.services().flag_url.clone().expect("a flag server");
+    let port: u16 = url.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap().parse().unwrap();
+    let scrape = || tokio::task::block_in_place(|| crate::util::http_get(port, "/metrics").unwrap());
+    let (status, before) = scrape();
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(crate::util::prom_sum(&before, "kickoff_delivered_total"), 0.0);
+    run(&event, &["scale-asg", "scale-ecs", "verify-warm", "test-send", "confirm", "arm", "fire", "watch"]).await;
+    let summary = event.state().summary.unwrap();
+    assert_eq!(summary.delivered, 2_000, "counted at the gateway");
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = scrape().1;
+        if crate::util::prom_sum(&page, "kickoff_delivered_total") == 2_000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(crate::util::prom_sum(&page, "kickoff_delivered_total"), 2_000.0, "{page}");
+    assert_eq!(crate::util::prom_sum(&page, "kickoff_handed_off_total"), 2_000.0);
+    assert_eq!(crate::util::prom_sum(&page, "kickoff_delivery_seconds_count"), 2_000.0);
+    assert!(page.contains("# TYPE kickoff_flag_polls_total counter"), "{page}");
+    // Every series the shipped Grafana dashboard queries is on the page.
+    let dashboard = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json")).unwrap();
+    let queried: std::collections::BTreeSet<&str> =
+        dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("kickoff_")).collect();
+    assert!(queried.len() >= 8, "{queried:?}");
+    for name in queried {
+        let typed = format!("# TYPE {name} ");
+        assert!(
+            page.lines().any(|l| l.starts_with(name) || l.starts_with(&typed)),
+            "the dashboard queries {name}, which /metrics does not serve"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +456,7 @@ fn the_flag_server_serves_json_with_cache_headers() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteFlagStore::open(&dir.path().join("s.sqlite")).unwrap());
     store.switch(&Switch::on("api", Duration::from_secs(120), "ana", "drowning")).unwrap();
-    let server = FlagServer::start(store.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = FlagServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), None).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // reqwest is built without a default TLS provider; this plain-HTTP client still needs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -437,6 +481,15 @@ fn the_flag_server_serves_json_with_cache_headers() {
         assert_eq!(missing.status(), 404);
         let post = client.post(server.url()).send().await.unwrap();
         assert_eq!(post.status(), 405);
+        // Prometheus: the three GETs of the flags, none naming a backend.
+        let polled = client.get(format!("{}?backend=api", server.url())).header("x-kickoff-clients", "40").send().await.unwrap();
+        assert_eq!(polled.status(), 200);
+        let metrics = client.get(format!("http://{}/metrics", server.addr())).send().await.unwrap();
+        assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        let page = metrics.text().await.unwrap();
+        assert!(page.contains("kickoff_flag_polls_total{backend=\"*\"} 3\n"), "{page}");
+        assert!(page.contains("kickoff_flag_polls_total{backend=\"api\"} 40\n"), "{page}");
+        assert!(!page.contains("kickoff_delivered_total"), "no engine behind a standalone flag server");
     });
 }
 

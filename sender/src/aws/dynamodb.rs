@@ -184,12 +184,20 @@ pub enum ImportError {
 /// One item as a row: the five columns, or why it cannot be one.
 type Item = HashMap<String, AttributeValue>;
 
-fn text(item: &Item, name: &str) -> Result<Option<String>, String> {
+/// An attribute that cannot be a column.
+#[derive(Debug, thiserror::Error)]
+#[error("attribute `{name}` is {kind}, not a string")]
+struct NotText {
+    name: String,
+    kind: &'static str,
+}
+
+fn text(item: &Item, name: &str) -> Result<Option<String>, NotText> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
         Some(AttributeValue::S(s)) => Ok(Some(s.clone())),
         Some(AttributeValue::N(n)) => Ok(Some(n.clone())),
-        Some(other) => Err(format!("attribute `{name}` is {}, not a string", kind(other))),
+        Some(other) => Err(NotText { name: name.to_owned(), kind: kind(other) }),
     }
 }
 
@@ -639,7 +647,7 @@ fn write_and_compile(
                 Ok(Some(u)) => u,
                 _ => users.first().cloned().unwrap_or_default(),
             };
-            let fields: Result<Vec<Option<String>>, String> =
+            let fields: Result<Vec<Option<String>>, NotText> =
                 [&spec.user_id, &spec.platform, &spec.token, &spec.locale, &spec.market].iter().map(|a| text(item, a)).collect();
             match fields {
                 Ok(f) => {
@@ -650,9 +658,10 @@ fn write_and_compile(
                     writeln!(file, "{row}").map_err(io)?;
                     lines.push((user, f[2].clone()));
                 }
-                Err(reason) => {
+                Err(not_text) => {
                     if report.rejected.len() < max_listed {
-                        report.rejected.push(RejectedItem { user_id: user, token: text(item, &spec.token).ok().flatten(), reason });
+                        let token = text(item, &spec.token).ok().flatten();
+                        report.rejected.push(RejectedItem { user_id: user, token, reason: not_text.to_string() });
                     }
                 }
             }

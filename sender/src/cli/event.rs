@@ -643,7 +643,7 @@ pub(crate) fn zombie_cmd(cmd: ZombieCmd) -> anyhow::Result<ExitCode> {
         }
         ZombieCmd::Serve { listen, common } => {
             let store: Arc<dyn FlagStore> = Arc::new(common.store()?);
-            let server = zombie::server::FlagServer::start(store, listen).with_context(|| format!("listen on {listen}"))?;
+            let server = zombie::server::FlagServer::start(store, listen, None).with_context(|| format!("listen on {listen}"))?;
             println!("serving zombie flags at {}; Ctrl-C to stop", server.url());
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async { tokio::signal::ctrl_c().await })?;

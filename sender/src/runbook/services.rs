@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::file::Runbook;
 use super::workers::{EmbeddedWorkers, Workers};
 use crate::fleet::{Fleet, FleetError, SimFleet};
+use crate::metrics::prometheus::{PromSink, Tee};
 use crate::provider::ProviderChoice;
 use crate::recorder::live::LiveMetrics;
 use crate::recorder::{Recorder, RecorderError};
@@ -117,10 +118,12 @@ impl Services {
     pub fn embedded(runbook: &Runbook, opts: &ServiceOptions) -> Result<Self, ServicesError> {
         let (recorder, live) = opts.recorder()?;
         let flags: Arc<dyn FlagStore> = Arc::new(SqliteFlagStore::open(&opts.state_db)?);
+        // What the engine sends, for Prometheus at the flag server's /metrics.
+        let sends = Arc::new(PromSink::new());
         let flag_server = match opts.flag_server {
-            Some(addr) => {
-                Some(Arc::new(FlagServer::start(flags.clone(), addr).map_err(|source| ServicesError::FlagServer { addr, source })?))
-            }
+            Some(addr) => Some(Arc::new(
+                FlagServer::start(flags.clone(), addr, Some(sends.clone())).map_err(|source| ServicesError::FlagServer { addr, source })?,
+            )),
             None => None,
         };
         // The return traffic, simulated for real: clients that open the app
@@ -141,7 +144,7 @@ impl Services {
             opts.state_db.clone(),
             opts.provider.clone(),
             opts.fire_scope.clone(),
-            live.clone(),
+            Arc::new(Tee(live.clone(), sends)),
         )
         .with_outage_timeout(runbook.outage_timeout);
         Ok(Self {

@@ -12,8 +12,8 @@ use futures_util::future::BoxFuture;
 use crate::audience::{Audience, AudienceError, AudienceSource};
 use crate::campaign::Campaign;
 use crate::fanout::{Engine, EngineConfig, EngineError, FireHandle, FireOutcome, FireScope, LedgerError, SqliteLedger, Warm, WarmError};
+use crate::metrics::MetricsSink;
 use crate::provider::{ProviderChoice, Received, Setup, SetupError};
-use crate::recorder::live::LiveMetrics;
 use crate::testsend::{TestSendError, TestSendReport};
 
 /// What one worker holds after warming.
@@ -177,7 +177,9 @@ pub struct EmbeddedWorkers {
     ledger: PathBuf,
     provider: ProviderChoice,
     scope: FireScope,
-    live: Arc<LiveMetrics>,
+    /// Where the engines report (the recorder's live metrics, and
+    /// Prometheus' totals).
+    metrics: Arc<dyn MetricsSink>,
     /// The warm engine (replaced by each verify-warm).
     engine: tokio::sync::Mutex<Option<Engine>>,
     handle: Mutex<Option<FireHandle>>,
@@ -197,7 +199,7 @@ impl EmbeddedWorkers {
         ledger: PathBuf,
         provider: ProviderChoice,
         scope: FireScope,
-        live: Arc<LiveMetrics>,
+        metrics: Arc<dyn MetricsSink>,
     ) -> Self {
         Self {
             source,
@@ -205,7 +207,7 @@ impl EmbeddedWorkers {
             ledger,
             provider,
             scope,
-            live,
+            metrics,
             engine: tokio::sync::Mutex::new(None),
             handle: Mutex::new(None),
             setup: Mutex::new(None),
@@ -268,7 +270,7 @@ impl Workers for EmbeddedWorkers {
             if let Some(old) = slot.take() {
                 old.shutdown();
             }
-            let engine = Engine::start(warm, setup.provider.clone(), ledger, self.live.clone(), config.clone()).await?;
+            let engine = Engine::start(warm, setup.provider.clone(), ledger, self.metrics.clone(), config.clone()).await?;
             *slot = Some(engine);
             let shards = audience.shards().len() as u32;
             let workers = (0..config.workers)

@@ -30,19 +30,25 @@ use tokio::sync::oneshot;
 
 use super::background::Background;
 use super::{FlagStore, FlagsDocument, now_ms};
+use crate::metrics::prometheus::{self, Exposition, PromSink, render};
 
 /// The path client apps read.
 pub const PATH: &str = "/v1/zombie";
+/// Prometheus' page: the flag server's counts, and in embedded mode what
+/// the engine sent.
+pub const METRICS_PATH: &str = "/metrics";
 /// Where the embedded mode's stand-in backends answer (`/v1/backends/api`).
 pub const BACKENDS_PATH: &str = "/v1/backends/";
 /// How many clients (or requests) one request stands for (1 to 1,000,000;
 /// default 1).
 pub const CLIENTS_HEADER: &str = "x-kickoff-clients";
 
-/// Requests counted per backend since the last [`RequestCounts::take`].
+/// Requests counted per backend since the last [`RequestCounts::take`],
+/// and since the start (for `/metrics`).
 #[derive(Debug)]
 pub struct RequestCounts {
     inner: Mutex<(Counted, Instant)>,
+    totals: Mutex<Counted>,
 }
 
 /// What [`RequestCounts::take`] returns.
@@ -58,7 +64,7 @@ pub struct Counted {
 
 impl Default for RequestCounts {
     fn default() -> Self {
-        Self { inner: Mutex::new((Counted::default(), Instant::now())) }
+        Self { inner: Mutex::new((Counted::default(), Instant::now())), totals: Mutex::default() }
     }
 }
 
@@ -67,6 +73,33 @@ impl RequestCounts {
         let mut inner = self.inner.lock().expect("counts lock");
         let map = if poll { &mut inner.0.polls } else { &mut inner.0.requests };
         *map.entry(backend.to_owned()).or_default() += n;
+        drop(inner);
+        let mut totals = self.totals.lock().expect("counts lock");
+        let map = if poll { &mut totals.polls } else { &mut totals.requests };
+        *map.entry(backend.to_owned()).or_default() += n;
+    }
+
+    /// The Prometheus page: polls and stand-in backend requests since the
+    /// start, per backend.
+    fn exposition(&self, e: &mut Exposition) {
+        let totals = self.totals.lock().expect("counts lock").clone();
+        let family = |e: &mut Exposition, name: &str, help: &str, counts: &BTreeMap<String, u64>| {
+            let labels: Vec<[(&str, &str); 1]> = counts.keys().map(|b| [("backend", b.as_str())]).collect();
+            let samples: Vec<(&[(&str, &str)], u64)> = labels.iter().zip(counts.values()).map(|(l, n)| (&l[..], *n)).collect();
+            e.counter(name, help, &samples);
+        };
+        family(
+            e,
+            "kickoff_flag_polls_total",
+            "Polls of the zombie flags, by the backend a client is about to call (* none named).",
+            &totals.polls,
+        );
+        family(
+            e,
+            "kickoff_backend_requests_total",
+            "Requests to the stand-in backends, by backend (clients the simulation moves).",
+            &totals.requests,
+        );
     }
 
     /// The counts since the last take (and the seconds they cover); starts
@@ -95,7 +128,7 @@ fn clients_of(req: &Request<Incoming>) -> u64 {
     req.headers().get(CLIENTS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).map_or(1, |n| n.clamp(1, 1_000_000))
 }
 
-fn answer(store: &dyn FlagStore, counts: &RequestCounts, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(store: &dyn FlagStore, counts: &RequestCounts, sends: Option<&PromSink>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &str| {
         Response::builder()
             .status(status)
@@ -106,6 +139,17 @@ fn answer(store: &dyn FlagStore, counts: &RequestCounts, req: &Request<Incoming>
     if let Some(backend) = req.uri().path().strip_prefix(BACKENDS_PATH).filter(|b| !b.is_empty() && b.len() <= 64 && !b.contains('/')) {
         counts.add(false, backend, clients_of(req));
         return Response::builder().status(StatusCode::NO_CONTENT).body(Full::new(Bytes::new())).expect("a valid response");
+    }
+    if req.uri().path() == METRICS_PATH {
+        let mut e = Exposition::default();
+        counts.exposition(&mut e);
+        let mut page = e.finish();
+        if let Some(sends) = sends {
+            page.push_str(&render(&sends.totals()));
+        }
+        let mut r = plain(StatusCode::OK, &page);
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(prometheus::CONTENT_TYPE));
+        return r;
     }
     if req.uri().path() != PATH {
         return plain(StatusCode::NOT_FOUND, "not found; zombie flags are at /v1/zombie\n");
@@ -138,11 +182,12 @@ fn answer(store: &dyn FlagStore, counts: &RequestCounts, req: &Request<Incoming>
 }
 
 /// Serves the flags on `listener` until `stop` fires, counting requests
-/// into `counts`.
+/// into `counts`; `/metrics` adds what `sends` counted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn FlagStore>,
     counts: Arc<RequestCounts>,
+    sends: Option<Arc<PromSink>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     loop {
@@ -158,13 +203,11 @@ pub async fn serve(
             },
             _ = &mut stop => return,
         };
-        let store = store.clone();
-        let counts = counts.clone();
+        let (store, counts, sends) = (store.clone(), counts.clone(), sends.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let store = store.clone();
-                let counts = counts.clone();
-                async move { Ok::<_, Infallible>(answer(store.as_ref(), &counts, &req)) }
+                let (store, counts, sends) = (store.clone(), counts.clone(), sends.clone());
+                async move { Ok::<_, Infallible>(answer(store.as_ref(), &counts, sends.as_deref(), &req)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("flag server connection: {e}");
@@ -182,8 +225,9 @@ pub struct FlagServer {
 }
 
 impl FlagServer {
-    /// Listens on `addr` (port 0: any free port) and serves `store`.
-    pub fn start(store: Arc<dyn FlagStore>, addr: SocketAddr) -> std::io::Result<Self> {
+    /// Listens on `addr` (port 0: any free port) and serves `store`, and
+    /// at `/metrics` its counts and what `sends` counted.
+    pub fn start(store: Arc<dyn FlagStore>, addr: SocketAddr, sends: Option<Arc<PromSink>>) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -191,7 +235,7 @@ impl FlagServer {
         let serving = counts.clone();
         let serving = Background::spawn("kickoff-flags", move |stop| async move {
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => serve(l, store, serving, stop).await,
+                Ok(l) => serve(l, store, serving, sends, stop).await,
                 Err(e) => tracing::error!("flag server: {e}"),
             }
         })?;
