@@ -32,31 +32,39 @@ async function wd(base, method, path, body) {
 /**
  * Starts `n` tauri-drivers (one WebKitWebDriver session each) with a fresh
  * data directory; returns their base URLs, the directory and a stop function.
+ * Drivers that do not answer within 20 s (a port another process holds, a
+ * slow start) are killed and started again on other ports, twice at most.
  */
 export async function startDrivers(n) {
   const data = mkdtempSync(join(tmpdir(), "kickoff-e2e-"));
-  const port = 4444 + 2 * Math.floor(Math.random() * 500);
-  const bases = [];
-  const spawned = [];
-  for (let i = 0; i < n; i++) {
-    spawned.push(spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"], detached: true }));
-    const p = spawned.at(-1);
-    groups.add(p);
-    p.on("error", (e) => console.error(`tauri-driver: ${e.message}`));
-    bases.push(`http://127.0.0.1:${port + i * 10_000}`);
-  }
-  for (const base of bases) {
-    let up = false;
-    for (let i = 0; i < 100 && !up; i++) {
-      up = await fetch(`${base}/status`).then(() => true, () => false);
-      if (!up) await sleep(100);
+  for (let attempt = 1; ; attempt++) {
+    const port = 4444 + 2 * Math.floor(Math.random() * 500);
+    const bases = [];
+    const spawned = [];
+    for (let i = 0; i < n; i++) {
+      const p = spawn("tauri-driver", ["--port", String(port + i * 10_000), "--native-port", String(port + 1 + i * 10_000)], { env: { ...process.env, KICKOFF_DATA_DIR: data }, stdio: ["ignore", "inherit", "inherit"], detached: true });
+      p.on("error", (e) => console.error(`tauri-driver: ${e.message}`));
+      groups.add(p);
+      spawned.push(p);
+      bases.push(`http://127.0.0.1:${port + i * 10_000}`);
     }
-    if (!up) {
-      spawned.forEach(killGroup);
-      throw new Error(`tauri-driver at ${base} did not start`);
+    let down = null;
+    for (const base of bases) {
+      let up = false;
+      for (let i = 0; i < 200 && !up; i++) {
+        up = await fetch(`${base}/status`).then(() => true, () => false);
+        if (!up) await sleep(100);
+      }
+      if (!up) {
+        down = base;
+        break;
+      }
     }
+    if (down === null) return { bases, data, stop: () => spawned.forEach(killGroup) };
+    spawned.forEach(killGroup);
+    if (attempt === 3) throw new Error(`tauri-driver at ${down} did not start (3 attempts on different ports)`);
+    console.error(`tauri-driver at ${down} did not answer in 20 s; starting again on other ports`);
   }
-  return { bases, data, stop: () => spawned.forEach(killGroup) };
 }
 
 // Every driver group started, killed when this process ends however it
