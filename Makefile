@@ -29,6 +29,14 @@ if [ -n "$$missing" ]; then \
   DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 fi
 endef
+# CI builds once from a fresh clone: incremental state and full debug info
+# of the project's own crates are gigabytes of target/ it never reads again
+# (CI machines' disks are small). Backtraces keep file and line.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+export CARGO_PROFILE_DEV_DEBUG := line-tables-only
+endif
+
 DEVICES ?= 4000000
 PROVIDER ?= null
 

@@ -33,7 +33,10 @@ out=dist
 rm -rf "$stage" && mkdir -p "$stage/completions" "$stage/man" "$out"
 
 echo "==> kickoff-sender ($profile)"
-cargo build "${cargo_flags[@]}" -p kickoff-sender
+# Built with the app, as `make build` does: `-p kickoff-sender` alone
+# resolves the shared crates' features without Tauri's and builds a second
+# copy of every dependency (gigabytes of target/).
+cargo build "${cargo_flags[@]}" -p kickoff -p kickoff-sender
 "$bin/kickoff-sender" completions bash > "$stage/completions/kickoff-sender"
 "$bin/kickoff-sender" completions zsh > "$stage/completions/_kickoff-sender"
 "$bin/kickoff-sender" completions fish > "$stage/completions/kickoff-sender.fish"

@@ -6,6 +6,7 @@
 //! Session::open(runbook, options)
 //!   AWS mode: connect, and check that the ASG and the ECS service answer
 //!   join the event another window or walk has open for this runbook, or open one
+//!   [audience.dynamodb]: import it into the event's work directory (once an event)
 //!   services: embedded (Services::embedded) or AWS (aws::control::services)
 //!   Event::new + the once-a-second ticker
 //! Session::close()
@@ -21,6 +22,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::audience::AudienceSource;
+use crate::aws::dynamodb::ImportError;
 use crate::aws::{Aws, AwsConfig, AwsError};
 use crate::fleet::FleetError;
 use crate::provider::ProviderChoice;
@@ -88,6 +91,15 @@ pub enum SessionError {
     /// The event itself (its campaign).
     #[error(transparent)]
     Event(#[from] ActError),
+    /// The runbook's `[audience.dynamodb]` could not be imported.
+    #[error("the audience from DynamoDB table {table}: {source}")]
+    Audience {
+        /// The table.
+        table: String,
+        /// What went wrong.
+        #[source]
+        source: ImportError,
+    },
 }
 
 /// An open event: the engine, its ticker and its place in the registry.
@@ -132,9 +144,16 @@ impl Session {
         let record = opts.record.clone().unwrap_or_else(|| {
             crate::recorder::event_path(&opts.data_dir.join("events"), &format!("{}-{}", runbook.name, std::process::id()))
         });
+        let work_dir = opts.data_dir.join("work").join(event_id.replace(['@', ':'], "-"));
+        let mut runbook = runbook;
+        let table = runbook.audience.as_ref().and_then(AudienceSource::dynamodb_table).map(str::to_owned);
+        if let Err(source) = crate::aws::audience::resolve(&mut runbook, &work_dir, aws.as_ref()).await {
+            let _ = registry.leave(&hold);
+            return Err(SessionError::Audience { table: table.unwrap_or_default(), source });
+        }
         let service_opts = ServiceOptions {
             state_db,
-            work_dir: opts.data_dir.join("work").join(event_id.replace(['@', ':'], "-")),
+            work_dir,
             recorder: Some(record.clone()),
             provider: opts.provider.clone(),
             flag_server: opts.flag_server,

@@ -4,7 +4,9 @@
 //! unprocessed), the snapshot byte-identical to compiling the same rows from
 //! CSV, missing users and bad items named by key; then a table of several
 //! devices per user, read by a Query per user and by a parallel Scan; and
-//! key schemas that do not fit, refused by name.
+//! key schemas that do not fit, refused by name. Then a runbook's
+//! `[audience.dynamodb]`, imported when its event opens and fired, counted
+//! per token at the gateway; and a table keyed by numbers.
 //!
 //! (100,000 items are read by key, not by Query or Scan: the emulator sorts
 //! the whole table on every Query and Scan page, which at 100,000 items is
@@ -374,4 +376,124 @@ fn moto_url(config: &Path) -> String {
     let text = std::fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("endpoint_url")).unwrap();
     line.split('"').nth(1).unwrap().to_owned()
+}
+
+/// A runbook whose `[audience.dynamodb]` names the table reads it when its
+/// event opens: `plan` and a walk to the fire import the listed users'
+/// devices, every one arrives once at the gateway, the import is kept in the
+/// event's work directory; a table that is not there, or no AWS to read it
+/// from, stops the walk naming it, and a broken section gets its file and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_reads_its_audience_from_dynamodb_when_its_event_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let config = write_config(dir.path(), &moto, None, "");
+    let aws = kickoff_sender::aws::Aws::connect(kickoff_sender::aws::AwsConfig::load(&config).unwrap()).await.unwrap();
+    let csv = dir.path().join("gen.csv");
+    let o = Command::new(bin())
+        .args(["audience", "generate", "--devices", "3000", "--seed", "11", "--out", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Vec<String>> =
+        std::fs::read_to_string(&csv).unwrap().lines().skip(1).map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    fill(&aws.dynamodb, "launch-users", false, &rows).await;
+    // The campaign's users: 2,000 of the table's 3,000, and one with no device.
+    let mut ids: Vec<String> = rows[..2_000].iter().map(|r| r[0].clone()).collect();
+    ids.push("nobody".into());
+    std::fs::write(dir.path().join("users.txt"), ids.join("\n")).unwrap();
+    std::fs::write(dir.path().join("campaign.toml"), kickoff_sender::campaign::DEMO_CAMPAIGN).unwrap();
+    let runbook = |name: &str, audience: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let head = "[fleet]\ninstance_startup = \"100ms\"\ntask_startup = \"50ms\"\ntasks_per_instance = 2\n\
+                    [backends.api]\ncapacity_rps = 1000\n[abort]\ntext = \"Stop.\"\n";
+        std::fs::write(&path, format!("name = \"{name}\"\ncampaign = \"campaign.toml\"\n{audience}{head}{}", crate::runbook::STEPS))
+            .unwrap();
+        path
+    };
+    let good = runbook("launch", "[audience.dynamodb]\ntable = \"launch-users\"\nuser_ids = \"users.txt\"\naws = \"aws.toml\"\n");
+    let data = dir.path().join("data");
+    let cli =
+        |args: &[&str]| tokio::task::block_in_place(|| Command::new(bin()).args(args).env("KICKOFF_DATA_DIR", &data).output().unwrap());
+
+    // The plan reads the table as an event would.
+    let plan = cli(&["plan", good.to_str().unwrap(), "--json", "--per-worker-rate", "20000"]);
+    let summary: serde_json::Value = serde_json::from_str(stdout(&plan).trim()).unwrap_or_else(|e| panic!("{e}: {}", stderr(&plan)));
+    let planned: u64 = summary["platforms"].as_array().unwrap().iter().map(|p| p["devices"].as_u64().unwrap()).sum();
+    assert_eq!(planned, 2_000, "{summary}");
+
+    // The walk imports at open and fires: every listed user's device once, at the gateway.
+    let walk = cli(&["runbook", "walk", good.to_str().unwrap(), "--yes", "--operator", "ana"]);
+    assert!(walk.status.success(), "{}\n{}", stdout(&walk), stderr(&walk));
+    assert!(stdout(&walk).contains("2000 of 2000 devices delivered, 0 failed, 0 duplicates, 0 missing"), "{}", stdout(&walk));
+    let reports: Vec<_> = std::fs::read_dir(data.join("work"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("audience.import.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(reports.len(), 1, "one event, one import");
+    let r = report(&reports[0]);
+    assert_eq!((r["method"].as_str(), r["items"].as_u64()), (Some("batch-get"), Some(2_000)));
+    assert_eq!(r["missing_users"], serde_json::json!(["nobody"]));
+    let rows_file = reports[0].with_file_name("audience.rows.jsonl");
+    assert_eq!(std::fs::read_to_string(&rows_file).unwrap().lines().count(), 2_000, "the rows read are kept beside the audience");
+    let leftovers: Vec<_> = std::fs::read_dir(reports[0].parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("import-"))
+        .collect();
+    assert!(leftovers.is_empty(), "nothing half-written is left: {leftovers:?}");
+
+    // A table keyed by a number: the ids in the file are sent as numbers.
+    aws.dynamodb
+        .create_table()
+        .table_name("numbered")
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(KeySchemaElement::builder().attribute_name("user_id").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("user_id").attribute_type(ScalarAttributeType::N).build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (i, r) in rows[..5].iter().enumerate() {
+        let mut put = aws.dynamodb.put_item().table_name("numbered").item("user_id", AttributeValue::N((i + 1).to_string()));
+        for (k, v) in ["platform", "token", "locale", "market"].iter().zip(&r[1..]) {
+            put = put.item(*k, s(v));
+        }
+        put.send().await.unwrap();
+    }
+    let numbers = dir.path().join("numbers.txt");
+    std::fs::write(&numbers, "1\n2\n3\n4\n5\n6\n").unwrap();
+    let (out, path) = (dir.path().join("numbered"), dir.path().join("numbered.json"));
+    let o = cli(&["audience", "import", "dynamodb", "--aws", config.to_str().unwrap(), "--table", "numbered"]
+        .into_iter()
+        .chain(["--user-ids", numbers.to_str().unwrap(), "--out", out.to_str().unwrap(), "--report", path.to_str().unwrap()])
+        .collect::<Vec<_>>());
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let r = report(&path);
+    assert_eq!((r["items"].as_u64(), r["compile"]["accepted"].as_u64()), (Some(5), Some(5)));
+    assert_eq!(r["missing_users"], serde_json::json!(["6"]));
+
+    // A table that is not there stops the walk before anything is sent, naming it.
+    let missing = runbook("missing", "[audience.dynamodb]\ntable = \"no-such-table\"\nuser_ids = \"users.txt\"\naws = \"aws.toml\"\n");
+    let o = cli(&["runbook", "walk", missing.to_str().unwrap(), "--yes", "--new-event"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("the audience from DynamoDB") && stderr(&o).contains("no-such-table"), "{}", stderr(&o));
+    // Embedded mode with no AWS configuration to read it with.
+    let no_aws = runbook("no-aws", "[audience.dynamodb]\ntable = \"launch-users\"\nscan = true\n");
+    let o = cli(&["runbook", "walk", no_aws.to_str().unwrap(), "--yes", "--new-event"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("name an AWS configuration file with `aws = \"aws.toml\"`"), "{}", stderr(&o));
+    // A broken section: its file and line.
+    let broken = runbook("broken", "[audience.dynamodb]\ntable = \"launch-users\"\nuser_ids = \"users.txt\"\nscan = true\n");
+    let o = cli(&["runbook", "check", broken.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("{}:3:", broken.display()))
+            && stderr(&o).contains("takes exactly one of `user_ids` (a file of user ids) or `scan = true`"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -16,7 +16,7 @@ use kickoff_sender::zombie::{FlagStore, FlagsDocument, SqliteFlagStore, Switch, 
 
 use crate::util::{bin, stderr, stdout};
 
-const STEPS: &str = r#"
+pub(crate) const STEPS: &str = r#"
 [[steps]]
 id = "scale-asg"
 title = "Scale the ASG"

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kickoff_sender::aws::AwsError;
+use kickoff_sender::aws::dynamodb::ImportError;
 use kickoff_sender::recorder::charts::Chart;
 use kickoff_sender::recorder::replay::{self, EventSummary, Frame};
 use kickoff_sender::recorder::{AuditEntry, EventLog, report};
@@ -135,8 +136,11 @@ fn act_error(e: ActError) -> CommandError {
 
 fn session_error(e: SessionError) -> CommandError {
     let code = match &e {
-        SessionError::Aws(AwsError::Config { .. }) => "invalid",
-        SessionError::Aws(_) | SessionError::Fleet(_) => "unavailable",
+        SessionError::Aws(AwsError::Config { .. }) | SessionError::Audience { source: ImportError::Aws(AwsError::Config { .. }), .. } => {
+            "invalid"
+        }
+        SessionError::Aws(_) | SessionError::Fleet(_) | SessionError::Audience { source: ImportError::Aws(_), .. } => "unavailable",
+        SessionError::Audience { .. } => "invalid",
         SessionError::Event(_) => "campaign",
         SessionError::Registry(_) | SessionError::Services(_) => "internal",
     };

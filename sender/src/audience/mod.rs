@@ -24,7 +24,7 @@ pub mod token;
 
 pub use compile::{CompileOptions, CompileReport, compile};
 pub use snapshot::{MarketRun, Shard, SnapshotError};
-pub use source::AudienceSource;
+pub use source::{AudienceSource, DynamoSource, DynamoUsers, TableSpec};
 pub use store::{Audience, Manifest};
 
 /// A push platform. The discriminants are stored in shard files.

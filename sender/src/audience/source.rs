@@ -1,6 +1,11 @@
 //! Where an event's audience comes from: a compiled directory, an audience
-//! file compiled on first use, or generated devices (demos and rehearsals).
-//! The embedded workers and AWS mode's uploader both start here.
+//! file compiled on first use, generated devices (demos and rehearsals), or
+//! a DynamoDB table read when the event opens. The embedded workers and AWS
+//! mode's uploader both start here.
+//!
+//! This module only names a DynamoDB source; reading it needs AWS, so the
+//! session layer (`session`, through `aws::dynamodb`) imports it into the
+//! event's work directory and hands the runbook the compiled directory.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +24,82 @@ pub enum AudienceSource {
     },
     /// A compiled audience directory, or an audience file to compile.
     Path(PathBuf),
+    /// A DynamoDB table, imported when an event opens.
+    DynamoDb(Box<DynamoSource>),
+}
+
+/// How a DynamoDB table's items map to audience rows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableSpec {
+    /// The table.
+    pub table: String,
+    /// An index to query instead of the table (its partition key is the
+    /// user id).
+    pub index: Option<String>,
+    /// The attribute holding the user id (the partition key queried).
+    pub user_id: String,
+    /// The attribute holding `ios` or `android`.
+    pub platform: String,
+    /// The attribute holding the device token.
+    pub token: String,
+    /// The attribute holding the locale.
+    pub locale: String,
+    /// The attribute holding the market.
+    pub market: String,
+}
+
+impl TableSpec {
+    /// `table` with the attribute names of Kickoff's audience columns.
+    pub fn new(table: &str) -> Self {
+        Self {
+            table: table.to_owned(),
+            index: None,
+            user_id: "user_id".into(),
+            platform: "platform".into(),
+            token: "token".into(),
+            locale: "locale".into(),
+            market: "market".into(),
+        }
+    }
+}
+
+/// Which users of a DynamoDB table make the audience.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DynamoUsers {
+    /// The users listed in this file, one id per line.
+    File(PathBuf),
+    /// Every item of the table, read by a parallel Scan in this many segments.
+    Scan {
+        /// Segments.
+        segments: u32,
+    },
+}
+
+/// An audience a runbook reads from DynamoDB (`[audience.dynamodb]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DynamoSource {
+    /// The table and its attribute names.
+    pub spec: TableSpec,
+    /// The users.
+    pub users: DynamoUsers,
+    /// The AWS configuration to read it with; in AWS mode the event's own
+    /// when not given.
+    pub aws: Option<PathBuf>,
+}
+
+/// Reads a user-id file: one id per line, blank lines and `#` comments
+/// skipped, repeats dropped (the first kept), in the file's order.
+pub fn read_user_ids(path: &Path) -> Result<Vec<String>, AudienceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AudienceError::Io { path: path.to_owned(), source })?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| seen.insert(*l))
+        .map(str::to_owned)
+        .collect())
 }
 
 impl Default for AudienceSource {
@@ -29,6 +110,14 @@ impl Default for AudienceSource {
 }
 
 impl AudienceSource {
+    /// The DynamoDB table this audience is read from, if it is.
+    pub fn dynamodb_table(&self) -> Option<&str> {
+        match self {
+            Self::DynamoDb(d) => Some(&d.spec.table),
+            _ => None,
+        }
+    }
+
     /// The audience as a compiled directory: the directory itself, or
     /// compiled (generated) into `work/audience`. A generated audience is
     /// made once per work directory.
@@ -40,6 +129,19 @@ impl AudienceSource {
                 let opts = CompileOptions { force: true, ..CompileOptions::default() };
                 super::compile(std::slice::from_ref(file), &out, &opts, &mut |_| {})?;
                 Ok(out)
+            }
+            Self::DynamoDb(source) => {
+                let out = work.join("audience");
+                if out.join(store::MANIFEST).is_file() {
+                    return Ok(out);
+                }
+                Err(AudienceError::Invalid(format!(
+                    "the audience is read from DynamoDB table {} when an event opens, and no event has imported it into {}: \
+                     walk the runbook (or open its event in the app), or import it with `kickoff-sender audience import dynamodb` \
+                     and name that directory in [audience] dir",
+                    source.spec.table,
+                    out.display()
+                )))
             }
             Self::Generate { devices, seed } => {
                 let out = work.join("audience");

@@ -32,40 +32,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::AwsError;
 use crate::audience::{self, AudienceError, CompileOptions, CompileReport};
 
-/// How items map to audience rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSpec {
-    /// The table.
-    pub table: String,
-    /// An index to query instead of the table (its partition key is the
-    /// user id).
-    pub index: Option<String>,
-    /// The attribute holding the user id (the partition key queried).
-    pub user_id: String,
-    /// The attribute holding `ios` or `android`.
-    pub platform: String,
-    /// The attribute holding the device token.
-    pub token: String,
-    /// The attribute holding the locale.
-    pub locale: String,
-    /// The attribute holding the market.
-    pub market: String,
-}
-
-impl TableSpec {
-    /// `table` with the attribute names of Kickoff's audience columns.
-    pub fn new(table: &str) -> Self {
-        Self {
-            table: table.to_owned(),
-            index: None,
-            user_id: "user_id".into(),
-            platform: "platform".into(),
-            token: "token".into(),
-            locale: "locale".into(),
-            market: "market".into(),
-        }
-    }
-}
+pub use crate::audience::TableSpec;
 
 /// Which items to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,12 +296,12 @@ impl Backoff {
 async fn batch_get(
     client: &aws_sdk_dynamodb::Client,
     spec: &TableSpec,
-    users: &[String],
+    (users, key): (&[String], Key),
     pace: &Pace,
     max_attempts: u32,
 ) -> Result<Vec<Item>, AwsError> {
     use aws_sdk_dynamodb::types::KeysAndAttributes;
-    let mut keys: Vec<Item> = users.iter().map(|u| HashMap::from([(spec.user_id.clone(), AttributeValue::S(u.clone()))])).collect();
+    let mut keys: Vec<Item> = users.iter().map(|u| HashMap::from([(spec.user_id.clone(), key.value(u))])).collect();
     let mut items = Vec::new();
     let mut backoff = Backoff::new(pace);
     let mut attempt = 0;
@@ -382,7 +349,7 @@ async fn batch_get(
 async fn page(
     client: &aws_sdk_dynamodb::Client,
     spec: &TableSpec,
-    what: &Work,
+    (what, key): (&Work, Key),
     start: Option<Item>,
     pace: &Pace,
     max_attempts: u32,
@@ -396,7 +363,7 @@ async fn page(
                 .set_index_name(spec.index.clone())
                 .key_condition_expression("#u = :u")
                 .expression_attribute_names("#u", &spec.user_id)
-                .expression_attribute_values(":u", AttributeValue::S(uid.clone()))
+                .expression_attribute_values(":u", key.value(uid))
                 .set_exclusive_start_key(start.clone())
                 .send()
                 .await
@@ -455,17 +422,17 @@ impl Work {
 async fn read_all(
     client: &aws_sdk_dynamodb::Client,
     spec: &TableSpec,
-    what: &Work,
+    (what, key): (&Work, Key),
     pace: &Pace,
     max_attempts: u32,
 ) -> Result<Vec<Item>, AwsError> {
     if let Work::Users(users) = what {
-        return batch_get(client, spec, users, pace, max_attempts).await;
+        return batch_get(client, spec, (users, key), pace, max_attempts).await;
     }
     let mut items = Vec::new();
     let mut start = None;
     loop {
-        let (page, next) = page(client, spec, what, start, pace, max_attempts).await?;
+        let (page, next) = page(client, spec, (what, key), start, pace, max_attempts).await?;
         items.extend(page);
         match next {
             Some(k) if !k.is_empty() => start = Some(k),
@@ -477,7 +444,12 @@ async fn read_all(
 /// How users are read: by key when the user id is the table's whole key,
 /// else a Query of the user's partition. Fails, naming the key schema,
 /// when neither the table nor the index is keyed by the user id.
-async fn user_method(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, pace: &Pace, max_attempts: u32) -> Result<Method, AwsError> {
+async fn user_method(
+    client: &aws_sdk_dynamodb::Client,
+    spec: &TableSpec,
+    pace: &Pace,
+    max_attempts: u32,
+) -> Result<(Method, Key), AwsError> {
     let mut backoff = Backoff::new(pace);
     let mut attempt = 0;
     let table = loop {
@@ -495,7 +467,7 @@ async fn user_method(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, pace: 
     };
     let table = table.table.ok_or_else(|| AwsError::Data(format!("DynamoDB DescribeTable {}: no table description", spec.table)))?;
     let schema = match &spec.index {
-        None => table.key_schema.unwrap_or_default(),
+        None => table.key_schema().to_vec(),
         Some(index) => table
             .global_secondary_indexes()
             .iter()
@@ -521,7 +493,34 @@ async fn user_method(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, pace: 
             spec.user_id
         )));
     }
-    Ok(if spec.index.is_none() && schema.len() == 1 { Method::BatchGet } else { Method::Query })
+    use aws_sdk_dynamodb::types::ScalarAttributeType;
+    let key = match table.attribute_definitions().iter().find(|a| a.attribute_name == hash).map(|a| &a.attribute_type) {
+        Some(ScalarAttributeType::N) => Key::Number,
+        Some(ScalarAttributeType::B) => {
+            return Err(AwsError::Data(format!(
+                "{}'s user id key `{hash}` is binary: give a table or index keyed by a string or number",
+                spec.table
+            )));
+        }
+        _ => Key::Text,
+    };
+    Ok((if spec.index.is_none() && schema.len() == 1 { Method::BatchGet } else { Method::Query }, key))
+}
+
+/// The type of the user id key: the ids in the file are sent as it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Text,
+    Number,
+}
+
+impl Key {
+    fn value(self, id: &str) -> AttributeValue {
+        match self {
+            Self::Text => AttributeValue::S(id.to_owned()),
+            Self::Number => AttributeValue::N(id.to_owned()),
+        }
+    }
 }
 
 /// Reads `selection` from `spec`'s table, writes the rows to
@@ -547,20 +546,39 @@ pub async fn import(
     }
     // The rows file beside the audience (`aud/` -> `aud.rows.jsonl`),
     // created now so an unwritable place fails before the reads.
-    let name = out.file_name().ok_or_else(|| ImportError::Invalid(format!("{}: name the audience directory to write", out.display())))?;
-    let rows_path = out.with_file_name(format!("{}.rows.jsonl", name.to_string_lossy()));
+    out.file_name().ok_or_else(|| ImportError::Invalid(format!("{}: name the audience directory to write", out.display())))?;
+    let rows_path = super::audience::rows_beside(out);
     if let Some(parent) = rows_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| AudienceError::Io { path: parent.to_owned(), source })?;
     }
     let rows_file = std::fs::File::create(&rows_path).map_err(|source| AudienceError::Io { path: rows_path.clone(), source })?;
+    let result = read_and_compile(client, spec, selection, out, opts, progress, (rows_path.clone(), rows_file)).await;
+    if result.is_err() {
+        // Half a table's rows are no input of record.
+        let _ = std::fs::remove_file(&rows_path);
+    }
+    result
+}
+
+/// [`import`] once the rows file is open: the reads, then the rows written
+/// and compiled.
+async fn read_and_compile(
+    client: &aws_sdk_dynamodb::Client,
+    spec: &TableSpec,
+    selection: &Selection,
+    out: &Path,
+    opts: &ImportOptions,
+    progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    (rows_path, rows_file): (PathBuf, std::fs::File),
+) -> Result<ImportReport, ImportError> {
     let pace = Arc::new(Pace::new(opts.concurrency));
-    let (method, work): (Method, Vec<Work>) = match selection {
+    let (method, key, work): (Method, Key, Vec<Work>) = match selection {
         Selection::Users(ids) => match user_method(client, spec, &pace, opts.max_attempts).await? {
-            Method::BatchGet => (Method::BatchGet, ids.chunks(100).map(|c| Work::Users(c.to_vec())).collect()),
-            _ => (Method::Query, ids.iter().cloned().map(Work::User).collect()),
+            (Method::BatchGet, key) => (Method::BatchGet, key, ids.chunks(100).map(|c| Work::Users(c.to_vec())).collect()),
+            (_, key) => (Method::Query, key, ids.iter().cloned().map(Work::User).collect()),
         },
         Selection::Scan { segments } if (1..=1_000_000).contains(segments) => {
-            (Method::Scan, (0..*segments).map(|s| Work::Segment(s, *segments)).collect())
+            (Method::Scan, Key::Text, (0..*segments).map(|s| Work::Segment(s, *segments)).collect())
         }
         Selection::Scan { segments } => return Err(ImportError::Invalid(format!("{segments} scan segments: give 1 to 1,000,000"))),
     };
@@ -578,7 +596,7 @@ pub async fn import(
             let (i, w, pace, client) = (next, work[next].clone(), pace.clone(), client.clone());
             let spec = spec.clone();
             let attempts = opts.max_attempts;
-            pending.push(async move { (i, read_all(&client, &spec, &w, &pace, attempts).await) });
+            pending.push(async move { (i, read_all(&client, &spec, (&w, key), &pace, attempts).await) });
             next += 1;
         }
         let Some((i, result)) = pending.next().await else { break };

@@ -19,6 +19,8 @@
 //! - [`metrics`]: CloudWatch points written by workers, read by the app.
 //! - [`worker`]: `kickoff-sender worker`, the dispatch and notify roles.
 //! - [`control`]: the app's side: warm, fire, follow.
+//! - [`dynamodb`]: the audience read from a DynamoDB table; [`audience`]:
+//!   a runbook's `[audience.dynamodb]`, imported when its event opens.
 //! - [`provision`]: creates the resources (for the emulator and for trying
 //!   Kickoff in a sandbox account; production uses the CloudFormation template).
 
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod approvals;
+pub mod audience;
 pub mod control;
 mod dispatcher;
 pub mod dynamodb;

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use kickoff_sender::audience::CompileOptions;
@@ -63,18 +62,6 @@ pub(crate) struct DynamoArgs {
     report: Option<PathBuf>,
 }
 
-fn user_ids(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut seen = std::collections::HashSet::new();
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter(|l| seen.insert(l.to_string()))
-        .map(str::to_owned)
-        .collect())
-}
-
 #[allow(clippy::print_stdout)]
 pub(crate) fn import_cmd(cmd: ImportCmd) -> anyhow::Result<ExitCode> {
     let ImportCmd::Dynamodb(args) = cmd;
@@ -82,7 +69,7 @@ pub(crate) fn import_cmd(cmd: ImportCmd) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("--attributes takes five names: user id, platform, token, locale, market"))?;
     let spec = TableSpec { table: args.table.clone(), index: args.index.clone(), user_id, platform, token, locale, market };
     let selection = match &args.user_ids {
-        Some(f) => Selection::Users(user_ids(f)?),
+        Some(f) => Selection::Users(kickoff_sender::audience::source::read_user_ids(f)?),
         None => Selection::Scan { segments: args.segments },
     };
     let opts = ImportOptions {

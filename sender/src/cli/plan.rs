@@ -84,12 +84,18 @@ pub(crate) fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         eprintln!("measuring one worker's send rate ({} devices through the loopback gateway)...", group(opts.calibration_devices));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if let Some(file) = &args.aws {
-        opts.aws = Some(rt.block_on(async {
+    let aws = match &args.aws {
+        Some(file) => Some(rt.block_on(async {
             let aws = Aws::connect(AwsConfig::load(file)?).await?;
-            plan_facts(&aws).await.with_context(|| format!("reading the deployment of {}", file.display()))
-        })?);
-    }
+            opts.aws = Some(plan_facts(&aws).await.with_context(|| format!("reading the deployment of {}", file.display()))?);
+            anyhow::Ok(aws)
+        })?),
+        None => None,
+    };
+    // An [audience.dynamodb] is read as an event would read it.
+    let mut runbook = runbook;
+    rt.block_on(kickoff_sender::aws::audience::resolve(&mut runbook, &opts.work_dir, aws.as_ref()))
+        .context("the audience from DynamoDB")?;
     let plan = rt.block_on(plan_runbook(&runbook, &opts))?;
     if let Some(dir) = &args.charts {
         let written = write_charts(&plan, dir)?;

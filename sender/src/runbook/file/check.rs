@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 
-use super::raw::{Ctx, ParamReader, RawBackend, RawRunbook, RawStep, valid_id};
+use super::raw::{Ctx, ParamReader, RawBackend, RawDynamo, RawRunbook, RawStep, valid_id};
 use super::{AudienceSource, Backup, Check, Params, Role, RunbookError, Step, StepKind, TOffset, ZombieWhen};
+use crate::audience::{DynamoSource, DynamoUsers, TableSpec};
 use crate::fleet::SimConfig;
 use crate::spans::line_of;
 
@@ -59,11 +60,12 @@ pub(super) fn header(ctx: &Ctx<'_>, raw: &RawRunbook) -> Result<Header, RunbookE
         Some(a) => {
             let span = a.span();
             let a = a.get_ref();
-            match (a.generate, &a.dir, &a.file) {
-                (Some(0), None, None) => return Err(ctx.err(span, "`audience.generate` must be at least 1 device")),
-                (Some(n), None, None) => Some(AudienceSource::Generate { devices: n, seed: a.seed.unwrap_or(1) }),
-                (None, Some(p), None) | (None, None, Some(p)) => Some(AudienceSource::Path(base.join(p))),
-                _ => return Err(ctx.err(span, "[audience] takes exactly one of `generate`, `dir` or `file`")),
+            match (a.generate, &a.dir, &a.file, &a.dynamodb) {
+                (Some(0), None, None, None) => return Err(ctx.err(span, "`audience.generate` must be at least 1 device")),
+                (Some(n), None, None, None) => Some(AudienceSource::Generate { devices: n, seed: a.seed.unwrap_or(1) }),
+                (None, Some(p), None, None) | (None, None, Some(p), None) => Some(AudienceSource::Path(base.join(p))),
+                (None, None, None, Some(d)) => Some(AudienceSource::DynamoDb(Box::new(dynamo(d, base, |m| ctx.err(span.clone(), m))?))),
+                _ => return Err(ctx.err(span, "[audience] takes exactly one of `generate`, `dir`, `file` or `[audience.dynamodb]`")),
             }
         }
     };
@@ -448,4 +450,41 @@ pub(super) fn plan(path: &Path, steps: &[Step]) -> Result<(), RunbookError> {
         return Err(invalid(steps[c].line, format!("step {}: confirm needs a test-send step before it", steps[c].id)));
     }
     Ok(())
+}
+
+/// `[audience.dynamodb]`, checked: a table, exactly one of `user_ids` and
+/// `scan`, attribute names that are not empty; paths relative to the runbook.
+fn dynamo(d: &RawDynamo, base: &Path, err: impl Fn(String) -> RunbookError) -> Result<DynamoSource, RunbookError> {
+    let named = |what: &str, v: &Option<String>, default: &str| match v.as_deref() {
+        Some("") => Err(err(format!("[audience.dynamodb] `{what}` is empty"))),
+        Some(v) => Ok(v.to_owned()),
+        None => Ok(default.to_owned()),
+    };
+    if d.table.is_empty() {
+        return Err(err("[audience.dynamodb] `table` is empty".into()));
+    }
+    let users = match (&d.user_ids, d.scan) {
+        (Some(file), false) => {
+            if d.segments.is_some() {
+                return Err(err("[audience.dynamodb] `segments` goes with `scan = true`, not `user_ids`".into()));
+            }
+            DynamoUsers::File(base.join(file))
+        }
+        (None, true) => match d.segments.unwrap_or(8) {
+            0 => return Err(err("[audience.dynamodb] `segments` must be at least 1".into())),
+            segments => DynamoUsers::Scan { segments },
+        },
+        _ => return Err(err("[audience.dynamodb] takes exactly one of `user_ids` (a file of user ids) or `scan = true`".into())),
+    };
+    let a = &d.attributes;
+    let spec = TableSpec {
+        table: d.table.clone(),
+        index: d.index.clone().filter(|i| !i.is_empty()),
+        user_id: named("attributes.user_id", &a.user_id, "user_id")?,
+        platform: named("attributes.platform", &a.platform, "platform")?,
+        token: named("attributes.token", &a.token, "token")?,
+        locale: named("attributes.locale", &a.locale, "locale")?,
+        market: named("attributes.market", &a.market, "market")?,
+    };
+    Ok(DynamoSource { spec, users, aws: d.aws.as_ref().map(|p| base.join(p)) })
 }

@@ -54,6 +54,33 @@ pub(super) struct RawAudience {
     pub(super) seed: Option<u64>,
     pub(super) dir: Option<String>,
     pub(super) file: Option<String>,
+    pub(super) dynamodb: Option<RawDynamo>,
+}
+
+/// `[audience.dynamodb]`: the audience read from a table when an event opens.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDynamo {
+    pub(super) table: String,
+    pub(super) user_ids: Option<String>,
+    #[serde(default)]
+    pub(super) scan: bool,
+    pub(super) segments: Option<u32>,
+    pub(super) index: Option<String>,
+    pub(super) aws: Option<String>,
+    #[serde(default)]
+    pub(super) attributes: RawAttributes,
+}
+
+/// The item attributes holding the audience's columns.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAttributes {
+    pub(super) user_id: Option<String>,
+    pub(super) platform: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) locale: Option<String>,
+    pub(super) market: Option<String>,
 }
 
 #[derive(Deserialize)]
