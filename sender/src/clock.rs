@@ -75,6 +75,9 @@ pub const MAX_OUTAGE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Parses an outage timeout as written in a flag or a file (`"90s"`,
 /// `"5m"`): from 1 s to [`MAX_OUTAGE_TIMEOUT`]. Here, below every module
 /// that reads one (flags, `kickoff.toml`, runbooks, `aws.toml`).
+///
+/// The error is text on purpose: every caller wraps it in its own typed
+/// error with the place it read from (flag, file:line).
 pub fn parse_outage_timeout(text: &str) -> Result<Duration, String> {
     let d = parse_duration(text, MAX_OUTAGE_TIMEOUT).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {

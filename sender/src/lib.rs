@@ -11,9 +11,10 @@
 //! Dependencies run one way, lower to higher: a lower module defines a
 //! trait, a higher one implements it or chooses between implementations.
 //!
-//! - [`clock`], [`spans`], [`rng`], [`sys`]: time as recorded (ms since the
-//!   epoch, RFC 3339, durations in files); TOML spans as lines for
-//!   file:line errors; a seedable PRNG; process statistics and data paths.
+//! - [`clock`], [`spans`], [`rng`], [`sys`], [`logging`]: time as recorded
+//!   (ms since the epoch, RFC 3339, durations in files); TOML spans as lines
+//!   for file:line errors; a seedable PRNG; process statistics and data
+//!   paths; the one logging setup of the CLI, workers and the app.
 //! - [`audience`]: audience files (CSV, JSON Lines) validated line by line and
 //!   compiled into checksummed shard snapshots; loaded with one read per shard,
 //!   no heap object per device; where an event's audience comes from.

@@ -14,9 +14,11 @@
 //!   released (the last one out closes it; a crashed holder stops beating)
 //! ```
 //!
-//! The fire key follows from the event id: embedded fires are claimed as
-//! `<campaign id>@<event id>`, so every window and walk of one event shares
-//! one fire; AWS fires are claimed by campaign id in the S3 ledger.
+//! The fire key is one rule on every path (`fanout::FireScope`): a launch is
+//! keyed by the campaign id alone, so a campaign launches once, ever, from
+//! any window, walk or mode; a silent rehearsal by campaign and event, so it
+//! never uses up the launch; an event opened explicitly as new
+//! (`new_event`, a demo walked again) by campaign and event.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

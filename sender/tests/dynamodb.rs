@@ -367,7 +367,7 @@ async fn a_hundred_thousand_users_from_dynamodb_survive_throttling_and_compile_a
     // An audience already there is refused before anything is read.
     let (o, out, _) = setup.import(&setup.direct, "devices", &["--scan"], "by-query");
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("by-query exists; give --force to replace it"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("by-query exists") && stderr(&o).contains("pass --force to replace it"), "{}", stderr(&o));
     assert!(shards(&out).len() > 1, "the first import's audience is kept");
 }
 

@@ -292,3 +292,24 @@ async fn the_aws_plan_reads_the_service_the_group_and_the_queue_and_checks_sqs_l
     let (_, p) = plan(&fixed, &work, &["--per-worker-rate", "60000"]);
     assert!(p["gates"].as_array().unwrap().iter().all(|g| g["id"] != "queue-limits" && g["id"] != "aws-capacity"), "{p}");
 }
+
+/// The shipped launch-day runbook's forecast: the opens after its fire load
+/// the API past its capacity, which its zombie step is there for (issue 13).
+#[test]
+fn the_launch_day_forecast_exceeds_the_apis_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/launch-day.toml");
+    let o = std::process::Command::new(crate::util::bin())
+        .args(["plan", runbook.to_str().unwrap(), "--json", "--per-worker-rate", "20000"])
+        .env("KICKOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(crate::util::stdout(&o).trim()).unwrap_or_else(|e| panic!("{e}: {}", crate::util::stderr(&o)));
+    let api = plan["backends"].as_array().unwrap().iter().find(|b| b["name"] == "api").expect("the api backend");
+    let (peak, capacity) = (api["peak_rps"].as_f64().unwrap(), api["capacity_rps"].as_f64().unwrap());
+    assert!(peak > capacity, "forecast peak {peak} req/s within capacity {capacity}: {plan}");
+    assert!(api["zombie_for_s"].as_f64().unwrap() > 0.0, "zombie mode is the remedy: {api}");
+    let gate = plan["gates"].as_array().unwrap().iter().find(|g| g["id"] == "backend-load").expect("backend-load gate");
+    assert_eq!(gate["ok"], false, "{gate}");
+}

@@ -542,6 +542,36 @@ fn the_cli_switches_zombie_mode_and_walks_and_replays_a_runbook() {
     assert!(!bad.status.success() && stderr(&bad).contains(&format!("{}:2:", script.display())), "{}", stderr(&bad));
 }
 
+/// A silent rehearsal of a campaign never uses up its launch: the rehearsal
+/// fires (keyed by campaign and event), the launch of the same campaign in
+/// the same data directory still fires once, and a second launch is refused
+/// while a second rehearsal, a new event, fires again.
+#[test]
+fn a_silent_rehearsal_leaves_the_launch_unfired() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cli = |args: &[&str]| std::process::Command::new(bin()).args(args).env("KICKOFF_DATA_DIR", &data).output().unwrap();
+    let launch = write_runbook(dir.path(), 1_000, 1.0);
+    let rehearsal = dir.path().join("rehearsal.toml");
+    let text = std::fs::read_to_string(&launch).unwrap().replacen(
+        "campaign = \"campaign.toml\"\n",
+        "campaign = \"campaign.toml\"\nsilent = true\n",
+        1,
+    );
+    assert!(text.contains("silent = true"));
+    std::fs::write(&rehearsal, text.replace("name = \"Test event\"", "name = \"Test rehearsal\"")).unwrap();
+    let delivered = "1000 of 1000 devices delivered, 0 failed, 0 duplicates, 0 missing";
+    let walk = |rb: &Path| cli(&["runbook", "walk", rb.to_str().unwrap(), "--yes", "--operator", "ana"]);
+    let o = walk(&rehearsal);
+    assert!(o.status.success() && stdout(&o).contains(delivered), "{}\n{}", stdout(&o), stderr(&o));
+    let o = walk(&launch);
+    assert!(o.status.success() && stdout(&o).contains(delivered), "the rehearsal used up the launch:\n{}\n{}", stdout(&o), stderr(&o));
+    let o = walk(&launch);
+    assert_eq!(o.status.code(), Some(5), "a campaign launches once:\n{}\n{}", stdout(&o), stderr(&o));
+    let o = walk(&rehearsal);
+    assert!(o.status.success() && stdout(&o).contains(delivered), "{}\n{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn a_killed_walk_keeps_everything_recorded_before_the_kill() {
     let dir = tempfile::tempdir().unwrap();

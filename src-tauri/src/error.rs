@@ -7,8 +7,11 @@ use kickoff_sender::drill::DrillError;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
 #[error("{message} ({code})")]
 pub struct CommandError {
-    /// Stable, for the UI to branch on: `invalid`, `busy`, `audience`,
-    /// `campaign`, `engine`, `internal`.
+    /// Stable, for the UI to branch on: what to do next. `invalid` (a
+    /// request or file to fix), `busy`, `audience`, `campaign`, `runbook`,
+    /// `recording`, `engine`, `provider`, `aws`, `embedded`, `unavailable`
+    /// (AWS or a provider does not answer), `capacity`, `credentials`,
+    /// `already_fired`, `aborted`, `gated`, `role`, `step_failed`, `internal`.
     pub code: &'static str,
     /// What happened, for people. Never contains secrets.
     pub message: String,

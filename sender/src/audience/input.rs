@@ -291,6 +291,10 @@ pub struct CsvHeader {
 impl CsvHeader {
     /// Parses the header line. Column names are matched case-insensitively
     /// and may come in any order; extra columns are ignored.
+    ///
+    /// Errors are text: the compile puts them in its typed
+    /// `AudienceError::Header` with the file and line (this parser sees
+    /// neither).
     pub fn parse(line: &str) -> Result<Self, String> {
         let mut fields = Vec::new();
         split_csv(line.trim_start_matches('\u{feff}'), &mut fields)?;
@@ -327,6 +331,9 @@ impl CsvHeader {
 }
 
 /// Splits one CSV record (RFC 4180 quoting, no embedded newlines).
+///
+/// Errors are text: a bad record is a rejected row, reported with its line
+/// and reason in the compile report, never an error that stops the compile.
 pub fn split_csv<'a>(line: &'a str, out: &mut Vec<Cow<'a, str>>) -> Result<(), String> {
     for field in CsvFields::new(line) {
         out.push(field?);
@@ -348,6 +355,7 @@ impl<'a> CsvFields<'a> {
         Self { line, pos: 0, done: false }
     }
 
+    /// Errors are text for the same reason as [`split_csv`]'s.
     fn quoted(&mut self) -> Result<Cow<'a, str>, String> {
         let bytes = self.line.as_bytes();
         let mut value = String::new();
@@ -378,6 +386,7 @@ impl<'a> CsvFields<'a> {
 }
 
 impl<'a> Iterator for CsvFields<'a> {
+    /// A field, or why the record is rejected (text: see [`split_csv`]).
     type Item = Result<Cow<'a, str>, String>;
 
     fn next(&mut self) -> Option<Self::Item> {

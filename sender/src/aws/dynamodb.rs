@@ -487,7 +487,7 @@ async fn user_method(
         schema.iter().find(|k| k.key_type == aws_sdk_dynamodb::types::KeyType::Hash).map(|k| k.attribute_name.clone()).unwrap_or_default();
     if hash != spec.user_id {
         return Err(AwsError::Data(format!(
-            "{}{}'s partition key is `{hash}`, not the user id attribute `{}`: name the attributes (--attributes) or an index keyed by the user id (--index)",
+            "{}{}'s partition key is `{hash}`, not the user id attribute `{}`: name the item attributes, or an index keyed by the user id",
             spec.table,
             spec.index.as_deref().map(|i| format!(" index {i}")).unwrap_or_default(),
             spec.user_id
@@ -539,7 +539,7 @@ pub async fn import(
     }
     // Refused before reading anything, not after reading the whole table.
     if out.exists() && !opts.compile.force {
-        return Err(ImportError::Invalid(format!("{} exists; give --force to replace it", out.display())));
+        return Err(AudienceError::OutputExists { path: out.to_owned() }.into());
     }
     if opts.compile.shards == 0 {
         return Err(ImportError::Invalid("the shard count must be at least 1".into()));

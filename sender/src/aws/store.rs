@@ -25,7 +25,7 @@ use crate::queue::BatchMsg;
 /// What the workers warm: written by the app's verify-warm step.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WarmSpec {
-    /// The fire's id in the ledger (`<campaign id>@<event id>`).
+    /// The fire's key in the ledger (`fanout::FireScope::key`: the campaign id for a launch).
     pub fire_id: String,
     /// The campaign's content hash (as the runbook shows it).
     pub campaign_hash: String,

@@ -127,8 +127,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// flags.
 pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
     use kickoff_sender::audience::AudienceError;
+    use kickoff_sender::aws::dynamodb::ImportError;
     use kickoff_sender::push::config::PushSetupError;
-    match e.downcast_ref::<AudienceError>() {
+    let audience = e.downcast_ref::<AudienceError>().or_else(|| match e.downcast_ref::<ImportError>() {
+        Some(ImportError::Audience(a)) => Some(a),
+        _ => None,
+    });
+    match audience {
         Some(AudienceError::OutputExists { .. }) => return Some("pass --force to replace it"),
         Some(AudienceError::Strict { .. }) => return Some("without --strict the valid rows are written and the rest reported"),
         _ => {}
