@@ -148,7 +148,12 @@ walk: deps-rust ## Walk a runbook in the terminal, embedded mode (RUNBOOK=..., Y
 drill: deps-rust ## Headless drill (DEVICES=4000000 PROVIDER=null|model).
 	$(CARGO) run --release -q -p kickoff-sender -- drill --devices $(DEVICES) --provider $(PROVIDER)
 
+# h2load and nghttpd: the reference HTTP/2 client and a fast C server the
+# send path is measured against, side by side.
+APT_BENCH := nghttp2-client nghttp2-server
+
 bench: deps-rust ## Benchmarks of the fan-out engine (see BENCHMARKS.md).
+	$(call apt_install,$(APT_BENCH))
 	$(CARGO) bench -p kickoff-sender --bench fanout --bench http2 --bench recorder
 
 FUZZ_SECS ?= 60

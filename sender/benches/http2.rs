@@ -78,6 +78,111 @@ fn measure(rt: &tokio::runtime::Runtime, audience: &Arc<Audience>, config: PushC
     })
 }
 
+/// nghttpd (Debian's nghttp2-server), a fast single-threaded C server,
+/// answering every POST with its own body (`--echo-upload`, status 200).
+struct Nghttpd(Child);
+
+impl Drop for Nghttpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn start_nghttpd(keys: &Path) -> (Nghttpd, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("nghttpd")
+        .args(["--echo-upload", "--max-concurrent-streams=1000", "--address=127.0.0.1", &port.to_string()])
+        .arg(keys.join("server-key.pem"))
+        .arg(keys.join("server.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nghttpd");
+    let server = Nghttpd(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (server, port);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nghttpd did not listen on {port}");
+}
+
+/// CPU (user + sys) of one `h2load` run: `n` APNs-shaped POSTs on 8
+/// connections (the sender's 2 workers x 4), 250 streams each.
+fn h2load_cpu(port: u16, n: u64, body: &Path) -> Duration {
+    let bearer = format!("bearer {}", "e".repeat(200));
+    let script = format!(
+        "h2load -n {n} -c 8 -m 250 -d {body} -H 'apns-topic: com.example.app' -H 'apns-push-type: alert' \
+         -H 'apns-priority: 10' -H 'authorization: {bearer}' https://127.0.0.1:{port}/3/device/{token} >/dev/null && times",
+        body = body.display(),
+        token = "ab".repeat(32),
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().expect("run h2load");
+    assert!(out.status.success(), "h2load: {}", String::from_utf8_lossy(&out.stderr));
+    // `times`: this shell's user and sys, then its children's.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let children = text.lines().last().expect("times printed");
+    children
+        .split_whitespace()
+        .map(|t| {
+            let (m, s) = t.trim_end_matches('s').split_once('m').expect("0m1.234s");
+            Duration::from_secs_f64(m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
+/// Kickoff's sender and h2load against the same nghttpd, alternating three
+/// times: CPU per request, side by side (issue 15's measure). iOS devices
+/// only, so every request has the APNs shape h2load repeats. `None` when
+/// nghttpd or h2load is not installed (`make bench` installs them).
+fn against_nghttpd(rt: &tokio::runtime::Runtime, n: u64) -> Option<(String, String, String)> {
+    if !(on_path("nghttpd") && on_path("h2load")) {
+        eprintln!("nghttpd or h2load is not installed (Debian: nghttp2-server, nghttp2-client): skipping the side-by-side row");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("aud-ios");
+    generate::compile_generated(&GenerateSpec { devices: n, ios_share: 1.0, ..GenerateSpec::default() }, &out, 8, true, &|_| {}).unwrap();
+    let audience = Arc::new(Audience::load(&out).unwrap());
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"aps":{"alert":{"title":"The big game is on","body":"Open the app now: the offer ends at the final whistle"},"sound":"default"},"deep_link":"app://offer/kickoff"}"#).unwrap();
+    // A gateway process for its keys, its certificate (nghttpd's too) and
+    // FCM's token endpoint; the APNs requests go to nghttpd.
+    let keys = dir.path().join("keys");
+    let _gateway = start_gateway(&keys, false);
+    let (_server, port) = start_nghttpd(&keys);
+    let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
+    config.apns.url = Some(format!("https://127.0.0.1:{port}"));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let m = measure(rt, &audience, config.clone(), &format!("bench-nghttpd-{i}"));
+        assert_eq!(m.delivered, m.devices, "nghttpd echoed every request with 200");
+        ours.push(m.cpu.as_secs_f64() / m.delivered as f64 * 1e6);
+        theirs.push(h2load_cpu(port, n, &body).as_secs_f64() / n as f64 * 1e6);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[1]
+    };
+    let (a, b) = (median(&mut ours), median(&mut theirs));
+    Some((
+        format!("sender vs h2load → nghttpd over TLS, {n} APNs requests each (median of 3, alternating)"),
+        format!(
+            "sender {a:.1} µs, h2load {b:.1} µs CPU per request: **{:.2}x** (sender runs: {}; h2load runs: {})",
+            a / b,
+            ours.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", "),
+            theirs.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", ")
+        ),
+        "≤ 1.2x h2load".to_owned(),
+    ))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -113,6 +218,9 @@ fn main() {
             ),
             if label == "TLS" { "≤ 6 µs CPU per notification (stretch 3 µs)" } else { "reference" }.to_owned(),
         ));
+    }
+    if let Some(row) = against_nghttpd(&rt, n) {
+        rows.push(row);
     }
     for (tls, label) in [(false, "h2c"), (true, "TLS")] {
         let opts = DrillOptions {

@@ -162,7 +162,7 @@ impl Endpoint {
                 if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err(fail("the server did not agree to HTTP/2 (ALPN h2)".into()));
                 }
-                let (send, conn) = builder.handshake(tls).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
+                let (send, conn) = builder.handshake(Unvectored(tls)).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
                 Ok((send, tokio::spawn(drive(conn))))
             }
             None => {
@@ -180,6 +180,34 @@ where
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "provider connection closed");
     }
+}
+
+/// A TLS stream that tells h2 it has no vectored writes. h2 then copies
+/// each DATA payload into its write buffer instead of chaining payloads of
+/// 256 bytes or more as separate slices, so a flush carries many requests'
+/// HEADERS and DATA in a few full TLS records and one `write`, not a record
+/// and a syscall per FCM body (`h2/src/codec/framed_write.rs`).
+struct Unvectored<T>(T);
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Unvectored<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Unvectored<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    // `is_write_vectored` keeps its default, false: the point of the type.
 }
 
 enum SlotState {
