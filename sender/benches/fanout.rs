@@ -258,6 +258,7 @@ fn main() {
     let counts = Platform::ALL.map(|p| am.shards().iter().map(|s| s.len(p) as u64).sum::<u64>());
     let planned = kickoff_sender::plan::plan(kickoff_sender::plan::PlanInput {
         devices: counts,
+        markets: Vec::new(),
         target_s: None,
         fcm_quota_per_minute: u64::MAX / 2,
         workers: 1,

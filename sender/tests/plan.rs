@@ -144,6 +144,7 @@ fn the_plan_of_a_1m_latency_model_drill_agrees_with_the_drills_littles_law_bound
     assert_eq!(drill["apns_in_flight_limit"], drill["fcm_in_flight_limit"]);
     let p = plan(PlanInput {
         devices: [drill["ios"].as_u64().unwrap(), drill["android"].as_u64().unwrap()],
+        markets: Vec::new(),
         target_s: None,
         fcm_quota_per_minute: u64::MAX / 2,
         workers: 1,
@@ -312,4 +313,13 @@ fn the_launch_day_forecast_exceeds_the_apis_capacity() {
     assert!(api["zombie_for_s"].as_f64().unwrap() > 0.0, "zombie mode is the remedy: {api}");
     let gate = plan["gates"].as_array().unwrap().iter().find(|g| g["id"] == "backend-load").expect("backend-load gate");
     assert_eq!(gate["ok"], false, "{gate}");
+    // The audience per market, each platform adding up to its total.
+    let markets = plan["input"]["markets"].as_array().expect("markets in the plan");
+    let campaign = kickoff_sender::campaign::Campaign::load(&runbook.parent().unwrap().join("campaigns/demo.toml")).unwrap();
+    let codes: Vec<&str> = markets.iter().map(|m| m["market"].as_str().unwrap()).collect();
+    assert_eq!(codes, campaign.markets.iter().map(|m| m.code.as_str()).collect::<Vec<_>>());
+    for p in 0..2 {
+        let sum: u64 = markets.iter().map(|m| m["devices"][p].as_u64().unwrap()).sum();
+        assert_eq!(sum, plan["input"]["devices"][p].as_u64().unwrap(), "platform {p}: {markets:?}");
+    }
 }

@@ -144,6 +144,9 @@ fn print(runbook: &Runbook, plan: &Plan, measured: &str) {
             p.bound
         );
     }
+    for m in &i.markets {
+        println!("    market {:<6} {:>12} iOS {:>12} Android", m.market, group(m.devices[0]), group(m.devices[1]));
+    }
     if let Some(env) = &i.apns_environment {
         println!("  APNs environment: {env}");
     }

@@ -35,6 +35,9 @@ const FORECAST_TAIL_S: f64 = 30.0 * 60.0;
 pub struct PlanInput {
     /// Devices per platform (iOS, Android).
     pub devices: [u64; 2],
+    /// The same devices per campaign market, in the campaign's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub markets: Vec<MarketDevices>,
     /// The campaign's target: devices within seconds.
     pub target_s: Option<f64>,
     /// FCM messages per minute for the project.
@@ -60,6 +63,15 @@ pub struct PlanInput {
     /// AWS mode: the queues and the fleet's groups, read from AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<aws::AwsInput>,
+}
+
+/// The devices the campaign targets in one market.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketDevices {
+    /// The market's code.
+    pub market: String,
+    /// Devices per platform (iOS, Android).
+    pub devices: [u64; 2],
 }
 
 /// One backend of the app, and the traffic an open brings it.
@@ -502,6 +514,7 @@ pub(crate) mod tests {
     pub(crate) fn input(ios: u64, android: u64) -> PlanInput {
         PlanInput {
             devices: [ios, android],
+            markets: Vec::new(),
             target_s: Some(5.0),
             fcm_quota_per_minute: DEFAULT_FCM_QUOTA_PER_MINUTE,
             workers: 2,

@@ -12,7 +12,7 @@ use crate::campaign::{Campaign, CampaignError};
 use crate::drill::{DrillError, DrillOptions, ProviderChoice};
 use crate::fanout::{EngineConfig, Warm, WarmError};
 use crate::plan::aws::{AwsFacts, AwsInput};
-use crate::plan::{DEFAULT_FCM_QUOTA_PER_MINUTE, DEFAULT_RTT_MS, Plan, PlanInput};
+use crate::plan::{DEFAULT_FCM_QUOTA_PER_MINUTE, DEFAULT_RTT_MS, MarketDevices, Plan, PlanInput};
 
 /// Devices the calibration sends by default.
 pub const CALIBRATION_DEVICES: u64 = 20_000;
@@ -126,6 +126,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         .1;
     let warm = Warm::new(Arc::new(audience), campaign.clone())?;
     let devices = Platform::ALL.map(|p| warm.targeted_on(p));
+    let markets = market_devices(&warm);
     let aws = opts.aws.clone().map(|facts| aws_input(runbook, &warm, facts));
     drop(warm);
     let per_worker_rate = match given_rate {
@@ -135,6 +136,7 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
     let engine = EngineConfig::default();
     let input = PlanInput {
         devices,
+        markets,
         target_s: campaign.target.as_ref().map(|t| t.seconds),
         fcm_quota_per_minute,
         workers: workers(runbook),
@@ -152,6 +154,18 @@ pub async fn plan_runbook(runbook: &Runbook, opts: &PlanOptions) -> Result<Plan,
         plan.accept(&p.accept);
     }
     Ok(plan)
+}
+
+/// The devices per campaign market and platform, counted over the same
+/// dispatch plan the fire sends.
+fn market_devices(warm: &Warm) -> Vec<MarketDevices> {
+    let mut per = vec![[0u64; 2]; warm.campaign.markets.len()];
+    for (_, b) in crate::fanout::dispatch::plan(warm, &warm.campaign.id, None) {
+        if let Some(m) = warm.routes[b.shard as usize].campaign_market[usize::from(b.market)] {
+            per[m][b.platform as usize] += u64::from(b.end.saturating_sub(b.start));
+        }
+    }
+    warm.campaign.markets.iter().zip(per).map(|(m, devices)| MarketDevices { market: m.code.clone(), devices }).collect()
 }
 
 /// The fire's messages as the dispatchers will queue them (the same
