@@ -192,7 +192,10 @@ impl Chart {
         for s in &this.series {
             let color = RGBColor(s.color.0, s.color.1, s.color.2);
             chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                // The y axis runs from 0 to y1: a point outside it (a negative
+                // rate from a damaged recording, one above a fixed scale) is
+                // drawn at the edge; plotters overflows on far-off pixels.
+                .draw_series(LineSeries::new(s.points.iter().map(|&(x, y)| (x, y.clamp(0.0, y1))), color.stroke_width(2)))
                 .map_err(e)?
                 .label(s.name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
@@ -268,5 +271,19 @@ mod tests {
             assert!(svg.contains(text), "{text} missing");
         }
         assert!(Chart::default().svg(200, 100).unwrap().contains("no data"));
+    }
+
+    /// Found by `props::recorder_files_never_panic`: a damaged recording's
+    /// rate of -25,348,481 req/s, alone on a chart whose axis is 0..1.
+    #[test]
+    fn points_outside_the_axis_are_drawn_at_its_edge() {
+        let mut c = sample();
+        c.series[0].points = vec![(0.0, -25_348_481.504_866_91)];
+        assert!(c.svg(640, 360).unwrap().contains("<polyline"));
+        c.series[0].points = vec![(0.0, 1.0), (1.0, 5.0e8)];
+        c.y_max = Some(10.0);
+        assert!(c.svg(640, 360).is_ok());
+        let png = tempfile::tempdir().unwrap();
+        c.png(&png.path().join("c.png"), 320, 200).unwrap();
     }
 }
