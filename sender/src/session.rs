@@ -140,6 +140,21 @@ impl Session {
             None => registry.join_or_open(&runbook)?,
         };
         let event_id = hold.event_id.clone();
+        // Beaten from now on: reading the audience from DynamoDB can take
+        // longer than a hold stays fresh, and a stale hold would let another
+        // window open a second event beside this one.
+        let beat = {
+            let (registry, hold) = (registry.clone(), hold.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(HOLDER_BEAT);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = registry.beat(&hold) {
+                        tracing::warn!(error = %e, "could not tell the registry this event is still open");
+                    }
+                }
+            })
+        };
         let silent =
             runbook.silent || crate::campaign::Campaign::load(&runbook.campaign).is_ok_and(|c| c.mode == crate::campaign::Mode::Silent);
         let fire_scope = crate::fanout::FireScope::of(silent, opts.new_event, &event_id);
@@ -150,6 +165,7 @@ impl Session {
         let mut runbook = runbook;
         let table = runbook.audience.as_ref().and_then(AudienceSource::dynamodb_table).map(str::to_owned);
         if let Err(source) = crate::aws::audience::resolve(&mut runbook, &work_dir, aws.as_ref()).await {
+            beat.abort();
             let _ = registry.leave(&hold);
             return Err(SessionError::Audience { table: table.unwrap_or_default(), source });
         }
@@ -169,23 +185,12 @@ impl Session {
         let event = match opened {
             Ok(event) => event,
             Err(e) => {
+                beat.abort();
                 let _ = registry.leave(&hold);
                 return Err(e);
             }
         };
         let ticker = event.start_ticker();
-        let beat = {
-            let (registry, hold) = (registry.clone(), hold.clone());
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(HOLDER_BEAT);
-                loop {
-                    every.tick().await;
-                    if let Err(e) = registry.beat(&hold) {
-                        tracing::warn!(error = %e, "could not tell the registry this event is still open");
-                    }
-                }
-            })
-        };
         Ok(Self { event, ticker, record, hold, registry, beat })
     }
 

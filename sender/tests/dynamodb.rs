@@ -465,7 +465,8 @@ async fn a_runbook_reads_its_audience_from_dynamodb_when_its_event_opens() {
         put.send().await.unwrap();
     }
     let numbers = dir.path().join("numbers.txt");
-    std::fs::write(&numbers, "1\n2\n3\n4\n5\n6\n").unwrap();
+    // As people write numbers: a sign, leading zeros, the same user twice.
+    std::fs::write(&numbers, "1\n2\n+3\n4\n05\n5\n6\n").unwrap();
     let (out, path) = (dir.path().join("numbered"), dir.path().join("numbered.json"));
     let o = cli(&["audience", "import", "dynamodb", "--aws", config.to_str().unwrap(), "--table", "numbered"]
         .into_iter()

@@ -99,7 +99,10 @@ pub async fn import_for_event(source: &DynamoSource, work: &Path, aws: Option<&A
         return Err(io(&out, e));
     }
     let rows = rows_beside(&out);
-    std::fs::rename(&pending_rows, &rows).map_err(|e| io(&rows, e))?;
+    if let Err(e) = std::fs::rename(&pending_rows, &rows) {
+        let _ = std::fs::remove_file(&pending_rows);
+        return Err(io(&rows, e));
+    }
     let report = ImportReport { rows, ..report };
     let json = serde_json::to_vec_pretty(&report).map_err(|e| ImportError::Invalid(format!("the import report: {e}")))?;
     let report_path = work.join("audience.import.json");

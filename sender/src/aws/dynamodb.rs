@@ -30,6 +30,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::AwsError;
+use super::user_ids::{Key, canonical_integers};
 use crate::audience::{self, AudienceError, CompileOptions, CompileReport};
 
 pub use crate::audience::TableSpec;
@@ -507,22 +508,6 @@ async fn user_method(
     Ok((if spec.index.is_none() && schema.len() == 1 { Method::BatchGet } else { Method::Query }, key))
 }
 
-/// The type of the user id key: the ids in the file are sent as it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    Text,
-    Number,
-}
-
-impl Key {
-    fn value(self, id: &str) -> AttributeValue {
-        match self {
-            Self::Text => AttributeValue::S(id.to_owned()),
-            Self::Number => AttributeValue::N(id.to_owned()),
-        }
-    }
-}
-
 /// Reads `selection` from `spec`'s table, writes the rows to
 /// `out`.rows.jsonl beside `out`, and compiles them into the audience
 /// directory `out`.
@@ -573,10 +558,21 @@ async fn read_and_compile(
 ) -> Result<ImportReport, ImportError> {
     let pace = Arc::new(Pace::new(opts.concurrency));
     let (method, key, work): (Method, Key, Vec<Work>) = match selection {
-        Selection::Users(ids) => match user_method(client, spec, &pace, opts.max_attempts).await? {
-            (Method::BatchGet, key) => (Method::BatchGet, key, ids.chunks(100).map(|c| Work::Users(c.to_vec())).collect()),
-            (_, key) => (Method::Query, key, ids.iter().cloned().map(Work::User).collect()),
-        },
+        Selection::Users(ids) => {
+            let (method, key) = user_method(client, spec, &pace, opts.max_attempts).await?;
+            // Number keys come back in DynamoDB's form (`007` reads as `7`).
+            let numeric;
+            let ids = if key == Key::Number {
+                numeric = canonical_integers(ids).map_err(|e| ImportError::Invalid(e.to_string()))?;
+                &numeric
+            } else {
+                ids
+            };
+            match method {
+                Method::BatchGet => (method, key, ids.chunks(100).map(|c| Work::Users(c.to_vec())).collect()),
+                _ => (Method::Query, key, ids.iter().cloned().map(Work::User).collect()),
+            }
+        }
         Selection::Scan { segments } if (1..=1_000_000).contains(segments) => {
             (Method::Scan, Key::Text, (0..*segments).map(|s| Work::Segment(s, *segments)).collect())
         }

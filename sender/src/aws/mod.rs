@@ -39,6 +39,7 @@ pub mod provision;
 pub mod queues;
 mod receiver;
 pub mod store;
+mod user_ids;
 pub mod worker;
 
 /// An AWS call failed, or the configuration is wrong.
