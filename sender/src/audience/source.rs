@@ -48,21 +48,6 @@ pub struct TableSpec {
     pub market: String,
 }
 
-impl TableSpec {
-    /// `table` with the attribute names of Kickoff's audience columns.
-    pub fn new(table: &str) -> Self {
-        Self {
-            table: table.to_owned(),
-            index: None,
-            user_id: "user_id".into(),
-            platform: "platform".into(),
-            token: "token".into(),
-            locale: "locale".into(),
-            market: "market".into(),
-        }
-    }
-}
-
 /// Which users of a DynamoDB table make the audience.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -19,23 +19,15 @@ use crate::audience::{AudienceSource, CompileOptions, DynamoSource, DynamoUsers,
 use crate::runbook::Runbook;
 
 /// Gives `runbook` its audience as a compiled directory: a
-/// `[audience.dynamodb]` is imported into `work` ([`import_for_event`]);
+/// `[audience.dynamodb]` is imported into `work` (`import_for_event`);
 /// any other source is left as it is. The session layer calls it when an
 /// event opens, `plan` before it plans.
-pub async fn resolve(runbook: &mut Runbook, work: &Path, aws: Option<&Aws>) -> Result<Option<Imported>, ImportError> {
-    let Some(AudienceSource::DynamoDb(source)) = &runbook.audience else { return Ok(None) };
-    let (dir, imported) = import_for_event(source, work, aws).await?;
-    runbook.audience = Some(AudienceSource::Path(dir));
-    Ok(Some(imported))
-}
-
-/// What [`import_for_event`] did.
-#[derive(Debug)]
-pub enum Imported {
-    /// This call read the table.
-    Now(Box<ImportReport>),
-    /// An earlier session of the event had imported it.
-    Before,
+pub async fn resolve(runbook: &mut Runbook, work: &Path, aws: Option<&Aws>) -> Result<(), ImportError> {
+    if let Some(AudienceSource::DynamoDb(source)) = &runbook.audience {
+        let dir = import_for_event(source, work, aws).await?;
+        runbook.audience = Some(AudienceSource::Path(dir));
+    }
+    Ok(())
 }
 
 /// Imports `source` into `work/audience` (the rows read beside it, the
@@ -43,10 +35,10 @@ pub enum Imported {
 /// and returns the directory. The AWS configuration is the source's own
 /// (`aws = FILE`), else the event's (`aws`, AWS mode); embedded mode with
 /// neither is refused by name.
-pub async fn import_for_event(source: &DynamoSource, work: &Path, aws: Option<&Aws>) -> Result<(PathBuf, Imported), ImportError> {
+async fn import_for_event(source: &DynamoSource, work: &Path, aws: Option<&Aws>) -> Result<PathBuf, ImportError> {
     let out = work.join("audience");
     if out.join(store::MANIFEST).is_file() {
-        return Ok((out, Imported::Before));
+        return Ok(out);
     }
     let table = &source.spec.table;
     let own;
@@ -83,8 +75,8 @@ pub async fn import_for_event(source: &DynamoSource, work: &Path, aws: Option<&A
     let report = match dynamodb::import(&aws.dynamodb, &source.spec, &selection, &pending, &opts, &progress).await {
         Ok(report) => report,
         Err(e) => {
+            // (The import removes its own rows file when it fails.)
             let _ = std::fs::remove_dir_all(&pending);
-            let _ = std::fs::remove_file(&pending_rows);
             return Err(e);
         }
     };
@@ -94,7 +86,7 @@ pub async fn import_for_event(source: &DynamoSource, work: &Path, aws: Option<&A
         let _ = std::fs::remove_dir_all(&pending);
         let _ = std::fs::remove_file(&pending_rows);
         if out.join(store::MANIFEST).is_file() {
-            return Ok((out, Imported::Before));
+            return Ok(out);
         }
         return Err(io(&out, e));
     }
@@ -116,7 +108,7 @@ pub async fn import_for_event(source: &DynamoSource, work: &Path, aws: Option<&A
         throttled = report.throttled,
         "the event's audience is imported from DynamoDB"
     );
-    Ok((out, Imported::Now(Box::new(report))))
+    Ok(out)
 }
 
 /// `dir`.rows.jsonl, beside `dir`: where an import keeps the rows it read.
