@@ -225,7 +225,7 @@ fn main() {
     for (tls, label) in [(false, "h2c"), (true, "TLS")] {
         let opts = DrillOptions {
             devices: n,
-            provider: ProviderChoice::Gateway { config: Default::default(), tls, connections: 4 },
+            provider: ProviderChoice::Gateway { config: Default::default(), tls, connections: 4, engine: Default::default() },
             ..DrillOptions::default()
         };
         let s = drill::run_blocking(&opts, &|_| {}).unwrap();

@@ -15,6 +15,7 @@ use crate::audience::{Audience, Platform};
 use crate::gateway::{Gateway, GatewayConfig, GatewayError};
 use crate::push::model::{ModelConfig, ModelProvider, ModelSession};
 use crate::push::null::{NullProvider, NullSession};
+use crate::push::h2client::SendEngine;
 use crate::push::providers::{PushPending, PushProviders, PushSessions};
 use crate::push::{DeliveryTally, Handoff, Outcome, Provider, ProviderError, PushConfig, PushRequest, PushSetupError, Session};
 
@@ -30,6 +31,8 @@ pub enum ProviderChoice {
         tls: bool,
         /// Connections per worker and provider.
         connections: usize,
+        /// The HTTP/2 engine.
+        engine: SendEngine,
     },
     /// APNs and FCM as configured (real, or any compatible endpoint).
     Http(PushConfig),
@@ -42,7 +45,12 @@ pub enum ProviderChoice {
 impl ProviderChoice {
     /// The gateway with its defaults (TLS).
     pub fn gateway() -> Self {
-        Self::Gateway { config: GatewayConfig::default(), tls: true, connections: crate::push::config::DEFAULT_CONNECTIONS }
+        Self::Gateway {
+            config: GatewayConfig::default(),
+            tls: true,
+            connections: crate::push::config::DEFAULT_CONNECTIONS,
+            engine: SendEngine::default(),
+        }
     }
 
     /// Short name for reports.
@@ -253,9 +261,9 @@ impl Setup {
                 let tally = tally();
                 Self { provider: Arc::new(AnyProvider::Model(ModelProvider::new(cfg.clone(), tally.clone()))), gateway: None, tally }
             }
-            ProviderChoice::Gateway { config, tls, connections } => {
+            ProviderChoice::Gateway { config, tls, connections, engine } => {
                 let gateway = Gateway::start_local(config.clone(), *tls, topic)?;
-                let providers = gateway.providers(*connections).await.map_err(PushSetupError::Fcm)?;
+                let providers = gateway.providers(*connections, *engine).await.map_err(PushSetupError::Fcm)?;
                 Self { provider: Arc::new(AnyProvider::Push(providers)), gateway: Some(gateway), tally: None }
             }
             ProviderChoice::Http(config) => {

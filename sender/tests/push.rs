@@ -13,12 +13,32 @@ use kickoff_sender::gateway::{Gateway, GatewayConfig};
 use kickoff_sender::metrics::MemoryMetrics;
 use kickoff_sender::provider::{ProviderChoice, Setup};
 use kickoff_sender::push::auth::{ApnsKey, ServiceAccount, unix_now};
-use kickoff_sender::push::h2client::{Endpoint, Pool, RawResponse, client_tls};
+use kickoff_sender::push::h2client::{Endpoint, Pool, RawResponse, SendEngine, client_tls};
 use kickoff_sender::push::{PushConfig, Session};
 
 use crate::util;
 
 const TOPIC: &str = "dev.kickoff.demo";
+
+/// Runs the async test `$name(engine)` once per send engine, as
+/// `$name::h2` and `$name::nghttp2`: the same suite on both.
+macro_rules! both_engines {
+    ($name:ident) => {
+        mod $name {
+            use super::SendEngine;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn h2() {
+                super::$name(SendEngine::H2).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nghttp2() {
+                super::$name(SendEngine::Nghttp2).await;
+            }
+        }
+    };
+}
 
 /// A raw HTTP/2 client to the gateway, for sending requests by hand.
 struct Raw {
@@ -27,11 +47,11 @@ struct Raw {
 }
 
 impl Raw {
-    async fn connect(gw: &Gateway) -> Self {
+    async fn connect(gw: &Gateway, engine: SendEngine) -> Self {
         let ca = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(ca.path(), &gw.keys().ca_pem).unwrap();
         let tls = client_tls(Some(ca.path())).unwrap();
-        let endpoint = Arc::new(Endpoint::parse(&gw.url(), &tls).unwrap());
+        let endpoint = Arc::new(Endpoint::parse(&gw.url(), &tls).unwrap().with_engine(engine));
         Self { pool: Pool::open(endpoint, 1).await.unwrap(), base: gw.url() }
     }
 
@@ -66,8 +86,7 @@ fn without(mut h: Vec<(&'static str, String)>, name: &str) -> Vec<(&'static str,
 
 const BODY: &[u8] = br#"{"aps":{"alert":{"title":"t","body":"b"}}}"#;
 
-#[tokio::test]
-async fn the_gateway_enforces_every_apns_rule_with_apple_s_answers() {
+async fn the_gateway_enforces_every_apns_rule_with_apple_s_answers(engine: SendEngine) {
     let mut config = GatewayConfig::default();
     let dead = "d".repeat(64);
     config.unregistered.insert(dead.clone());
@@ -76,7 +95,7 @@ async fn the_gateway_enforces_every_apns_rule_with_apple_s_answers() {
     let token = "ab".repeat(32);
     let path = format!("/3/device/{token}");
     let ok = apns_headers(&key);
-    let mut raw = Raw::connect(&gw).await;
+    let mut raw = Raw::connect(&gw, engine).await;
 
     let r = raw.send(Method::POST, &path, &with(ok.clone(), "apns-id", "123e4567-e89b-12d3-a456-426614174000"), BODY).await;
     assert_eq!(r.status, 200);
@@ -124,13 +143,13 @@ async fn the_gateway_enforces_every_apns_rule_with_apple_s_answers() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert_eq!(gw.records().count(Platform::Ios, &token), 1, "only the accepted request counts as a delivery");
 }
+both_engines!(the_gateway_enforces_every_apns_rule_with_apple_s_answers);
 
-#[tokio::test]
-async fn provider_tokens_are_checked_for_signature_key_age_and_switch_rate() {
+async fn provider_tokens_are_checked_for_signature_key_age_and_switch_rate(engine: SendEngine) {
     let gw = Gateway::start_local(GatewayConfig::default(), false, TOPIC).unwrap();
     let key = gw.keys().apns.clone();
     let path = format!("/3/device/{}", "ab".repeat(32));
-    let mut raw = Raw::connect(&gw).await;
+    let mut raw = Raw::connect(&gw, engine).await;
     async fn send_with(raw: &mut Raw, key: &ApnsKey, path: &str, auth: Option<String>) -> RawResponse {
         let mut h = without(apns_headers(key), "authorization");
         if let Some(a) = auth {
@@ -155,18 +174,18 @@ async fn provider_tokens_are_checked_for_signature_key_age_and_switch_rate() {
     let r = send_with(&mut raw, &key, &path, Some(newer.clone())).await;
     assert_eq!((r.status, reason(&r).as_str()), (429, "TooManyProviderTokenUpdates"), "a new token within 20 minutes");
     // A new connection may start with any valid token.
-    let mut fresh = Raw::connect(&gw).await;
+    let mut fresh = Raw::connect(&gw, engine).await;
     assert_eq!(send_with(&mut fresh, &key, &path, Some(newer)).await.status, 200);
 }
+both_engines!(provider_tokens_are_checked_for_signature_key_age_and_switch_rate);
 
-#[tokio::test]
-async fn the_gateway_enforces_fcm_and_oauth_rules_with_google_s_answers() {
+async fn the_gateway_enforces_fcm_and_oauth_rules_with_google_s_answers(engine: SendEngine) {
     let mut config = GatewayConfig::default();
     let dead = format!("dead:{}", "Z".repeat(150));
     config.unregistered.insert(dead.clone());
     let gw = Gateway::start_local(config, true, TOPIC).unwrap();
     let sa = gw.keys().service_account.clone();
-    let mut raw = Raw::connect(&gw).await;
+    let mut raw = Raw::connect(&gw, engine).await;
     let form = |grant: &str, assertion: &str| format!("grant_type={}&assertion={assertion}", grant.replace(':', "%3A"));
     async fn token_call(raw: &mut Raw, body: String) -> RawResponse {
         let h = vec![("content-type", "application/x-www-form-urlencoded".to_owned())];
@@ -240,6 +259,7 @@ async fn the_gateway_enforces_fcm_and_oauth_rules_with_google_s_answers() {
     let r = raw.send(Method::POST, &path, &auth, msg(&dead, "").as_bytes()).await;
     assert_eq!(code(&r).1, "UNREGISTERED");
 }
+both_engines!(the_gateway_enforces_fcm_and_oauth_rules_with_google_s_answers);
 
 /// Starts the engine with `choice` on a generated audience, fires, and
 /// returns the report with what the setup measured.
@@ -269,14 +289,13 @@ async fn fire(
     (report, setup, audience, dir)
 }
 
-fn gateway(config: GatewayConfig) -> ProviderChoice {
-    ProviderChoice::Gateway { config, tls: true, connections: 2 }
+fn gateway(config: GatewayConfig, engine: SendEngine) -> ProviderChoice {
+    ProviderChoice::Gateway { config, tls: true, connections: 2, engine }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_devices_over_http2_exactly_once_with_dead_tokens_pruned() {
+async fn ten_thousand_devices_over_http2_exactly_once_with_dead_tokens_pruned(engine: SendEngine) {
     let config = GatewayConfig { unregistered_rate: 0.01, ..GatewayConfig::default() };
-    let (report, setup, audience, _dir) = fire(10_000, &gateway(config), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
+    let (report, setup, audience, _dir) = fire(10_000, &gateway(config, engine), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
     let received = setup.received(&audience, report.delivered);
     assert_eq!(received.measured_at, "receiver");
     assert_eq!(received.duplicates, 0);
@@ -299,9 +318,9 @@ async fn ten_thousand_devices_over_http2_exactly_once_with_dead_tokens_pruned() 
         assert_eq!(gw.records().count(platform, row[2]), 0, "a pruned token was not delivered");
     }
 }
+both_engines!(ten_thousand_devices_over_http2_exactly_once_with_dead_tokens_pruned);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_with_retry_after_is_waited_out_and_everything_arrives() {
+async fn throttling_with_retry_after_is_waited_out_and_everything_arrives(engine: SendEngine) {
     // Within the budget (100 + 10% of sends): about 7% of first attempts fail.
     let config = GatewayConfig { rate_429: 0.05, rate_503: 0.02, retry_after: Some(1), ..GatewayConfig::default() };
     // With 4 attempts, 2,000 devices x 0.07^4 would lose a device in about
@@ -309,7 +328,7 @@ async fn throttling_with_retry_after_is_waited_out_and_everything_arrives() {
     let retry = kickoff_sender::fanout::RetryPolicy { max_attempts: 8, ..Default::default() };
     let started = std::time::Instant::now();
     let (report, setup, audience, _dir) =
-        fire(2_000, &gateway(config), EngineConfig { workers: 2, retry, ..EngineConfig::default() }).await;
+        fire(2_000, &gateway(config, engine), EngineConfig { workers: 2, retry, ..EngineConfig::default() }).await;
     // 429s are paced (the lane slows to the provider's pace) and sent again
     // at no cost to the budget; 503s are budgeted retries.
     assert!(report.retries + report.throttled > 70, "{report:?}");
@@ -321,11 +340,11 @@ async fn throttling_with_retry_after_is_waited_out_and_everything_arrives() {
     // Never sooner than the provider asked: a lower bound, not a timing test.
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
+both_engines!(throttling_with_retry_after_is_waited_out_and_everything_arrives);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_outage_cannot_multiply_traffic_and_the_budget_is_reported() {
+async fn a_provider_outage_cannot_multiply_traffic_and_the_budget_is_reported(engine: SendEngine) {
     let config = GatewayConfig { rate_500: 1.0, ..GatewayConfig::default() };
-    let (report, setup, _audience, _dir) = fire(3_000, &gateway(config), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
+    let (report, setup, _audience, _dir) = fire(3_000, &gateway(config, engine), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
     assert_eq!(report.delivered, 0);
     assert_eq!(report.failed, 3_000);
     assert_eq!(report.retry_budget, 100 + 300, "a floor of 100 plus 10% of 3,000 sends");
@@ -337,16 +356,17 @@ async fn a_provider_outage_cannot_multiply_traffic_and_the_budget_is_reported() 
     assert_eq!(csv.lines().count() as u64, 1 + report.undelivered);
     assert_eq!(report.undelivered, 3_000);
 }
+both_engines!(a_provider_outage_cannot_multiply_traffic_and_the_budget_is_reported);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_authentication_failure_stops_the_provider_without_a_retry_loop() {
+async fn an_authentication_failure_stops_the_provider_without_a_retry_loop(engine: SendEngine) {
     // Credentials for the gateway, but with a different APNs key than it trusts.
     let gw = Gateway::start_local(GatewayConfig::default(), true, TOPIC).unwrap();
     let dir = tempfile::tempdir().unwrap();
     gw.keys().write(dir.path()).unwrap();
     let impostor = ApnsKey::generate(&gw.keys().apns.key_id, &gw.keys().apns.team_id);
     std::fs::write(dir.path().join("apns-key.p8"), impostor.to_p8_pem()).unwrap();
-    let config = PushConfig::load(&dir.path().join("kickoff.toml")).unwrap();
+    let mut config = PushConfig::load(&dir.path().join("kickoff.toml")).unwrap();
+    config.pool.engine = Some(engine);
     let (report, _setup, audience, _d) =
         fire(2_000, &ProviderChoice::Http(config), EngineConfig { workers: 2, in_flight_per_worker: 50, ..EngineConfig::default() }).await;
     let ios: u64 = audience.shards().iter().map(|s| s.len(Platform::Ios) as u64).sum();
@@ -361,12 +381,12 @@ async fn an_authentication_failure_stops_the_provider_without_a_retry_loop() {
         report.alerts
     );
 }
+both_engines!(an_authentication_failure_stops_the_provider_without_a_retry_loop);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fcm_access_tokens_are_refreshed_before_they_expire() {
+async fn fcm_access_tokens_are_refreshed_before_they_expire(engine: SendEngine) {
     let config = GatewayConfig { token_lifetime: Duration::from_secs(2), ..GatewayConfig::default() };
     let gw = Gateway::start_local(config, false, TOPIC).unwrap();
-    let providers = gw.providers(1).await.unwrap();
+    let providers = gw.providers(1, engine).await.unwrap();
     let mut session = kickoff_sender::push::Provider::session(&providers);
     session.warm().await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -388,17 +408,18 @@ async fn fcm_access_tokens_are_refreshed_before_they_expire() {
         String::from_utf8_lossy(&answer.body)
     );
 }
+both_engines!(fcm_access_tokens_are_refreshed_before_they_expire);
 
-#[tokio::test]
-async fn tls_needs_the_generated_ca() {
+async fn tls_needs_the_generated_ca(engine: SendEngine) {
     let gw = Gateway::start_local(GatewayConfig::default(), true, TOPIC).unwrap();
     let without_ca = client_tls(None).unwrap();
-    let endpoint = Endpoint::parse(&gw.url(), &without_ca).unwrap();
-    let err = endpoint.connect().await.unwrap_err().to_string();
+    let endpoint = Endpoint::parse(&gw.url(), &without_ca).unwrap().with_engine(engine);
+    let err = Pool::open(Arc::new(endpoint), 1).await.unwrap_err().to_string();
     assert!(err.contains("TLS") && err.to_lowercase().contains("certificate"), "{err}");
-    let raw = Raw::connect(&gw).await;
+    let raw = Raw::connect(&gw, engine).await;
     assert!(raw.pool.capacity() >= 1000, "the pool sees the gateway's stream limit");
 }
+both_engines!(tls_needs_the_generated_ca);
 
 #[test]
 fn secrets_never_reach_logs_errors_reports_or_the_ledger() {

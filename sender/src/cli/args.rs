@@ -12,6 +12,7 @@ use kickoff_sender::fanout::EngineConfig;
 use kickoff_sender::gateway::GatewayConfig;
 use kickoff_sender::provider::ProviderChoice;
 use kickoff_sender::push::config::{ApnsConfig, FcmConfig, PoolConfig, TlsConfig};
+use kickoff_sender::push::h2client::SendEngine;
 use kickoff_sender::push::{FailReason, ModelConfig, PushConfig};
 
 #[derive(Debug, Args, Clone)]
@@ -99,7 +100,7 @@ pub(crate) fn config_file(path: Option<&Path>) -> anyhow::Result<PushConfig> {
 
 impl PushFlags {
     /// The config file merged with the flags.
-    pub(crate) fn config(&self, connections: Option<usize>) -> anyhow::Result<PushConfig> {
+    pub(crate) fn config(&self, pool: PoolConfig) -> anyhow::Result<PushConfig> {
         let file = config_file(self.config.as_deref())?;
         let flags = PushConfig {
             apns: ApnsConfig {
@@ -117,7 +118,7 @@ impl PushFlags {
                 quota_per_minute: None,
             },
             tls: TlsConfig { ca_file: self.ca_file.clone() },
-            pool: PoolConfig { connections },
+            pool,
             send: Default::default(),
         };
         Ok(file.merged(flags))
@@ -253,6 +254,9 @@ pub(crate) struct ProviderArgs {
     /// Concurrent streams per connection [default: 1000].
     #[arg(long)]
     streams: Option<usize>,
+    /// The HTTP/2 engine (overrides `[pool] engine`) [default: h2].
+    #[arg(long, value_enum)]
+    engine: Option<SendEngine>,
     /// Model seed [default: 7].
     #[arg(long = "model-seed")]
     model_seed: Option<u64>,
@@ -272,7 +276,7 @@ impl ProviderArgs {
     pub(crate) fn engine(&self) -> anyhow::Result<EngineConfig> {
         let mut config = EngineConfig::default();
         if self.provider == ProviderKind::Http
-            && let Some(t) = self.push.config(None)?.send.outage_timeout
+            && let Some(t) = self.push.config(PoolConfig::default())?.send.outage_timeout
         {
             config.outage_timeout = t;
         }
@@ -309,9 +313,13 @@ impl ProviderArgs {
         match self.provider {
             ProviderKind::Gateway => [push, model].concat(),
             ProviderKind::Http => [gateway, model].concat(),
-            ProviderKind::Model => [push, gateway].concat(),
+            ProviderKind::Model => [push, gateway, given(&[("--engine", self.engine.is_some())])].concat(),
             ProviderKind::Null => {
-                let pool = given(&[("--connections", self.connections.is_some()), ("--streams", self.streams.is_some())]);
+                let pool = given(&[
+                    ("--connections", self.connections.is_some()),
+                    ("--streams", self.streams.is_some()),
+                    ("--engine", self.engine.is_some()),
+                ]);
                 [push, gateway, model, pool].concat()
             }
         }
@@ -328,9 +336,10 @@ impl ProviderArgs {
                 config: self.gateway.config()?,
                 tls: !self.gateway.h2c,
                 connections: self.pool_connections().unwrap_or(kickoff_sender::push::config::DEFAULT_CONNECTIONS),
+                engine: self.engine.unwrap_or_default(),
             },
             ProviderKind::Http => {
-                let config = self.push.config(self.pool_connections())?;
+                let config = self.push.config(PoolConfig { connections: self.connections, engine: self.engine })?;
                 if config.is_empty() {
                     bail!(
                         "--provider http needs credentials: --config FILE, or --apns-key-file/--apns-key-id/--apns-team-id and/or --fcm-service-account"

@@ -464,7 +464,7 @@ pub(crate) fn test_send_cmd(args: TestSendArgs) -> anyhow::Result<ExitCode> {
     let choice = match args.provider {
         ProviderKind::Gateway => ProviderChoice::gateway(),
         ProviderKind::Http => {
-            let config = args.push.config(None)?;
+            let config = args.push.config(Default::default())?;
             if config.is_empty() {
                 bail!("--provider http needs credentials: --config FILE, or --apns-*/--fcm-* flags");
             }

@@ -30,6 +30,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::push::apns::{ApnsProvider, ApnsSettings};
 use crate::push::auth::ApnsRefresh;
 use crate::push::fcm::{FcmError, FcmProvider, FcmSettings};
+use crate::push::h2client::SendEngine;
 use crate::push::providers::PushProviders;
 use crate::rng::SplitMix64;
 
@@ -336,11 +337,18 @@ impl Gateway {
 
     /// APNs and FCM providers pointed at this gateway, with its credentials,
     /// started on the current tokio runtime.
-    pub async fn providers(&self, connections: usize) -> Result<PushProviders, FcmError> {
+    pub async fn providers(&self, connections: usize, engine: SendEngine) -> Result<PushProviders, FcmError> {
         let tls = crate::push::h2client::client_tls(None)?;
         let tls = with_extra_root(&tls, &self.keys.ca_pem);
         let apns = ApnsProvider::new(
-            &ApnsSettings { key: self.keys.apns.clone(), url: self.url(), topic: None, connections, refresh: ApnsRefresh::default() },
+            &ApnsSettings {
+                key: self.keys.apns.clone(),
+                url: self.url(),
+                topic: None,
+                connections,
+                refresh: ApnsRefresh::default(),
+                engine,
+            },
             &tls,
         )?;
         let fcm = FcmProvider::start(
@@ -349,6 +357,7 @@ impl Gateway {
                 project: self.keys.service_account.project_id.clone(),
                 url: self.url(),
                 connections,
+                engine,
             },
             &tls,
         )

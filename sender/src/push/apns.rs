@@ -12,7 +12,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 
 use super::auth::{ApnsKey, ApnsRefresh, CachedToken, TokenCell, spawn_apns_refresher};
-use super::h2client::{Call, CallError, ConnectError, Endpoint, Pool, RawResponse};
+use super::h2client::{Call, CallError, ConnectError, Endpoint, Pool, RawResponse, SendEngine};
 use super::{FailReason, Handoff, Health, Outcome, PushRequest};
 
 const APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
@@ -49,6 +49,8 @@ pub struct ApnsSettings {
     pub connections: usize,
     /// Provider-token age at which it is replaced.
     pub refresh: ApnsRefresh,
+    /// The HTTP/2 engine.
+    pub engine: SendEngine,
 }
 
 /// The APNs provider, shared by all workers.
@@ -65,7 +67,7 @@ impl ApnsProvider {
     /// Sets the provider up and starts its token refresher on the current
     /// tokio runtime. Connections open when each worker warms its session.
     pub fn new(settings: &ApnsSettings, tls: &Arc<rustls::ClientConfig>) -> Result<Self, ConnectError> {
-        let endpoint = Arc::new(Endpoint::parse(&settings.url, tls)?);
+        let endpoint = Arc::new(Endpoint::parse(&settings.url, tls)?.with_engine(settings.engine));
         let topic = match &settings.topic {
             Some(t) => Some(
                 HeaderValue::from_str(t)

@@ -32,7 +32,7 @@ use std::time::Duration;
 use super::apns::{self, ApnsProvider, ApnsSettings};
 use super::auth::{ApnsKey, ApnsRefresh, AuthError, ServiceAccount};
 use super::fcm::{FCM_URL, FcmError, FcmProvider, FcmSettings};
-use super::h2client::{self, ConnectError};
+use super::h2client::{self, ConnectError, SendEngine};
 use super::providers::PushProviders;
 
 /// Default connections per worker and provider.
@@ -121,6 +121,8 @@ pub struct TlsConfig {
 pub struct PoolConfig {
     /// Connections per worker and provider.
     pub connections: Option<usize>,
+    /// The HTTP/2 engine: `h2` (default) or `nghttp2`.
+    pub engine: Option<SendEngine>,
 }
 
 /// The providers could not be set up.
@@ -187,6 +189,7 @@ impl PushConfig {
         take(&mut self.fcm.quota_per_minute, over.fcm.quota_per_minute);
         take(&mut self.tls.ca_file, over.tls.ca_file);
         take(&mut self.pool.connections, over.pool.connections);
+        take(&mut self.pool.engine, over.pool.engine);
         take(&mut self.send.outage_timeout, over.send.outage_timeout);
         self
     }
@@ -250,6 +253,7 @@ impl PushConfig {
                 topic: a.topic.clone(),
                 connections,
                 refresh,
+                engine: self.pool.engine.unwrap_or_default(),
             };
             Some(ApnsProvider::new(&settings, &tls)?)
         } else {
@@ -263,6 +267,7 @@ impl PushConfig {
                     account,
                     url: self.fcm.url.clone().unwrap_or_else(|| FCM_URL.to_owned()),
                     connections,
+                    engine: self.pool.engine.unwrap_or_default(),
                 };
                 Some(FcmProvider::start(&settings, &tls).await?)
             }

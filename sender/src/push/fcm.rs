@@ -16,7 +16,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Uri};
 
 use super::auth::{AuthError, CachedToken, FCM_SCOPE, JWT_BEARER_GRANT, ServiceAccount, TokenCell, unix_now};
-use super::h2client::{Call, CallError, ConnectError, Endpoint, Pool, RawResponse};
+use super::h2client::{Call, CallError, ConnectError, Endpoint, Pool, RawResponse, SendEngine};
 use super::{FailReason, Handoff, Health, Outcome, PushRequest};
 
 /// Google's FCM endpoint.
@@ -33,6 +33,8 @@ pub struct FcmSettings {
     pub url: String,
     /// Connections per worker.
     pub connections: usize,
+    /// The HTTP/2 engine.
+    pub engine: SendEngine,
 }
 
 /// Could not start the FCM provider.
@@ -147,7 +149,7 @@ impl FcmProvider {
     /// fire) and starts refreshing it on the current tokio runtime at 80% of
     /// its lifetime.
     pub async fn start(settings: &FcmSettings, tls: &Arc<rustls::ClientConfig>) -> Result<Self, FcmError> {
-        let endpoint = Arc::new(Endpoint::parse(&settings.url, tls)?);
+        let endpoint = Arc::new(Endpoint::parse(&settings.url, tls)?.with_engine(settings.engine));
         let path = format!("{}/v1/projects/{}/messages:send", endpoint.base_path, settings.project);
         let path = PathAndQuery::try_from(path)
             .map_err(|_| ConnectError::Url { url: settings.url.clone(), message: format!("bad project id {:?}", settings.project) })?;

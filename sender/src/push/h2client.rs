@@ -1,6 +1,12 @@
 //! HTTP/2 connections to a push provider, over TLS (rustls, ALPN `h2`) or
 //! cleartext with prior knowledge (h2c, for the loopback gateway).
 //!
+//! Two send engines stand behind the same [`Pool`] and [`Call`]
+//! ([`SendEngine`], `[pool] engine` in kickoff.toml): `h2`, the Rust crate
+//! (here), and `nghttp2`, libnghttp2 driven sans-IO on the worker's thread
+//! ([`super::ngclient`]). Both answer with the same [`RawResponse`] and
+//! [`CallError`], so everything above them is one code path.
+//!
 //! A worker's session owns a small [`Pool`] of connections on its own thread.
 //! Requests go to the live connection with the fewest calls in flight; h2
 //! itself keeps each connection within the server's
@@ -30,7 +36,7 @@ use rustls_pki_types::pem::PemObject as _;
 use tokio::net::TcpStream;
 
 /// Largest response body kept (error bodies are a few hundred bytes).
-const MAX_KEPT_BODY: usize = 8 * 1024;
+pub(super) const MAX_KEPT_BODY: usize = 8 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection-level failure.
@@ -94,6 +100,28 @@ pub fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, C
     Ok(Arc::new(config))
 }
 
+/// The HTTP/2 implementation a pool sends with (`[pool] engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SendEngine {
+    /// The `h2` crate: the long-standing engine.
+    H2,
+    /// libnghttp2 (the library behind curl and h2load), sans-IO on the
+    /// worker's thread: about half the CPU per request (BENCHMARKS.md).
+    #[default]
+    Nghttp2,
+}
+
+impl SendEngine {
+    /// The name in kickoff.toml and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H2 => "h2",
+            Self::Nghttp2 => "nghttp2",
+        }
+    }
+}
+
 /// Where a provider listens.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -109,6 +137,16 @@ pub struct Endpoint {
     /// The path prefix of the URL (no trailing slash), e.g. for a gateway
     /// mounted under a path.
     pub base_path: String,
+    /// The engine its pools send with.
+    pub engine: SendEngine,
+}
+
+/// A connected byte stream to a provider, before HTTP/2.
+pub(super) enum Transport {
+    /// h2c.
+    Plain(TcpStream),
+    /// TLS with ALPN h2.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Endpoint {
@@ -132,18 +170,40 @@ impl Endpoint {
             None
         };
         let base_path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Self { url: url.to_owned(), scheme, authority, host, port, tls, base_path })
+        Ok(Self { url: url.to_owned(), scheme, authority, host, port, tls, base_path, engine: SendEngine::default() })
     }
 
-    /// Opens one HTTP/2 connection and spawns its driver task on the current
-    /// runtime.
-    pub async fn connect(&self) -> Result<(SendRequest<Bytes>, tokio::task::JoinHandle<()>), ConnectError> {
-        let fail = |message: String| ConnectError::Connect { authority: self.authority.to_string(), message };
+    /// This endpoint, sent to with `engine`.
+    pub fn with_engine(mut self, engine: SendEngine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    pub(super) fn fail(&self, message: String) -> ConnectError {
+        ConnectError::Connect { authority: self.authority.to_string(), message }
+    }
+
+    /// Connects TCP (no Nagle) and, for https, TLS with ALPN h2.
+    pub(super) async fn transport(&self) -> Result<Transport, ConnectError> {
+        let fail = |message: String| self.fail(message);
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
             .await
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
         tcp.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+        let Some((config, name)) = &self.tls else { return Ok(Transport::Plain(tcp)) };
+        let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp).await.map_err(|e| fail(format!("TLS: {e}")))?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(fail("the server did not agree to HTTP/2 (ALPN h2)".into()));
+        }
+        Ok(Transport::Tls(Box::new(tls)))
+    }
+
+    /// Opens one HTTP/2 connection with the `h2` crate and spawns its driver
+    /// task on the current runtime.
+    async fn connect(&self) -> Result<(SendRequest<Bytes>, tokio::task::JoinHandle<()>), ConnectError> {
+        let fail = |message: String| self.fail(message);
+        let transport = self.transport().await?;
         let mut builder = h2::client::Builder::new();
         builder
             .enable_push(false)
@@ -153,19 +213,12 @@ impl Endpoint {
             .initial_window_size(1 << 20)
             .initial_connection_window_size(8 << 20)
             .max_concurrent_reset_streams(4096);
-        match &self.tls {
-            Some((config, name)) => {
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| fail(format!("TLS: {e}")))?;
-                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err(fail("the server did not agree to HTTP/2 (ALPN h2)".into()));
-                }
-                let (send, conn) = builder.handshake(Unvectored(tls)).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
+        match transport {
+            Transport::Tls(tls) => {
+                let (send, conn) = builder.handshake(Unvectored(*tls)).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
                 Ok((send, tokio::spawn(drive(conn))))
             }
-            None => {
+            Transport::Plain(tcp) => {
                 let (send, conn) = builder.handshake(tcp).await.map_err(|e| fail(format!("HTTP/2: {e}")))?;
                 Ok((send, tokio::spawn(drive(conn))))
             }
@@ -222,23 +275,80 @@ struct Slot {
     inflight: Arc<AtomicU32>,
 }
 
-/// A session's connections to one endpoint.
-pub struct Pool {
-    endpoint: Arc<Endpoint>,
-    slots: Vec<Slot>,
+/// A session's connections to one endpoint, on the endpoint's engine.
+#[derive(Debug)]
+pub struct Pool(PoolInner);
+
+#[derive(Debug)]
+enum PoolInner {
+    H2(H2Pool),
+    Nghttp2(super::ngclient::NgPool),
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("endpoint", &self.endpoint.url).field("connections", &self.slots.len()).finish()
-    }
-}
+/// How long a new pool waits for the servers' SETTINGS (their stream limit).
+pub(super) const SETTINGS_WAIT: Duration = Duration::from_millis(250);
 
 impl Pool {
     /// Opens `connections` connections (at least one) and gives the
     /// server's SETTINGS a moment to arrive, so [`capacity`](Self::capacity)
     /// reports the server's stream limit rather than the initial one.
     pub async fn open(endpoint: Arc<Endpoint>, connections: usize) -> Result<Self, ConnectError> {
+        Ok(Self(match endpoint.engine {
+            SendEngine::H2 => PoolInner::H2(H2Pool::open(endpoint, connections).await?),
+            SendEngine::Nghttp2 => PoolInner::Nghttp2(super::ngclient::NgPool::open(endpoint, connections).await?),
+        }))
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        match &self.0 {
+            PoolInner::H2(p) => &p.endpoint,
+            PoolInner::Nghttp2(p) => p.endpoint(),
+        }
+    }
+
+    /// Sends a request with `body` on the least busy live connection.
+    /// `None` when no connection is usable right now (reconnects are under
+    /// way); the caller retries later.
+    pub fn send(&mut self, request: Request<()>, body: Bytes, keep_body: bool) -> Option<Call> {
+        match &mut self.0 {
+            PoolInner::H2(p) => p.send(request, body, keep_body).map(|c| Call(CallInner::H2(c))),
+            PoolInner::Nghttp2(p) => p.send(&request, body, keep_body).map(|c| Call(CallInner::Nghttp2(c))),
+        }
+    }
+
+    /// Streams the pool can carry at once: each live connection up to the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub fn capacity(&self) -> usize {
+        match &self.0 {
+            PoolInner::H2(p) => p.capacity(),
+            PoolInner::Nghttp2(p) => p.capacity(),
+        }
+    }
+
+    /// The smallest SETTINGS_MAX_CONCURRENT_STREAMS among live connections.
+    pub fn max_concurrent_streams(&self) -> Option<usize> {
+        match &self.0 {
+            PoolInner::H2(p) => p.max_concurrent_streams(),
+            PoolInner::Nghttp2(p) => p.max_concurrent_streams(),
+        }
+    }
+}
+
+/// The `h2` crate's pool.
+struct H2Pool {
+    endpoint: Arc<Endpoint>,
+    slots: Vec<Slot>,
+}
+
+impl std::fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Pool").field("endpoint", &self.endpoint.url).field("connections", &self.slots.len()).finish()
+    }
+}
+
+impl H2Pool {
+    async fn open(endpoint: Arc<Endpoint>, connections: usize) -> Result<Self, ConnectError> {
         let mut slots = Vec::new();
         for _ in 0..connections.max(1) {
             let (send, task) = endpoint.connect().await?;
@@ -249,22 +359,14 @@ impl Pool {
             });
         }
         let pool = Self { endpoint, slots };
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        let deadline = tokio::time::Instant::now() + SETTINGS_WAIT;
         while pool.capacity() <= pool.slots.len() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(pool)
     }
 
-    /// The endpoint.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// Sends a request with `body` on the least busy live connection.
-    /// `None` when no connection is usable right now (reconnects are under
-    /// way); the caller retries later.
-    pub fn send(&mut self, request: Request<()>, body: Bytes, keep_body: bool) -> Option<Call> {
+    fn send(&mut self, request: Request<()>, body: Bytes, keep_body: bool) -> Option<H2Call> {
         let mut best: Option<(usize, u32)> = None;
         for (i, slot) in self.slots.iter().enumerate() {
             let load = slot.inflight.load(Ordering::Relaxed);
@@ -290,9 +392,9 @@ impl Pool {
                 // One DATA frame with END_STREAM: small non-final frames count
                 // against the server's abuse limits.
                 if !body.is_empty() && stream.send_data(body, true).is_err() {
-                    return Some(Call::failed(slot.inflight.clone()));
+                    return Some(H2Call::failed(slot.inflight.clone()));
                 }
-                Some(Call::new(response, slot.inflight.clone(), keep_body))
+                Some(H2Call::new(response, slot.inflight.clone(), keep_body))
             }
             Err(e) => {
                 if e.is_io() || e.is_go_away() || e.is_remote() {
@@ -334,20 +436,17 @@ impl Pool {
         });
     }
 
-    /// Streams the pool can carry at once: each live connection up to the
-    /// server's SETTINGS_MAX_CONCURRENT_STREAMS.
-    pub fn capacity(&self) -> usize {
+    fn capacity(&self) -> usize {
         self.slots
             .iter()
             .filter_map(|s| match &*s.state.lock().expect("slot lock") {
                 SlotState::Live { send, .. } => Some(send.current_max_send_streams()),
                 SlotState::Reconnecting => None,
             })
-            .sum()
+            .fold(0, usize::saturating_add)
     }
 
-    /// The smallest SETTINGS_MAX_CONCURRENT_STREAMS among live connections.
-    pub fn max_concurrent_streams(&self) -> Option<usize> {
+    fn max_concurrent_streams(&self) -> Option<usize> {
         self.slots
             .iter()
             .filter_map(|s| match &*s.state.lock().expect("slot lock") {
@@ -449,20 +548,41 @@ enum CallState {
     Done,
 }
 
-/// The response side of one request.
-pub struct Call {
+/// The response side of one request, on either engine.
+#[derive(Debug)]
+pub struct Call(CallInner);
+
+#[derive(Debug)]
+enum CallInner {
+    H2(H2Call),
+    Nghttp2(super::ngclient::NgCall),
+}
+
+impl Future for Call {
+    type Output = Result<RawResponse, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            CallInner::H2(c) => Pin::new(c).poll(cx),
+            CallInner::Nghttp2(c) => Pin::new(c).poll(cx),
+        }
+    }
+}
+
+/// The response side of one request on the `h2` crate.
+struct H2Call {
     state: CallState,
     inflight: Arc<AtomicU32>,
     keep_body: bool,
 }
 
-impl std::fmt::Debug for Call {
+impl std::fmt::Debug for H2Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call").finish_non_exhaustive()
+        f.debug_struct("H2Call").finish_non_exhaustive()
     }
 }
 
-impl Call {
+impl H2Call {
     fn new(response: ResponseFuture, inflight: Arc<AtomicU32>, keep_body: bool) -> Self {
         Self { state: CallState::Head(response), inflight, keep_body }
     }
@@ -473,7 +593,7 @@ impl Call {
     }
 }
 
-impl Drop for Call {
+impl Drop for H2Call {
     fn drop(&mut self) {
         self.inflight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -485,7 +605,7 @@ pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     v.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-impl Future for Call {
+impl Future for H2Call {
     type Output = Result<RawResponse, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

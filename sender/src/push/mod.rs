@@ -26,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod fcm;
 pub mod h2client;
+mod ngclient;
 pub mod model;
 pub mod null;
 pub mod providers;
