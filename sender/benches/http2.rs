@@ -22,6 +22,9 @@ use kickoff_sender::fanout::{Engine, EngineConfig, FireOutcome, SqliteLedger, Wa
 use kickoff_sender::metrics::MemoryMetrics;
 use kickoff_sender::provider::{ProviderChoice, Setup};
 use kickoff_sender::push::PushConfig;
+use kickoff_sender::push::h2client::SendEngine;
+
+const ENGINES: [SendEngine; 2] = [SendEngine::H2, SendEngine::Nghttp2];
 
 fn scale() -> f64 {
     std::env::var("KICKOFF_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
@@ -159,28 +162,61 @@ fn against_nghttpd(rt: &tokio::runtime::Runtime, n: u64) -> Option<(String, Stri
     let (_server, port) = start_nghttpd(&keys);
     let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
     config.apns.url = Some(format!("https://127.0.0.1:{port}"));
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs) = ([Vec::new(), Vec::new()], Vec::new());
     for i in 0..3 {
-        let m = measure(rt, &audience, config.clone(), &format!("bench-nghttpd-{i}"));
-        assert_eq!(m.delivered, m.devices, "nghttpd echoed every request with 200");
-        ours.push(m.cpu.as_secs_f64() / m.delivered as f64 * 1e6);
+        for (e, engine) in ENGINES.into_iter().enumerate() {
+            config.pool.engine = Some(engine);
+            let m = measure(rt, &audience, config.clone(), &format!("bench-nghttpd-{}-{i}", engine.as_str()));
+            assert_eq!(m.delivered, m.devices, "nghttpd echoed every request with 200");
+            ours[e].push(m.cpu.as_secs_f64() / m.delivered as f64 * 1e6);
+        }
         theirs.push(h2load_cpu(port, n, &body).as_secs_f64() / n as f64 * 1e6);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[1]
     };
-    let (a, b) = (median(&mut ours), median(&mut theirs));
+    let runs = |v: &[f64]| v.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", ");
+    let b = median(&mut theirs);
+    let engines: Vec<String> = ENGINES
+        .into_iter()
+        .zip(ours.iter_mut())
+        .map(|(engine, v)| {
+            let a = median(v);
+            format!("{} {a:.1} µs (**{:.2}x**; runs {})", engine.as_str(), a / b, runs(v))
+        })
+        .collect();
     Some((
         format!("sender vs h2load → nghttpd over TLS, {n} APNs requests each (median of 3, alternating)"),
-        format!(
-            "sender {a:.1} µs, h2load {b:.1} µs CPU per request: **{:.2}x** (sender runs: {}; h2load runs: {})",
-            a / b,
-            ours.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", "),
-            theirs.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", ")
-        ),
+        format!("sender CPU per request: {}; h2load {b:.1} µs (runs {})", engines.join("; "), runs(&theirs)),
         "≤ 1.2x h2load".to_owned(),
     ))
+}
+
+/// Four million devices through the nghttp2 engine to a gateway process
+/// over TLS: the launch-day shape on this machine (the 4M drill of issue
+/// 15). Scaled by KICKOFF_BENCH_SCALE.
+fn four_million(rt: &tokio::runtime::Runtime, dir: &Path) -> (String, String, String) {
+    let n = ((4_000_000.0 * scale()) as u64).max(1000);
+    let out = dir.join("aud-4m");
+    generate::compile_generated(&GenerateSpec { devices: n, ..GenerateSpec::default() }, &out, 32, true, &|_| {}).unwrap();
+    let audience = Arc::new(Audience::load(&out).unwrap());
+    let keys = dir.join("keys-4m");
+    let _gateway = start_gateway(&keys, false);
+    let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
+    config.pool.engine = Some(SendEngine::Nghttp2);
+    let m = measure(rt, &audience, config, "bench-4m");
+    assert_eq!(m.delivered, m.devices, "every device delivered");
+    (
+        format!("{n} devices → gateway process over TLS, nghttp2 engine (one fire)"),
+        format!(
+            "{:.0}/s, all sent in {:.1} s; sender CPU {:.1} µs per notification",
+            m.delivered as f64 / m.elapsed,
+            m.elapsed,
+            m.cpu.as_secs_f64() / m.delivered as f64 * 1e6
+        ),
+        "the reference: 4M in 5.7 s (99%) on a fleet".to_owned(),
+    )
 }
 
 fn main() {
@@ -194,16 +230,17 @@ fn main() {
     generate::compile_generated(&GenerateSpec { devices: n, ..GenerateSpec::default() }, &out, 8, true, &|_| {}).unwrap();
     let audience = Arc::new(Audience::load(&out).unwrap());
     let mut rows = Vec::new();
-    for (h2c, label) in [(true, "h2c"), (false, "TLS")] {
-        let keys = dir.path().join(format!("keys-{label}"));
+    for ((h2c, label), engine) in [(true, "h2c"), (false, "TLS")].into_iter().flat_map(|l| ENGINES.map(|e| (l, e))) {
+        let keys = dir.path().join(format!("keys-{label}-{}", engine.as_str()));
         let _gateway = start_gateway(&keys, h2c);
         let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
         config.pool.connections = std::env::var("KICKOFF_BENCH_CONNECTIONS").ok().and_then(|c| c.parse().ok());
+        config.pool.engine = Some(engine);
         // Three fires; the median, since two processes share two cores and
         // their scheduling moves single runs by ±10%.
         let mut runs: Vec<(f64, f64)> = (0..3)
             .map(|i| {
-                let m = measure(&rt, &audience, config.clone(), &format!("bench-{label}-{i}"));
+                let m = measure(&rt, &audience, config.clone(), &format!("bench-{label}-{}-{i}", engine.as_str()));
                 assert_eq!(m.delivered, m.devices, "every device delivered");
                 (m.cpu.as_secs_f64() / m.delivered as f64 * 1e6, m.delivered as f64 / m.elapsed)
             })
@@ -211,7 +248,7 @@ fn main() {
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (per, rate) = runs[1];
         rows.push((
-            format!("sender → gateway process over {label}, {n} devices (median of 3)"),
+            format!("sender ({}) → gateway process over {label}, {n} devices (median of 3)", engine.as_str()),
             format!(
                 "{rate:.0}/s; sender CPU {per:.1} µs per notification (runs: {})",
                 runs.iter().map(|r| format!("{:.1}", r.0)).collect::<Vec<_>>().join(", ")
@@ -222,16 +259,17 @@ fn main() {
     if let Some(row) = against_nghttpd(&rt, n) {
         rows.push(row);
     }
-    for (tls, label) in [(false, "h2c"), (true, "TLS")] {
+    rows.push(four_million(&rt, dir.path()));
+    for ((tls, label), engine) in [(false, "h2c"), (true, "TLS")].into_iter().flat_map(|l| ENGINES.map(|e| (l, e))) {
         let opts = DrillOptions {
             devices: n,
-            provider: ProviderChoice::Gateway { config: Default::default(), tls, connections: 4, engine: Default::default() },
+            provider: ProviderChoice::Gateway { config: Default::default(), tls, connections: 4, engine },
             ..DrillOptions::default()
         };
         let s = drill::run_blocking(&opts, &|_| {}).unwrap();
         assert_eq!((s.delivered, s.duplicates, s.missing), (n, 0, 0));
         rows.push((
-            format!("sender + in-process gateway on the same 2 cores, {label}, {n} devices"),
+            format!("sender ({}) + in-process gateway on the same 2 cores, {label}, {n} devices", engine.as_str()),
             format!("{:.0}/s (p99 delivery {:.2} s)", s.rate_per_s, s.p99_s),
             "≥ 150,000/s".to_owned(),
         ));

@@ -13,9 +13,9 @@ use std::task::{Context, Poll};
 
 use crate::audience::{Audience, Platform};
 use crate::gateway::{Gateway, GatewayConfig, GatewayError};
+use crate::push::h2client::SendEngine;
 use crate::push::model::{ModelConfig, ModelProvider, ModelSession};
 use crate::push::null::{NullProvider, NullSession};
-use crate::push::h2client::SendEngine;
 use crate::push::providers::{PushPending, PushProviders, PushSessions};
 use crate::push::{DeliveryTally, Handoff, Outcome, Provider, ProviderError, PushConfig, PushRequest, PushSetupError, Session};
 

@@ -295,7 +295,8 @@ fn gateway(config: GatewayConfig, engine: SendEngine) -> ProviderChoice {
 
 async fn ten_thousand_devices_over_http2_exactly_once_with_dead_tokens_pruned(engine: SendEngine) {
     let config = GatewayConfig { unregistered_rate: 0.01, ..GatewayConfig::default() };
-    let (report, setup, audience, _dir) = fire(10_000, &gateway(config, engine), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
+    let (report, setup, audience, _dir) =
+        fire(10_000, &gateway(config, engine), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
     let received = setup.received(&audience, report.delivered);
     assert_eq!(received.measured_at, "receiver");
     assert_eq!(received.duplicates, 0);
@@ -344,7 +345,8 @@ both_engines!(throttling_with_retry_after_is_waited_out_and_everything_arrives);
 
 async fn a_provider_outage_cannot_multiply_traffic_and_the_budget_is_reported(engine: SendEngine) {
     let config = GatewayConfig { rate_500: 1.0, ..GatewayConfig::default() };
-    let (report, setup, _audience, _dir) = fire(3_000, &gateway(config, engine), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
+    let (report, setup, _audience, _dir) =
+        fire(3_000, &gateway(config, engine), EngineConfig { workers: 2, ..EngineConfig::default() }).await;
     assert_eq!(report.delivered, 0);
     assert_eq!(report.failed, 3_000);
     assert_eq!(report.retry_budget, 100 + 300, "a floor of 100 plus 10% of 3,000 sends");
@@ -512,4 +514,135 @@ fn gateway_keys_and_a_separate_gateway_process_serve_a_drill_through_the_config_
     assert_eq!(s["duplicates"], 0);
     let unique: HashSet<u64> = [s["unique_tokens"].as_u64().unwrap()].into_iter().collect();
     assert!(unique.contains(&2000));
+}
+
+/// nghttpd (Debian's nghttp2-server, the reference implementation's server)
+/// over TLS, answering each POST with its body.
+struct Nghttpd {
+    child: std::process::Child,
+    log: std::thread::JoinHandle<String>,
+    port: u16,
+}
+
+impl Nghttpd {
+    fn start(keys: &std::path::Path) -> Self {
+        use std::io::Read as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new("nghttpd")
+            .args(["--verbose", "--echo-upload", "--max-concurrent-streams=100", "--address=127.0.0.1", &port.to_string()])
+            .arg(keys.join("server-key.pem"))
+            .arg(keys.join("server.pem"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("nghttpd (Debian's nghttp2-server; `make test` installs it)");
+        let mut stdout = child.stdout.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nghttpd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Self { child, log, port }
+    }
+
+    /// Stops it and counts the APNs requests its frame log shows, by token.
+    fn requests(mut self) -> std::collections::HashMap<String, u32> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self.log.join().unwrap();
+        let mut counts = std::collections::HashMap::new();
+        for line in log.lines().filter(|l| l.contains("recv (stream_id=")) {
+            if let Some((_, token)) = line.split_once(":path: /3/device/") {
+                *counts.entry(token.trim().to_owned()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Interop with the field's reference server: every iOS device's request
+/// reaches nghttpd exactly once (counted from nghttpd's own frame log),
+/// Android's reach the gateway.
+async fn nghttpd_receives_every_apns_request_exactly_once(engine: SendEngine) {
+    let gw = Gateway::start_local(GatewayConfig::default(), true, TOPIC).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    gw.keys().write(keys.path()).unwrap();
+    let nghttpd = Nghttpd::start(keys.path());
+    let mut config = PushConfig::load(&keys.path().join("kickoff.toml")).unwrap();
+    config.apns.url = Some(format!("https://127.0.0.1:{}", nghttpd.port));
+    config.pool.engine = Some(engine);
+    let (report, _setup, audience, _dir) = fire(1_000, &ProviderChoice::Http(config), EngineConfig::default()).await;
+    assert_eq!(report.delivered, 1_000, "{report:?}");
+    let requests = nghttpd.requests();
+    let mut buf = Vec::new();
+    let mut ios = 0;
+    for shard in audience.shards() {
+        for i in 0..shard.len(Platform::Ios) {
+            let token = shard.token_text(Platform::Ios, i, &mut buf);
+            assert_eq!(requests.get(token), Some(&1), "token {token} reached nghttpd once");
+            ios += 1;
+        }
+    }
+    assert_eq!(requests.len(), ios, "nothing else reached nghttpd");
+    let android: usize = audience.shards().iter().map(|s| s.len(Platform::Android)).sum();
+    assert_eq!(gw.records().stats().deliveries as usize, android, "Android went to the gateway");
+}
+both_engines!(nghttpd_receives_every_apns_request_exactly_once);
+
+/// A request with the values that differ by design between two fires
+/// replaced by their shape: the gateway's address, the credentials (a fresh
+/// JWT signature, a fresh OAuth token), the per-session `apns-id` and the
+/// absolute expiration.
+fn normalised(mut c: kickoff_sender::gateway::Captured) -> kickoff_sender::gateway::Captured {
+    let uri: http::Uri = c.uri.parse().unwrap();
+    c.uri = format!("{}://<gateway>{}", uri.scheme_str().unwrap(), uri.path_and_query().unwrap());
+    for (name, value) in &mut c.headers {
+        let text = String::from_utf8(value.clone()).unwrap();
+        let shape = match name.as_str() {
+            "authorization" => {
+                assert!(text.starts_with("bearer ") || text.starts_with("Bearer "), "{text}");
+                format!("{}<credential>", &text[..7])
+            }
+            "apns-id" => {
+                assert_eq!((text.len(), text.matches('-').count()), (36, 4), "a UUID: {text}");
+                "<uuid>".to_owned()
+            }
+            "apns-expiration" => {
+                assert!(text.parse::<u64>().is_ok(), "{text}");
+                "<unix time>".to_owned()
+            }
+            _ => continue,
+        };
+        *value = shape.into_bytes();
+    }
+    c.headers.sort();
+    c
+}
+
+/// The differential test: the same fire through each engine reaches the
+/// gateway as the same requests (method, URI, header list, body), decoded
+/// by the gateway's own HTTP/2 stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_put_the_same_requests_on_the_wire() {
+    let mut seen = Vec::new();
+    for engine in [SendEngine::H2, SendEngine::Nghttp2] {
+        let config = GatewayConfig { capture: 10_000, ..GatewayConfig::default() };
+        let (report, setup, _audience, _dir) =
+            fire(400, &gateway(config, engine), EngineConfig { workers: 1, ..EngineConfig::default() }).await;
+        assert_eq!(report.delivered, 400, "{report:?}");
+        let captured = setup.gateway.as_ref().unwrap().records().captured();
+        let mut sends: Vec<_> = captured.into_iter().filter(|c| !c.uri.ends_with("/token")).map(normalised).collect();
+        sends.sort();
+        seen.push(sends);
+    }
+    assert_eq!(seen[0].len(), 400, "one request per device");
+    assert!(seen[0].iter().any(|c| c.uri.contains("/3/device/")) && seen[0].iter().any(|c| c.uri.contains("/messages:send")));
+    for (h2, ng) in seen[0].iter().zip(&seen[1]) {
+        assert_eq!(h2, ng, "the same request through h2 and nghttp2");
+    }
+    assert_eq!(seen[0], seen[1]);
 }

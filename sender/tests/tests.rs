@@ -7,6 +7,7 @@ mod aws;
 mod cli;
 mod dynamodb;
 mod fire;
+mod frames;
 mod layout;
 mod plan;
 mod props;

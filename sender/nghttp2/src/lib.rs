@@ -241,11 +241,7 @@ unsafe extern "C" fn on_data_chunk(
     unsafe { with_handler(user_data, |_, h| h.on_data(key, data)) }
 }
 
-unsafe extern "C" fn on_frame_recv(
-    _session: *mut sys::nghttp2_session,
-    frame: *const sys::nghttp2_frame,
-    user_data: *mut c_void,
-) -> c_int {
+unsafe extern "C" fn on_frame_recv(_session: *mut sys::nghttp2_session, frame: *const sys::nghttp2_frame, user_data: *mut c_void) -> c_int {
     // SAFETY: frame points to the received frame; the header is common to
     // every variant.
     let hd = unsafe { (*frame).hd };
@@ -265,11 +261,7 @@ unsafe extern "C" fn on_frame_recv(
     }
 }
 
-unsafe extern "C" fn on_frame_send(
-    session: *mut sys::nghttp2_session,
-    frame: *const sys::nghttp2_frame,
-    user_data: *mut c_void,
-) -> c_int {
+unsafe extern "C" fn on_frame_send(session: *mut sys::nghttp2_session, frame: *const sys::nghttp2_frame, user_data: *mut c_void) -> c_int {
     // SAFETY: frame points to the frame just serialised.
     let hd = unsafe { (*frame).hd };
     if u32::from(hd.type_) != sys::NGHTTP2_HEADERS {
@@ -424,10 +416,8 @@ impl Session {
             valuelen: h.value.len(),
             flags: if h.sensitive { sys::NGHTTP2_NV_FLAG_NO_INDEX as u8 } else { sys::NGHTTP2_NV_FLAG_NONE as u8 },
         }));
-        let provider = sys::nghttp2_data_provider2 {
-            source: sys::nghttp2_data_source { ptr: std::ptr::null_mut() },
-            read_callback: Some(read_body),
-        };
+        let provider =
+            sys::nghttp2_data_provider2 { source: sys::nghttp2_data_source { ptr: std::ptr::null_mut() }, read_callback: Some(read_body) };
         let with_body = body.as_ref().is_some_and(|b| !b.is_empty());
         let prd: *const sys::nghttp2_data_provider2 = if with_body { &provider } else { std::ptr::null() };
         // SAFETY: the session is live; nva's entries point into `headers`,

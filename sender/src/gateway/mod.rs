@@ -41,7 +41,7 @@ pub mod record;
 
 pub use fcm::DEFAULT_TOKEN_LIFETIME;
 pub use keys::GatewayKeys;
-pub use record::{DeliveryCheck, GatewayStats, Records};
+pub use record::{Captured, DeliveryCheck, GatewayStats, Records};
 
 /// What the gateway injects and allows.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +72,9 @@ pub struct GatewayConfig {
     pub token_lifetime: Duration,
     /// Seed of the fault and latency draws.
     pub seed: u64,
+    /// Requests kept whole (method, path, header list, body) for
+    /// inspection, the first ones in arrival order ([`Records::captured`]).
+    pub capture: usize,
 }
 
 impl Default for GatewayConfig {
@@ -89,6 +92,7 @@ impl Default for GatewayConfig {
             faults_for: None,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             seed: 42,
+            capture: 0,
         }
     }
 }
@@ -281,7 +285,7 @@ impl Gateway {
         let addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: keys.listen, source })?;
         listener.set_nonblocking(true).map_err(|source| GatewayError::Bind { addr, source })?;
         let tls = if keys.tls { Some(server_tls(&keys)?) } else { None };
-        let records = Arc::new(Records::default());
+        let records = Arc::new(Records::with_capture(config.capture));
         let fcm_verifier = crate::push::auth::rsa_public_key(&keys.service_account.public_key_pem()).expect("our own key");
         let state = Arc::new(State {
             config: Arc::new(config),
@@ -550,6 +554,7 @@ where
 
 fn route(state: &State, conn: &mut ConnState, parts: &http::request::Parts, body: &[u8], now: Instant, faults: &mut Faults) -> Reply {
     let path = parts.uri.path();
+    state.records.capture(parts, body);
     let req = Incoming { method: &parts.method, path, headers: &parts.headers, body, now };
     if path.starts_with("/3/device") {
         return apns::handle(state, &mut conn.apns, &req, faults);

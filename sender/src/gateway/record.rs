@@ -24,6 +24,21 @@ pub struct Records {
     mark: Mutex<Option<Instant>>,
     mark_version: AtomicU64,
     statuses: Mutex<HashMap<u16, u64>>,
+    capture_limit: usize,
+    captured: Mutex<Vec<Captured>>,
+}
+
+/// A request as the gateway decoded it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Captured {
+    /// `:method`.
+    pub method: String,
+    /// `:scheme`, `:authority` and `:path`, as a URI.
+    pub uri: String,
+    /// Every header field, in the order decoded.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +52,13 @@ struct Shard {
 
 impl Default for Records {
     fn default() -> Self {
+        Self::with_capture(0)
+    }
+}
+
+impl Records {
+    /// Records that keep the first `capture` requests whole.
+    pub fn with_capture(capture: usize) -> Self {
         Self {
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             deliveries: AtomicU64::new(0),
@@ -44,7 +66,30 @@ impl Default for Records {
             mark: Mutex::new(None),
             mark_version: AtomicU64::new(0),
             statuses: Mutex::new(HashMap::new()),
+            capture_limit: capture,
+            captured: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps the request whole while fewer than the capture limit are kept.
+    pub(crate) fn capture(&self, parts: &http::request::Parts, body: &[u8]) {
+        if self.capture_limit == 0 {
+            return;
+        }
+        let mut captured = self.captured.lock().expect("capture lock");
+        if captured.len() < self.capture_limit {
+            captured.push(Captured {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                headers: parts.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
+                body: body.to_vec(),
+            });
+        }
+    }
+
+    /// The requests kept whole, in arrival order.
+    pub fn captured(&self) -> Vec<Captured> {
+        self.captured.lock().expect("capture lock").clone()
     }
 }
 

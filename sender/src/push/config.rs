@@ -2,7 +2,7 @@
 //! tables of `kickoff.toml` (the file the app uses too), overridden key by
 //! key by the CLI flags `--apns-key-file --apns-key-id --apns-team-id
 //! --apns-topic --apns-url --fcm-service-account --fcm-project --fcm-url
-//! --ca-file --connections`.
+//! --ca-file --connections --engine`.
 //!
 //! ```toml
 //! [apns]
@@ -18,6 +18,7 @@
 //! # ca_file = "ca.pem"                 # an extra CA (a test gateway's)
 //! [pool]
 //! connections = 4                      # per worker and provider
+//! engine = "nghttp2"                   # the HTTP/2 engine: nghttp2 | h2
 //! [send]
 //! outage_timeout = "2m"                # 1 s to 1 h: how long a fire waits for
 //!                                      # an unreachable or throttling provider

@@ -192,7 +192,8 @@ impl Endpoint {
             .map_err(|e| fail(e.to_string()))?;
         tcp.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
         let Some((config, name)) = &self.tls else { return Ok(Transport::Plain(tcp)) };
-        let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp).await.map_err(|e| fail(format!("TLS: {e}")))?;
+        let tls =
+            tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp).await.map_err(|e| fail(format!("TLS: {e}")))?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(fail("the server did not agree to HTTP/2 (ALPN h2)".into()));
         }

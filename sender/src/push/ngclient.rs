@@ -101,11 +101,7 @@ impl NgPool {
     /// Submits a request on the least busy live connection; `None` when
     /// none can take it now.
     pub(crate) fn send(&mut self, request: &Request<()>, body: Bytes, keep_body: bool) -> Option<NgCall> {
-        let conn = self
-            .conns
-            .iter()
-            .filter(|c| c.live.load(Ordering::Relaxed))
-            .min_by_key(|c| c.inflight.load(Ordering::Relaxed))?;
+        let conn = self.conns.iter().filter(|c| c.live.load(Ordering::Relaxed)).min_by_key(|c| c.inflight.load(Ordering::Relaxed))?;
         let mut guard = conn.lock();
         let State { session, calls, driver, .. } = &mut *guard;
         let session = session.as_mut()?;
@@ -181,7 +177,8 @@ fn start(conn: &Arc<Conn>, transport: Transport) -> Result<(), ConnectError> {
 /// Runs one connection until it ends, then fails its calls and, unless the
 /// pool is gone, connects again.
 async fn drive<T: AsyncRead + AsyncWrite + Unpin>(conn: Arc<Conn>, io: T) {
-    let mut driver = Driver { conn: conn.clone(), io, read: vec![0; READ_CHUNK], out: Vec::with_capacity(WRITE_CHUNK), written: 0, flushing: false };
+    let mut driver =
+        Driver { conn: conn.clone(), io, read: vec![0; READ_CHUNK], out: Vec::with_capacity(WRITE_CHUNK), written: 0, flushing: false };
     let end = std::future::poll_fn(|cx| driver.poll(cx)).await;
     drop(driver);
     conn.live.store(false, Ordering::Relaxed);
