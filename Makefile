@@ -90,7 +90,11 @@ run: build ## Start the desktop app in embedded mode.
 
 test: deps ui lint test-rust test-ui e2e test-package ## Every test of the workspace and the UI, end to end, the packages, plus lint and format.
 
+# nghttpd (Debian's nghttp2-server): the interop tests send to it.
+APT_TEST := nghttp2-server
+
 test-rust: deps-moto
+	$(call apt_install,$(APT_TEST))
 	KICKOFF_MOTO_SERVER=$(abspath $(MOTO_VENV))/bin/moto_server $(CARGO) test --workspace
 
 # The AWS API emulator the AWS-mode tests start on 127.0.0.1 (moto server, PyPI).

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request};
-use kickoff_sender::push::h2client::{Call, CallFailure, Endpoint, Pool, RawResponse, SendEngine, client_tls};
+use http::{HeaderName, HeaderValue, Method};
+use kickoff_sender::push::h2client::{Call, CallFailure, Endpoint, Outgoing, Pool, RawResponse, SendEngine, client_tls};
 
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
@@ -213,22 +213,19 @@ async fn pool(port: u16, engine: SendEngine) -> Pool {
     Pool::open(Arc::new(endpoint), 1).await.unwrap()
 }
 
-fn send(pool: &mut Pool, port: u16, body: &[u8]) -> Call {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://127.0.0.1:{port}/3/device/{}", "ab".repeat(32)))
-        .header("apns-topic", "dev.kickoff.demo")
-        .body(())
-        .unwrap();
-    pool.send(request, Bytes::copy_from_slice(body), false).expect("a live connection")
+fn send(pool: &mut Pool, body: &[u8]) -> Call {
+    let topic = (HeaderName::from_static("apns-topic"), HeaderValue::from_static("dev.kickoff.demo"));
+    let path = format!("/3/device/{}", "ab".repeat(32));
+    let outgoing = Outgoing { method: &Method::POST, path: &path, headers: &[(&topic.0, &topic.1)] };
+    pool.send(&outgoing, Bytes::copy_from_slice(body), false).expect("a live connection")
 }
 
 /// Sends once a connection is live again (after a GOAWAY or a close).
-async fn send_when_live(pool: &mut Pool, port: u16) -> Call {
+async fn send_when_live(pool: &mut Pool) -> Call {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let request = Request::builder().method(Method::POST).uri(format!("http://127.0.0.1:{port}/3/device/x")).body(()).unwrap();
-        if let Some(call) = pool.send(request, Bytes::from_static(b"{}"), false) {
+        let outgoing = Outgoing { method: &Method::POST, path: "/3/device/x", headers: &[] };
+        if let Some(call) = pool.send(&outgoing, Bytes::from_static(b"{}"), false) {
             return call;
         }
         assert!(Instant::now() < deadline, "the pool never reconnected");
@@ -280,19 +277,19 @@ async fn the_server_stream_limit_holds_before_its_settings_and_when_it_changes(e
     });
     let mut pool = pool(port, engine).await;
     assert_eq!(pool.capacity(), 1, "one stream assumed until the server's SETTINGS");
-    let calls: Vec<Call> = (0..5).map(|_| send(&mut pool, port, b"{}")).collect();
+    let calls: Vec<Call> = (0..5).map(|_| send(&mut pool, b"{}")).collect();
     for call in calls {
         assert_eq!(status(call.await), 200);
     }
     assert_eq!(pool.capacity(), 2, "the server's limit");
-    assert_eq!(status(send(&mut pool, port, b"{}").await), 200);
+    assert_eq!(status(send(&mut pool, b"{}").await), 200);
     // Let the lowered SETTINGS arrive before sending under it.
     let deadline = Instant::now() + Duration::from_secs(5);
     while pool.capacity() != 1 {
         assert!(Instant::now() < deadline, "the lowered limit never took effect");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let calls: Vec<Call> = (0..4).map(|_| send(&mut pool, port, b"{}")).collect();
+    let calls: Vec<Call> = (0..4).map(|_| send(&mut pool, b"{}")).collect();
     for call in calls {
         assert_eq!(status(call.await), 200);
     }
@@ -354,7 +351,7 @@ async fn flow_control_holds_both_ways(engine: SendEngine) {
         while peer.read(Duration::from_millis(300)).is_some() {}
     });
     let mut pool = pool(port, engine).await;
-    let call = send(&mut pool, port, &[b'x'; 470]);
+    let call = send(&mut pool, &[b'x'; 470]);
     let answer = tokio::time::timeout(Duration::from_secs(20), call).await.expect("no stall").expect("an answer");
     assert_eq!(answer.status, 200);
     script.join().unwrap();
@@ -383,13 +380,13 @@ async fn a_goaway_refuses_the_streams_above_its_last_id_and_the_pool_reconnects(
         while peer.read(Duration::from_millis(300)).is_some() {}
     });
     let mut pool = pool(port, engine).await;
-    let calls: Vec<Call> = (0..3).map(|_| send(&mut pool, port, b"{}")).collect();
+    let calls: Vec<Call> = (0..3).map(|_| send(&mut pool, b"{}")).collect();
     let answers = futures_util::future::join_all(calls).await;
     assert_eq!(answers[0].as_ref().map(|r| r.status), Ok(200), "{answers:?}");
     for a in &answers[1..] {
         assert_eq!(a.as_ref().map_err(|e| e.kind), Err(CallFailure::NotSent), "{answers:?}");
     }
-    assert_eq!(status(send_when_live(&mut pool, port).await.await), 200);
+    assert_eq!(status(send_when_live(&mut pool).await.await), 200);
     script.join().unwrap();
 }
 both_engines!(a_goaway_refuses_the_streams_above_its_last_id_and_the_pool_reconnects);
@@ -410,7 +407,7 @@ async fn rst_stream_codes_map_to_unsent_reset_and_accepted(engine: SendEngine) {
         while peer.read(Duration::from_millis(300)).is_some() {}
     });
     let mut pool = pool(port, engine).await;
-    let calls: Vec<Call> = (0..3).map(|_| send(&mut pool, port, b"{}")).collect();
+    let calls: Vec<Call> = (0..3).map(|_| send(&mut pool, b"{}")).collect();
     let answers = futures_util::future::join_all(calls).await;
     assert_eq!(answers[0].as_ref().map_err(|e| e.kind), Err(CallFailure::NotSent), "{answers:?}");
     assert_eq!(answers[1].as_ref().map_err(|e| e.kind), Err(CallFailure::Reset), "{answers:?}");
@@ -435,7 +432,7 @@ async fn a_server_ping_is_acknowledged_with_its_payload(engine: SendEngine) {
         while peer.read(Duration::from_millis(300)).is_some() {}
     });
     let mut pool = pool(port, engine).await;
-    assert_eq!(status(send(&mut pool, port, b"{}").await), 200);
+    assert_eq!(status(send(&mut pool, b"{}").await), 200);
     script.join().unwrap();
 }
 both_engines!(a_server_ping_is_acknowledged_with_its_payload);

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{HeaderName, HeaderValue, Method};
 use kickoff_sender::audience::Platform;
 use kickoff_sender::fanout::{EngineConfig, FireOutcome, SqliteLedger, Warm};
 use kickoff_sender::gateway::{Gateway, GatewayConfig};
 use kickoff_sender::metrics::MemoryMetrics;
 use kickoff_sender::provider::{ProviderChoice, Setup};
 use kickoff_sender::push::auth::{ApnsKey, ServiceAccount, unix_now};
-use kickoff_sender::push::h2client::{Endpoint, Pool, RawResponse, SendEngine, client_tls};
+use kickoff_sender::push::h2client::{Endpoint, Outgoing, Pool, RawResponse, SendEngine, client_tls};
 use kickoff_sender::push::{PushConfig, Session};
 
 use crate::util;
@@ -43,7 +43,6 @@ macro_rules! both_engines {
 /// A raw HTTP/2 client to the gateway, for sending requests by hand.
 struct Raw {
     pool: Pool,
-    base: String,
 }
 
 impl Raw {
@@ -52,15 +51,15 @@ impl Raw {
         std::fs::write(ca.path(), &gw.keys().ca_pem).unwrap();
         let tls = client_tls(Some(ca.path())).unwrap();
         let endpoint = Arc::new(Endpoint::parse(&gw.url(), &tls).unwrap().with_engine(engine));
-        Self { pool: Pool::open(endpoint, 1).await.unwrap(), base: gw.url() }
+        Self { pool: Pool::open(endpoint, 1).await.unwrap() }
     }
 
     async fn send(&mut self, method: Method, path: &str, headers: &[(&str, String)], body: &[u8]) -> RawResponse {
-        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
-        for (k, v) in headers {
-            req = req.header(*k, v.as_str());
-        }
-        let call = self.pool.send(req.body(()).unwrap(), Bytes::copy_from_slice(body), true).expect("a live connection");
+        let fields: Vec<(HeaderName, HeaderValue)> =
+            headers.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap())).collect();
+        let fields: Vec<(&HeaderName, &HeaderValue)> = fields.iter().map(|(k, v)| (k, v)).collect();
+        let outgoing = Outgoing { method: &method, path, headers: &fields };
+        let call = self.pool.send(&outgoing, Bytes::copy_from_slice(body), true).expect("a live connection");
         call.await.expect("an answer")
     }
 }

@@ -31,7 +31,6 @@
 //!   caller's handler, and a panic there aborts (`extern "C"` functions
 //!   abort on unwind).
 
-use std::collections::HashMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::ptr::NonNull;
 
@@ -136,8 +135,12 @@ impl Default for Options {
 struct Context {
     /// The caller's handler, set only while `receive` or `send` runs.
     handler: Option<NonNull<dyn Handler + 'static>>,
-    /// Streams submitted and not yet closed, by stream id.
-    streams: HashMap<i32, Stream>,
+    /// Streams submitted and not yet closed, in slots: a stream's slot
+    /// index (+ 1) is its nghttp2 stream user data and its body source, so
+    /// no event looks anything up by stream id.
+    streams: Vec<Option<Stream>>,
+    /// Free slots.
+    free: Vec<usize>,
     /// The stream of the RST_STREAM frame just received (its close follows
     /// within the same call).
     reset: i32,
@@ -149,8 +152,21 @@ struct Context {
 /// handed to nghttp2.
 struct Stream {
     key: usize,
+    stream_id: i32,
     body: Bytes,
     at: usize,
+}
+
+impl Context {
+    fn key(&self, slot: usize) -> Option<usize> {
+        self.streams.get(slot)?.as_ref().map(|s| s.key)
+    }
+
+    fn release(&mut self, slot: usize) -> Option<Stream> {
+        let stream = self.streams.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        Some(stream)
+    }
 }
 
 /// One HTTP/2 client session (one connection's protocol state).
@@ -161,7 +177,7 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("streams", &self.ctx.streams.len()).finish_non_exhaustive()
+        f.debug_struct("Session").field("streams", &(self.ctx.streams.len() - self.ctx.free.len())).finish_non_exhaustive()
     }
 }
 
@@ -171,12 +187,12 @@ impl std::fmt::Debug for Session {
 // sound; sharing it is not offered (Session is not Sync).
 unsafe impl Send for Session {}
 
-/// Turns a stream's user data back into the caller's key (stored as key + 1,
-/// so that "no data" stays null).
+/// Turns a stream's user data back into its slot (stored as slot + 1, so
+/// that "no data" stays null).
 ///
 /// # Safety
 /// `session` must be a live session pointer.
-unsafe fn key_of(session: *mut sys::nghttp2_session, stream_id: i32) -> Option<usize> {
+unsafe fn slot_of(session: *mut sys::nghttp2_session, stream_id: i32) -> Option<usize> {
     // SAFETY: the caller passes the live session it got in a callback.
     let data = unsafe { sys::nghttp2_session_get_stream_user_data(session, stream_id) };
     (data as usize).checked_sub(1)
@@ -217,12 +233,18 @@ unsafe extern "C" fn on_header(
     // union starts with its header.
     let stream_id = unsafe { (*frame).hd.stream_id };
     // SAFETY: session is the live session calling us.
-    let Some(key) = (unsafe { key_of(session, stream_id) }) else { return 0 };
+    let Some(slot) = (unsafe { slot_of(session, stream_id) }) else { return 0 };
     // SAFETY: nghttp2 passes name and value buffers of the given lengths,
     // valid for this callback.
     let (name, value) = unsafe { (std::slice::from_raw_parts(name, namelen), std::slice::from_raw_parts(value, valuelen)) };
     // SAFETY: user_data is our Context, per with_handler's contract.
-    unsafe { with_handler(user_data, |_, h| h.on_header(key, name, value)) }
+    unsafe {
+        with_handler(user_data, |ctx, h| {
+            if let Some(key) = ctx.key(slot) {
+                h.on_header(key, name, value);
+            }
+        })
+    }
 }
 
 unsafe extern "C" fn on_data_chunk(
@@ -234,11 +256,17 @@ unsafe extern "C" fn on_data_chunk(
     user_data: *mut c_void,
 ) -> c_int {
     // SAFETY: session is the live session calling us.
-    let Some(key) = (unsafe { key_of(session, stream_id) }) else { return 0 };
+    let Some(slot) = (unsafe { slot_of(session, stream_id) }) else { return 0 };
     // SAFETY: nghttp2 passes `len` readable bytes at `data` for this call.
     let data = unsafe { std::slice::from_raw_parts(data, len) };
     // SAFETY: user_data is our Context, per with_handler's contract.
-    unsafe { with_handler(user_data, |_, h| h.on_data(key, data)) }
+    unsafe {
+        with_handler(user_data, |ctx, h| {
+            if let Some(key) = ctx.key(slot) {
+                h.on_data(key, data);
+            }
+        })
+    }
 }
 
 unsafe extern "C" fn on_frame_recv(_session: *mut sys::nghttp2_session, frame: *const sys::nghttp2_frame, user_data: *mut c_void) -> c_int {
@@ -268,22 +296,26 @@ unsafe extern "C" fn on_frame_send(session: *mut sys::nghttp2_session, frame: *c
         return 0;
     }
     // SAFETY: session is the live session calling us.
-    let Some(key) = (unsafe { key_of(session, hd.stream_id) }) else { return 0 };
+    let Some(slot) = (unsafe { slot_of(session, hd.stream_id) }) else { return 0 };
     // SAFETY: user_data is our Context, per with_handler's contract.
-    unsafe { with_handler(user_data, |_, h| h.on_sent(key)) }
+    unsafe {
+        with_handler(user_data, |ctx, h| {
+            if let Some(key) = ctx.key(slot) {
+                h.on_sent(key);
+            }
+        })
+    }
 }
 
-unsafe extern "C" fn on_stream_close(
-    _session: *mut sys::nghttp2_session,
-    stream_id: i32,
-    error_code: u32,
-    user_data: *mut c_void,
-) -> c_int {
+unsafe extern "C" fn on_stream_close(session: *mut sys::nghttp2_session, stream_id: i32, error_code: u32, user_data: *mut c_void) -> c_int {
+    // SAFETY: session is the live session calling us (the stream and its
+    // user data exist until this callback returns).
+    let slot = unsafe { slot_of(session, stream_id) };
     // SAFETY: user_data is our Context, per with_handler's contract.
     unsafe {
         with_handler(user_data, |ctx, h| {
             let reset_by_peer = std::mem::take(&mut ctx.reset) == stream_id;
-            if let Some(stream) = ctx.streams.remove(&stream_id) {
+            if let Some(stream) = slot.and_then(|slot| ctx.release(slot)) {
                 h.on_close(stream.key, Close { error_code, reset_by_peer });
             }
         })
@@ -306,7 +338,10 @@ unsafe extern "C" fn on_frame_not_send(
     // SAFETY: user_data is our Context, per with_handler's contract.
     unsafe {
         with_handler(user_data, |ctx, h| {
-            if let Some(stream) = ctx.streams.remove(&hd.stream_id) {
+            // The stream never opened, so it has no user data: find its slot
+            // (rare: only when a session ends with requests queued).
+            let slot = ctx.streams.iter().position(|s| s.as_ref().is_some_and(|s| s.stream_id == hd.stream_id));
+            if let Some(stream) = slot.and_then(|slot| ctx.release(slot)) {
                 h.on_close(stream.key, Close { error_code: sys::NGHTTP2_REFUSED_STREAM, reset_by_peer: false });
             }
         })
@@ -316,17 +351,20 @@ unsafe extern "C" fn on_frame_not_send(
 /// Copies the next piece of a request body into nghttp2's DATA buffer.
 unsafe extern "C" fn read_body(
     _session: *mut sys::nghttp2_session,
-    stream_id: i32,
+    _stream_id: i32,
     buf: *mut u8,
     length: usize,
     data_flags: *mut u32,
-    _source: *mut sys::nghttp2_data_source,
+    source: *mut sys::nghttp2_data_source,
     user_data: *mut c_void,
 ) -> sys::nghttp2_ssize {
     // SAFETY: user_data is our exclusive Context (see with_handler); the
     // read callback runs inside `send`, like the others.
     let ctx = unsafe { &mut *user_data.cast::<Context>() };
-    let Some(Stream { body, at, .. }) = ctx.streams.get_mut(&stream_id) else {
+    // SAFETY: nghttp2 passes the source given at submission, whose `ptr`
+    // field holds the stream's slot index (an integer, never dereferenced).
+    let slot = unsafe { (*source).ptr } as usize;
+    let Some(Some(Stream { body, at, .. })) = ctx.streams.get_mut(slot) else {
         // Every open stream is registered.
         return sys::NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE as sys::nghttp2_ssize;
     };
@@ -348,7 +386,7 @@ impl Session {
     /// A client session; its connection preface and SETTINGS are ready for
     /// the first [`send`](Self::send).
     pub fn new(options: &Options) -> Result<Self, Error> {
-        let mut ctx = Box::new(Context { handler: None, streams: HashMap::new(), reset: 0, nva: Vec::with_capacity(16) });
+        let mut ctx = Box::new(Context { handler: None, streams: Vec::new(), free: Vec::new(), reset: 0, nva: Vec::with_capacity(16) });
         let mut callbacks = std::ptr::null_mut();
         // SAFETY: out-pointer to a local; checked below.
         check(unsafe { sys::nghttp2_session_callbacks_new(&mut callbacks) })?;
@@ -405,6 +443,10 @@ impl Session {
         if !self.accepts_requests() {
             return Err(Error(sys::NGHTTP2_ERR_START_STREAM_NOT_ALLOWED));
         }
+        let slot = self.ctx.free.pop().unwrap_or_else(|| {
+            self.ctx.streams.push(None);
+            self.ctx.streams.len() - 1
+        });
         let nva = &mut self.ctx.nva;
         nva.clear();
         nva.extend(headers.iter().map(|h| sys::nghttp2_nv {
@@ -417,18 +459,21 @@ impl Session {
             flags: if h.sensitive { sys::NGHTTP2_NV_FLAG_NO_INDEX as u8 } else { sys::NGHTTP2_NV_FLAG_NONE as u8 },
         }));
         let provider =
-            sys::nghttp2_data_provider2 { source: sys::nghttp2_data_source { ptr: std::ptr::null_mut() }, read_callback: Some(read_body) };
+            sys::nghttp2_data_provider2 { source: sys::nghttp2_data_source { ptr: slot as *mut c_void }, read_callback: Some(read_body) };
         let with_body = body.as_ref().is_some_and(|b| !b.is_empty());
         let prd: *const sys::nghttp2_data_provider2 = if with_body { &provider } else { std::ptr::null() };
         // SAFETY: the session is live; nva's entries point into `headers`,
         // which outlive the call, and nghttp2 copies them before returning;
-        // the provider struct is copied too. The user data is a plain
-        // integer, never dereferenced.
+        // the provider struct is copied too. The user data and the source
+        // are plain integers (the slot), never dereferenced.
         let stream_id = unsafe {
-            sys::nghttp2_submit_request2(self.raw.as_ptr(), std::ptr::null(), nva.as_ptr(), nva.len(), prd, (key + 1) as *mut c_void)
+            sys::nghttp2_submit_request2(self.raw.as_ptr(), std::ptr::null(), nva.as_ptr(), nva.len(), prd, (slot + 1) as *mut c_void)
         };
-        check(stream_id)?;
-        self.ctx.streams.insert(stream_id, Stream { key, body: body.unwrap_or_default(), at: 0 });
+        if stream_id < 0 {
+            self.ctx.free.push(slot);
+            return Err(Error(stream_id));
+        }
+        self.ctx.streams[slot] = Some(Stream { key, stream_id, body: body.unwrap_or_default(), at: 0 });
         Ok(stream_id)
     }
 

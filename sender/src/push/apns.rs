@@ -6,21 +6,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
 use http::header::AUTHORIZATION;
-use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderName, HeaderValue, Method};
 
 use super::auth::{ApnsKey, ApnsRefresh, CachedToken, TokenCell, spawn_apns_refresher};
-use super::h2client::{Call, CallError, ConnectError, Endpoint, Pool, RawResponse, SendEngine};
+use super::h2client::{Call, CallError, ConnectError, Endpoint, Outgoing, Pool, RawResponse, SendEngine};
 use super::{FailReason, Handoff, Health, Outcome, PushRequest};
 
-const APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
-const APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
-const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
-const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
-const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
-const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+static AUTH: HeaderName = AUTHORIZATION;
+static APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+static APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+static APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+static APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+static APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+static APNS_ID: HeaderName = HeaderName::from_static("apns-id");
 
 /// Apple's production endpoint.
 pub const PRODUCTION: &str = "https://api.push.apple.com";
@@ -94,7 +93,7 @@ impl ApnsProvider {
             topic: self.topic.clone(),
             health: self.health.clone(),
             ids: IdGen::new(),
-            path: BytesMut::with_capacity(4096),
+            path: String::with_capacity(128),
         }
     }
 }
@@ -150,8 +149,8 @@ pub struct ApnsSession {
     topic: Option<HeaderValue>,
     health: Arc<Health>,
     ids: IdGen,
-    /// Request paths are cut from this buffer, refilled in 4 KB blocks.
-    path: BytesMut,
+    /// The request path, rebuilt per request.
+    path: String,
 }
 
 impl ApnsSession {
@@ -161,39 +160,40 @@ impl ApnsSession {
         Ok(())
     }
 
-    fn request(&mut self, req: &PushRequest<'_>) -> Request<()> {
-        let base = &self.endpoint.base_path;
-        let need = base.len() + 10 + req.token.len();
-        if self.path.capacity() - self.path.len() < need {
-            self.path.reserve(4096.max(need));
+    /// Builds the request for `req` and hands it to a connection: the
+    /// header values are the session's and the fire's own, borrowed, and
+    /// only the path and the `apns-id` are made per request.
+    fn submit(&mut self, req: &PushRequest<'_>, keep_body: bool) -> Option<Call> {
+        let id = self.ids.next();
+        let Self { endpoint, pool, token, topic, path, .. } = self;
+        path.clear();
+        path.push_str(&endpoint.base_path);
+        path.push_str("/3/device/");
+        path.push_str(req.token);
+        let apns = req.apns;
+        let topic = topic.as_ref().unwrap_or(&apns.topic);
+        let mut fields = [
+            (&AUTH, token.current()),
+            (&APNS_TOPIC, topic),
+            (&APNS_PUSH_TYPE, &apns.push_type),
+            (&APNS_PRIORITY, &apns.priority),
+            (&APNS_ID, &id),
+            (&APNS_ID, &id),
+            (&APNS_ID, &id),
+        ];
+        let mut n = 4;
+        for (name, value) in [(&APNS_EXPIRATION, apns.expiration.as_ref()), (&APNS_COLLAPSE_ID, apns.collapse_id.as_ref())] {
+            if let Some(value) = value {
+                fields[n] = (name, value);
+                n += 1;
+            }
         }
-        self.path.put_slice(base.as_bytes());
-        self.path.put_slice(b"/3/device/");
-        self.path.put_slice(req.token.as_bytes());
-        let path = PathAndQuery::from_maybe_shared(self.path.split().freeze()).expect("hex tokens make valid paths");
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.endpoint.scheme.clone());
-        parts.authority = Some(self.endpoint.authority.clone());
-        parts.path_and_query = Some(path);
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path");
-        let h = request.headers_mut();
-        h.reserve(8);
-        h.insert(AUTHORIZATION, self.token.current().clone());
-        h.insert(APNS_TOPIC, self.topic.clone().unwrap_or_else(|| req.apns.topic.clone()));
-        h.insert(APNS_PUSH_TYPE, req.apns.push_type.clone());
-        h.insert(APNS_PRIORITY, req.apns.priority.clone());
-        if let Some(v) = &req.apns.expiration {
-            h.insert(APNS_EXPIRATION, v.clone());
-        }
-        if let Some(v) = &req.apns.collapse_id {
-            h.insert(APNS_COLLAPSE_ID, v.clone());
-        }
-        // Unique per request: never indexed, so it cannot push the repeated
-        // headers out of the connection's HPACK table.
-        h.insert(APNS_ID, self.ids.next());
-        request
+        // Unique per request, so never indexed (`IdGen` marks it
+        // sensitive): it cannot push the repeated fields out of the
+        // connection's HPACK table. Last, like the others' order before.
+        fields[n] = (&APNS_ID, &id);
+        let outgoing = Outgoing { method: &Method::POST, path, headers: &fields[..=n] };
+        pool.as_mut()?.send(&outgoing, req.payload.head.clone(), keep_body)
     }
 
     /// Streams the connections can carry at once.
@@ -206,9 +206,7 @@ impl ApnsSession {
         if self.health.is_stopped() {
             return Handoff::Done(Outcome::Failed(FailReason::ProviderStopped));
         }
-        let request = self.request(req);
-        let body: Bytes = req.payload.head.clone();
-        match self.pool.as_mut().and_then(|p| p.send(request, body, false)) {
+        match self.submit(req, false) {
             Some(call) => Handoff::Pending(ApnsPending { call, health: self.health.clone() }),
             None => Handoff::Done(Outcome::Unsent),
         }
@@ -216,9 +214,7 @@ impl ApnsSession {
 
     /// Sends one notification and returns APNs's whole answer (test-send).
     pub async fn send_detailed(&mut self, req: &PushRequest<'_>) -> Result<RawResponse, CallError> {
-        let request = self.request(req);
-        let call = self.pool.as_mut().and_then(|p| p.send(request, req.payload.head.clone(), true));
-        match call {
+        match self.submit(req, true) {
             Some(call) => call.await,
             None => Err(CallError::not_sent("no connection to APNs")),
         }

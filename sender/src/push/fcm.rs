@@ -13,10 +13,14 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderName, HeaderValue, Method};
 
 use super::auth::{AuthError, CachedToken, FCM_SCOPE, JWT_BEARER_GRANT, ServiceAccount, TokenCell, unix_now};
-use super::h2client::{Call, CallError, ConnectError, Endpoint, Pool, RawResponse, SendEngine};
+use super::h2client::{Call, CallError, ConnectError, Endpoint, Outgoing, Pool, RawResponse, SendEngine};
+
+static AUTH: HeaderName = AUTHORIZATION;
+static CONTENT_TYPE_NAME: HeaderName = CONTENT_TYPE;
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
 use super::{FailReason, Handoff, Health, Outcome, PushRequest};
 
 /// Google's FCM endpoint.
@@ -234,7 +238,9 @@ impl FcmSession {
         Ok(())
     }
 
-    fn request(&mut self, req: &PushRequest<'_>) -> (Request<()>, bytes::Bytes) {
+    /// Builds the message for `req` (the body with its token) and hands it
+    /// to a connection.
+    fn submit(&mut self, req: &PushRequest<'_>, keep_body: bool) -> Option<Call> {
         let p = req.payload;
         let need = p.head.len() + req.token.len() + p.tail.len();
         if self.body.capacity() - self.body.len() < need {
@@ -244,17 +250,9 @@ impl FcmSession {
         self.body.put_slice(req.token.as_bytes());
         self.body.put_slice(&p.tail);
         let body = self.body.split().freeze();
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.endpoint.scheme.clone());
-        parts.authority = Some(self.endpoint.authority.clone());
-        parts.path_and_query = Some(self.path.clone());
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path");
-        let h = request.headers_mut();
-        h.insert(AUTHORIZATION, self.token.current().clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        (request, body)
+        let fields = [(&AUTH, self.token.current()), (&CONTENT_TYPE_NAME, &JSON)];
+        let outgoing = Outgoing { method: &Method::POST, path: self.path.as_str(), headers: &fields };
+        self.pool.as_mut()?.send(&outgoing, body, keep_body)
     }
 
     /// Streams the connections can carry at once.
@@ -267,9 +265,8 @@ impl FcmSession {
         if self.health.is_stopped() {
             return Handoff::Done(Outcome::Failed(FailReason::ProviderStopped));
         }
-        let (request, body) = self.request(req);
         let token_version = self.token.version();
-        match self.pool.as_mut().and_then(|p| p.send(request, body, false)) {
+        match self.submit(req, false) {
             Some(call) => Handoff::Pending(FcmPending {
                 call,
                 health: self.health.clone(),
@@ -283,8 +280,7 @@ impl FcmSession {
 
     /// Sends one message and returns FCM's whole answer (test-send).
     pub async fn send_detailed(&mut self, req: &PushRequest<'_>) -> Result<RawResponse, CallError> {
-        let (request, body) = self.request(req);
-        match self.pool.as_mut().and_then(|p| p.send(request, body, true)) {
+        match self.submit(req, true) {
             Some(call) => call.await,
             None => Err(CallError::not_sent("no connection to FCM")),
         }

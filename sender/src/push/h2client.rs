@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
-use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderName, HeaderValue, Method, Request};
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject as _;
 use tokio::net::TcpStream;
@@ -173,6 +173,26 @@ impl Endpoint {
         Ok(Self { url: url.to_owned(), scheme, authority, host, port, tls, base_path, engine: SendEngine::default() })
     }
 
+    /// `outgoing` as an `http::Request` to this endpoint (the h2 engine's
+    /// form).
+    fn request(&self, outgoing: &Outgoing<'_>) -> Request<()> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        // Providers build their paths from checked parts (hex tokens, a
+        // validated project id).
+        parts.path_and_query = Some(PathAndQuery::try_from(outgoing.path).expect("a valid request path"));
+        let mut request = Request::new(());
+        *request.method_mut() = outgoing.method.clone();
+        *request.uri_mut() = http::Uri::from_parts(parts).expect("scheme, authority and path");
+        let headers = request.headers_mut();
+        headers.reserve(outgoing.headers.len());
+        for (name, value) in outgoing.headers {
+            headers.append(*name, (*value).clone());
+        }
+        request
+    }
+
     /// This endpoint, sent to with `engine`.
     pub fn with_engine(mut self, engine: SendEngine) -> Self {
         self.engine = engine;
@@ -276,6 +296,18 @@ struct Slot {
     inflight: Arc<AtomicU32>,
 }
 
+/// One request as a provider hands it to a [`Pool`]: borrowed parts, so the
+/// nghttp2 engine encodes it without building an `http::Request`.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The path, with the endpoint's base path and any query.
+    pub path: &'a str,
+    /// Header fields besides the pseudo-headers (lowercase names).
+    pub headers: &'a [(&'a HeaderName, &'a HeaderValue)],
+}
+
 /// A session's connections to one endpoint, on the endpoint's engine.
 #[derive(Debug)]
 pub struct Pool(PoolInner);
@@ -311,10 +343,10 @@ impl Pool {
     /// Sends a request with `body` on the least busy live connection.
     /// `None` when no connection is usable right now (reconnects are under
     /// way); the caller retries later.
-    pub fn send(&mut self, request: Request<()>, body: Bytes, keep_body: bool) -> Option<Call> {
+    pub fn send(&mut self, request: &Outgoing<'_>, body: Bytes, keep_body: bool) -> Option<Call> {
         match &mut self.0 {
             PoolInner::H2(p) => p.send(request, body, keep_body).map(|c| Call(CallInner::H2(c))),
-            PoolInner::Nghttp2(p) => p.send(&request, body, keep_body).map(|c| Call(CallInner::Nghttp2(c))),
+            PoolInner::Nghttp2(p) => p.send(request, body, keep_body).map(|c| Call(CallInner::Nghttp2(c))),
         }
     }
 
@@ -367,7 +399,7 @@ impl H2Pool {
         Ok(pool)
     }
 
-    fn send(&mut self, request: Request<()>, body: Bytes, keep_body: bool) -> Option<H2Call> {
+    fn send(&mut self, outgoing: &Outgoing<'_>, body: Bytes, keep_body: bool) -> Option<H2Call> {
         let mut best: Option<(usize, u32)> = None;
         for (i, slot) in self.slots.iter().enumerate() {
             let load = slot.inflight.load(Ordering::Relaxed);
@@ -384,6 +416,7 @@ impl H2Pool {
             self.reconnect(i);
             return None;
         }
+        let request = self.endpoint.request(outgoing);
         // A clone carries no "previous stream still waiting to open" state, so
         // h2 queues the stream instead of refusing it; the engine's in-flight
         // window (capped at the pool's capacity) bounds that queue.

@@ -24,12 +24,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request};
+use http::HeaderValue;
 use kickoff_nghttp2 as ng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::h2client::{
-    CallError, CallFailure, ConnectError, Endpoint, MAX_KEPT_BODY, RawResponse, SETTINGS_WAIT, Transport, parse_retry_after,
+    CallError, CallFailure, ConnectError, Endpoint, MAX_KEPT_BODY, Outgoing, RawResponse, SETTINGS_WAIT, Transport, parse_retry_after,
 };
 
 /// Bytes gathered from the session before they are written.
@@ -100,24 +100,33 @@ impl NgPool {
 
     /// Submits a request on the least busy live connection; `None` when
     /// none can take it now.
-    pub(crate) fn send(&mut self, request: &Request<()>, body: Bytes, keep_body: bool) -> Option<NgCall> {
+    pub(crate) fn send(&mut self, request: &Outgoing<'_>, body: Bytes, keep_body: bool) -> Option<NgCall> {
         let conn = self.conns.iter().filter(|c| c.live.load(Ordering::Relaxed)).min_by_key(|c| c.inflight.load(Ordering::Relaxed))?;
         let mut guard = conn.lock();
         let State { session, calls, driver, .. } = &mut *guard;
         let session = session.as_mut()?;
-        let uri = request.uri();
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut headers = Vec::with_capacity(4 + request.headers().len());
-        headers.push(ng::Header { name: b":method", value: request.method().as_str().as_bytes(), sensitive: false });
-        headers.push(ng::Header { name: b":scheme", value: uri.scheme_str().unwrap_or("https").as_bytes(), sensitive: false });
-        headers.push(ng::Header { name: b":authority", value: authority.as_bytes(), sensitive: false });
-        headers.push(ng::Header { name: b":path", value: path.as_bytes(), sensitive: false });
-        for (name, value) in request.headers() {
-            headers.push(ng::Header { name: name.as_str().as_bytes(), value: value.as_bytes(), sensitive: value.is_sensitive() });
+        let endpoint = &self.endpoint;
+        let pseudo = [
+            (b":method".as_slice(), request.method.as_str().as_bytes()),
+            (b":scheme", endpoint.scheme.as_str().as_bytes()),
+            (b":authority", endpoint.authority.as_str().as_bytes()),
+            (b":path", request.path.as_bytes()),
+        ];
+        let fields = request.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), v.is_sensitive()));
+        // On the stack: a provider's request has at most a dozen fields.
+        let mut headers = [ng::Header { name: b"", value: b"", sensitive: false }; 16];
+        let mut n = 0;
+        for (name, value, sensitive) in pseudo.into_iter().map(|(n, v)| (n, v, false)).chain(fields) {
+            let Some(slot) = headers.get_mut(n) else {
+                tracing::error!("a request with more than 16 header fields; not sent");
+                return None;
+            };
+            *slot = ng::Header { name, value, sensitive };
+            n += 1;
         }
+        let headers = &headers[..n];
         let key = calls.open(keep_body);
-        match session.submit(&headers, Some(body), key) {
+        match session.submit(headers, Some(body), key) {
             Ok(_) => {}
             Err(e) => {
                 calls.release(key);
