@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kickoff_sender::audience::Audience;
 use kickoff_sender::audience::generate::{self, GenerateSpec};
+use kickoff_sender::audience::{Audience, Platform};
 use kickoff_sender::campaign;
 use kickoff_sender::drill::{self, DrillOptions};
 use kickoff_sender::fanout::{Engine, EngineConfig, FireOutcome, SqliteLedger, Warm};
@@ -118,13 +118,18 @@ fn start_nghttpd(keys: &Path) -> (Nghttpd, u16) {
 
 /// CPU (user + sys) of one `h2load` run: `n` APNs-shaped POSTs on 8
 /// connections (the sender's 2 workers x 4), 250 streams each.
-fn h2load_cpu(port: u16, n: u64, body: &Path) -> Duration {
+/// With `uris`, each request's path comes from that file (one device path
+/// per line, as the sender's are) instead of one path repeated.
+fn h2load_cpu(port: u16, n: u64, body: &Path, uris: Option<&Path>) -> Duration {
     let bearer = format!("bearer {}", "e".repeat(200));
+    let target = match uris {
+        Some(file) => format!("-i {}", file.display()),
+        None => format!("https://127.0.0.1:{port}/3/device/{}", "ab".repeat(32)),
+    };
     let script = format!(
         "h2load -n {n} -c 8 -m 250 -d {body} -H 'apns-topic: com.example.app' -H 'apns-push-type: alert' \
-         -H 'apns-priority: 10' -H 'authorization: {bearer}' https://127.0.0.1:{port}/3/device/{token} >/dev/null && times",
+         -H 'apns-priority: 10' -H 'authorization: {bearer}' {target} >/dev/null && times",
         body = body.display(),
-        token = "ab".repeat(32),
     );
     let out = Command::new("bash").args(["-c", &script]).output().expect("run h2load");
     assert!(out.status.success(), "h2load: {}", String::from_utf8_lossy(&out.stderr));
@@ -162,7 +167,21 @@ fn against_nghttpd(rt: &tokio::runtime::Runtime, n: u64) -> Option<(String, Stri
     let (_server, port) = start_nghttpd(&keys);
     let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
     config.apns.url = Some(format!("https://127.0.0.1:{port}"));
-    let (mut ours, mut theirs) = ([Vec::new(), Vec::new()], Vec::new());
+    // Every device's own path, as the sender sends them (h2load then
+    // Huffman-codes a new :path per request, as the sender does).
+    let uris = dir.path().join("uris.txt");
+    let mut buf = Vec::new();
+    let lines: Vec<String> = audience
+        .shards()
+        .iter()
+        .flat_map(|s| {
+            (0..s.len(Platform::Ios))
+                .map(|i| format!("https://127.0.0.1:{port}/3/device/{}", s.token_text(Platform::Ios, i, &mut buf)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::write(&uris, lines.join("\n")).unwrap();
+    let (mut ours, mut theirs, mut unique) = ([Vec::new(), Vec::new()], Vec::new(), Vec::new());
     for i in 0..3 {
         for (e, engine) in ENGINES.into_iter().enumerate() {
             config.pool.engine = Some(engine);
@@ -170,7 +189,8 @@ fn against_nghttpd(rt: &tokio::runtime::Runtime, n: u64) -> Option<(String, Stri
             assert_eq!(m.delivered, m.devices, "nghttpd echoed every request with 200");
             ours[e].push(m.cpu.as_secs_f64() / m.delivered as f64 * 1e6);
         }
-        theirs.push(h2load_cpu(port, n, &body).as_secs_f64() / n as f64 * 1e6);
+        theirs.push(h2load_cpu(port, n, &body, None).as_secs_f64() / n as f64 * 1e6);
+        unique.push(h2load_cpu(port, n, &body, Some(&uris)).as_secs_f64() / n as f64 * 1e6);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -178,17 +198,23 @@ fn against_nghttpd(rt: &tokio::runtime::Runtime, n: u64) -> Option<(String, Stri
     };
     let runs = |v: &[f64]| v.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", ");
     let b = median(&mut theirs);
+    let u = median(&mut unique);
     let engines: Vec<String> = ENGINES
         .into_iter()
         .zip(ours.iter_mut())
         .map(|(engine, v)| {
             let a = median(v);
-            format!("{} {a:.1} µs (**{:.2}x**; runs {})", engine.as_str(), a / b, runs(v))
+            format!("{} {a:.1} µs (**{:.2}x**, {:.2}x the unique-path h2load; runs {})", engine.as_str(), a / b, a / u, runs(v))
         })
         .collect();
     Some((
         format!("sender vs h2load → nghttpd over TLS, {n} APNs requests each (median of 3, alternating)"),
-        format!("sender CPU per request: {}; h2load {b:.1} µs (runs {})", engines.join("; "), runs(&theirs)),
+        format!(
+            "sender CPU per request: {}; h2load {b:.1} µs (runs {}); h2load with each device's own path {u:.1} µs (runs {})",
+            engines.join("; "),
+            runs(&theirs),
+            runs(&unique)
+        ),
         "≤ 1.2x h2load".to_owned(),
     ))
 }
@@ -219,6 +245,12 @@ fn four_million(rt: &tokio::runtime::Runtime, dir: &Path) -> (String, String, St
     )
 }
 
+/// Whether to run the rows named `part`: all of them, or only those listed
+/// in KICKOFF_BENCH_ONLY (comma-separated: gateway, nghttpd, 4m, drill).
+fn runs(part: &str) -> bool {
+    std::env::var("KICKOFF_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == part))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -231,6 +263,9 @@ fn main() {
     let audience = Arc::new(Audience::load(&out).unwrap());
     let mut rows = Vec::new();
     for ((h2c, label), engine) in [(true, "h2c"), (false, "TLS")].into_iter().flat_map(|l| ENGINES.map(|e| (l, e))) {
+        if !runs("gateway") {
+            break;
+        }
         let keys = dir.path().join(format!("keys-{label}-{}", engine.as_str()));
         let _gateway = start_gateway(&keys, h2c);
         let mut config = PushConfig::load(&keys.join("kickoff.toml")).unwrap();
@@ -256,11 +291,18 @@ fn main() {
             if label == "TLS" { "≤ 6 µs CPU per notification (stretch 3 µs)" } else { "reference" }.to_owned(),
         ));
     }
-    if let Some(row) = against_nghttpd(&rt, n) {
+    if runs("nghttpd")
+        && let Some(row) = against_nghttpd(&rt, n)
+    {
         rows.push(row);
     }
-    rows.push(four_million(&rt, dir.path()));
+    if runs("4m") {
+        rows.push(four_million(&rt, dir.path()));
+    }
     for ((tls, label), engine) in [(false, "h2c"), (true, "TLS")].into_iter().flat_map(|l| ENGINES.map(|e| (l, e))) {
+        if !runs("drill") {
+            break;
+        }
         let opts = DrillOptions {
             devices: n,
             provider: ProviderChoice::Gateway { config: Default::default(), tls, connections: 4, engine },

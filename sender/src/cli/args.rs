@@ -254,7 +254,7 @@ pub(crate) struct ProviderArgs {
     /// Concurrent streams per connection [default: 1000].
     #[arg(long)]
     streams: Option<usize>,
-    /// The HTTP/2 engine (overrides `[pool] engine`) [default: h2].
+    /// The HTTP/2 engine (overrides `[pool] engine`) [default: nghttp2].
     #[arg(long, value_enum)]
     engine: Option<SendEngine>,
     /// Model seed [default: 7].

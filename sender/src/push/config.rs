@@ -122,7 +122,7 @@ pub struct TlsConfig {
 pub struct PoolConfig {
     /// Connections per worker and provider.
     pub connections: Option<usize>,
-    /// The HTTP/2 engine: `h2` (default) or `nghttp2`.
+    /// The HTTP/2 engine: `nghttp2` (default) or `h2`.
     pub engine: Option<SendEngine>,
 }
 

@@ -106,17 +106,20 @@ impl NgPool {
         let State { session, calls, driver, .. } = &mut *guard;
         let session = session.as_mut()?;
         let endpoint = &self.endpoint;
+        // The path is new with every device: indexing it in the HPACK table
+        // would only evict the fields that repeat, so it is never indexed
+        // (like `apns-id`, which the provider marks sensitive).
         let pseudo = [
-            (b":method".as_slice(), request.method.as_str().as_bytes()),
-            (b":scheme", endpoint.scheme.as_str().as_bytes()),
-            (b":authority", endpoint.authority.as_str().as_bytes()),
-            (b":path", request.path.as_bytes()),
+            (b":method".as_slice(), request.method.as_str().as_bytes(), false),
+            (b":scheme", endpoint.scheme.as_str().as_bytes(), false),
+            (b":authority", endpoint.authority.as_str().as_bytes(), false),
+            (b":path", request.path.as_bytes(), true),
         ];
         let fields = request.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), v.is_sensitive()));
         // On the stack: a provider's request has at most a dozen fields.
         let mut headers = [ng::Header { name: b"", value: b"", sensitive: false }; 16];
         let mut n = 0;
-        for (name, value, sensitive) in pseudo.into_iter().map(|(n, v)| (n, v, false)).chain(fields) {
+        for (name, value, sensitive) in pseudo.into_iter().chain(fields) {
             let Some(slot) = headers.get_mut(n) else {
                 tracing::error!("a request with more than 16 header fields; not sent");
                 return None;
@@ -197,7 +200,7 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin>(conn: Arc<Conn>, io: T) {
         state.driver = None;
         let why = match &end {
             Ok(()) => "the connection closed".to_owned(),
-            Err(e) => e.clone(),
+            Err(e) => e.to_string(),
         };
         state.calls.fail_all(&why);
         state.closed
@@ -233,6 +236,19 @@ async fn reconnect(conn: Arc<Conn>) {
     }
 }
 
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("the provider closed the connection")]
+    Closed,
+    #[error("the connection stopped taking data")]
+    WriteZero,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] ng::Error),
+}
+
 struct Driver<T> {
     conn: Arc<Conn>,
     io: T,
@@ -245,20 +261,20 @@ struct Driver<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// Reads, writes and parks until the connection ends: `Ok` once the
     /// session is finished, `Err` on an I/O or protocol failure.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Ended>> {
         loop {
             let mut progress = false;
             let mut buf = ReadBuf::new(&mut self.read);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Err("the provider closed the connection".into())),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Err(Ended::Closed)),
                 Poll::Ready(Ok(())) => {
                     let mut state = self.conn.lock();
                     let State { session, calls, .. } = &mut *state;
                     let Some(session) = session.as_mut() else { return Poll::Ready(Ok(())) };
-                    session.receive(buf.filled(), calls).map_err(|e| e.to_string())?;
+                    session.receive(buf.filled(), calls)?;
                     progress = true;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => {}
             }
             if self.written == self.out.len() {
@@ -270,7 +286,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 if *closed && calls.active == 0 && session.accepts_requests() {
                     session.terminate();
                 }
-                session.send(&mut self.out, WRITE_CHUNK, calls).map_err(|e| e.to_string())?;
+                session.send(&mut self.out, WRITE_CHUNK, calls)?;
                 if self.out.is_empty() {
                     if !session.is_alive() && !self.flushing {
                         return Poll::Ready(Ok(()));
@@ -282,20 +298,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             }
             while self.written < self.out.len() {
                 match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err("the connection stopped taking data".into())),
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Ended::WriteZero)),
                     Poll::Ready(Ok(n)) => {
                         self.written += n;
                         self.flushing = true;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                     Poll::Pending => break,
                 }
             }
             if self.flushing && self.written == self.out.len() {
                 match Pin::new(&mut self.io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.flushing = false,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                     Poll::Pending => {}
                 }
             }
