@@ -62,8 +62,9 @@ fn run(args: &[&str]) -> Output {
 
 /// Kills a fire once the journal holds `at` of its batches (early, middle,
 /// late), then resumes it: every device arrives, duplicates only from the
-/// batches in flight at the kill, each with a collapse id.
-fn killed_and_resumed(at: f64) {
+/// batches in flight at the kill, each with a collapse id. `engine`: the
+/// HTTP/2 send engine (`--engine`).
+fn killed_and_resumed(at: f64, engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = audience(dir.path());
     let keys = dir.path().join("keys");
@@ -72,7 +73,9 @@ fn killed_and_resumed(at: f64) {
     let mut gw = GatewayProc::start(&keys, &["--gateway-latency-ms", "20", "--gateway-streams", "40", "--expect", &aud]);
     let ledger = dir.path().join("ledger.sqlite");
     let (ledger_s, reports) = (ledger.to_str().unwrap(), dir.path().join("reports"));
-    let args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    let mut args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    // Before the trailing --json, which some checks drop.
+    args.splice(args.len() - 1..args.len() - 1, ["--engine", engine]);
     // About 12,000 / 375 (500 iOS, 250 Android a batch) batches in all.
     let batches = f64::from(DEVICES) / 375.0;
     let target = ((batches * at) as i64).max(1);
@@ -123,17 +126,22 @@ fn killed_and_resumed(at: f64) {
 
 #[test]
 fn a_fire_killed_early_resumes_with_nothing_missing() {
-    killed_and_resumed(0.05);
+    killed_and_resumed(0.05, "nghttp2");
 }
 
 #[test]
 fn a_fire_killed_midway_resumes_with_nothing_missing() {
-    killed_and_resumed(0.5);
+    killed_and_resumed(0.5, "nghttp2");
+}
+
+#[test]
+fn a_fire_killed_midway_on_the_h2_engine_resumes_with_nothing_missing() {
+    killed_and_resumed(0.5, "h2");
 }
 
 #[test]
 fn a_fire_killed_late_resumes_with_nothing_missing() {
-    killed_and_resumed(0.9);
+    killed_and_resumed(0.9, "nghttp2");
 }
 
 #[test]
@@ -175,7 +183,7 @@ fn an_abort_from_another_process_stops_the_fire_and_it_exits_4() {
 /// Stops the gateway process mid-fire for `outage`, then starts it again on
 /// the same address: the fire pauses, reconnects and ends with every device
 /// delivered, no retry budget spent.
-fn provider_outage(outage: Duration) {
+fn provider_outage(outage: Duration, engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = audience(dir.path());
     let keys = dir.path().join("keys");
@@ -184,7 +192,9 @@ fn provider_outage(outage: Duration) {
     let mut gw = GatewayProc::start(&keys, &flags);
     let ledger = dir.path().join("ledger.sqlite");
     let (ledger_s, reports) = (ledger.to_str().unwrap(), dir.path().join("reports"));
-    let args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    let mut args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    // Before the trailing --json, which some checks drop.
+    args.splice(args.len() - 1..args.len() - 1, ["--engine", engine]);
     let mut fire = spawn(&args);
     let deadline = Instant::now() + Duration::from_secs(60);
     while journaled(&ledger) < 6 {
@@ -216,12 +226,17 @@ fn provider_outage(outage: Duration) {
 
 #[test]
 fn a_two_second_provider_outage_pauses_the_fire_and_loses_nothing() {
-    provider_outage(Duration::from_secs(2));
+    provider_outage(Duration::from_secs(2), "nghttp2");
+}
+
+#[test]
+fn a_two_second_provider_outage_on_the_h2_engine_pauses_the_fire_and_loses_nothing() {
+    provider_outage(Duration::from_secs(2), "h2");
 }
 
 #[test]
 fn a_ten_second_provider_outage_pauses_the_fire_and_loses_nothing() {
-    provider_outage(Duration::from_secs(10));
+    provider_outage(Duration::from_secs(10), "nghttp2");
 }
 
 /// Devices of `platform` the journal holds a final answer for.
@@ -237,6 +252,16 @@ fn journaled_devices(ledger: &Path, platform: u8) -> i64 {
 
 #[test]
 fn a_storm_of_429s_on_half_the_requests_for_ten_seconds_slows_the_fire_and_loses_nothing() {
+    storm_of_429s("nghttp2");
+}
+
+#[test]
+fn a_storm_of_429s_on_the_h2_engine_slows_the_fire_and_loses_nothing() {
+    storm_of_429s("h2");
+}
+
+/// Half the requests answered 429 for ten seconds, on `engine`.
+fn storm_of_429s(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (aud, campaign) = audience(dir.path());
     let keys = dir.path().join("keys");
@@ -245,7 +270,9 @@ fn a_storm_of_429s_on_half_the_requests_for_ten_seconds_slows_the_fire_and_loses
     let mut gw = GatewayProc::start(&keys, &storm);
     let ledger = dir.path().join("ledger.sqlite");
     let (ledger_s, reports) = (ledger.to_str().unwrap(), dir.path().join("reports"));
-    let args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    let mut args = fire_args(&aud, &campaign, &gw, ledger_s, reports.to_str().unwrap());
+    // Before the trailing --json, which some checks drop.
+    args.splice(args.len() - 1..args.len() - 1, ["--engine", engine]);
     let out = run(&args);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
