@@ -30,11 +30,14 @@ impl Event {
         let key = self.approval_key(campaign);
         let approvals = &self.services.approvals;
         let identity = approvals.identity(&actor.name).await.map_err(|e| ActError::Invalid(e.to_string()))?;
+        // Never dated before the last disarm's cut-off, even within the
+        // disarm's own millisecond: it was given after it.
+        let since = self.inner.lock().expect("event lock").approvals_since_ms;
         let approval = Approval {
             identity: identity.clone(),
             operator: actor.name.clone(),
             campaign_hash: key.campaign_hash.clone(),
-            at_ms: now_ms(),
+            at_ms: now_ms().max(since),
         };
         approvals.approve(&key, &approval).await.map_err(|e| ActError::Invalid(e.to_string()))?;
         self.audit(

@@ -501,9 +501,12 @@ impl Event {
             if inner.armed.take().is_none() && !waiting {
                 return Err(ActError::Invalid("not armed".into()));
             }
-            // Approvals given before a disarm never arm again.
+            // Approvals given before a disarm never arm again, nor those of
+            // its own millisecond (an approval a moment before the disarm
+            // can carry the same time); later ones are dated from the next
+            // millisecond on (`approve_as`).
             inner.disarms += 1;
-            inner.approvals_since_ms = now_ms();
+            inner.approvals_since_ms = now_ms() + 1;
             if let Some(i) = arm.filter(|_| !waiting) {
                 inner.steps[i].state = StepState::Pending;
                 inner.steps[i].note = Some(format!("disarmed by {}", actor.name));
