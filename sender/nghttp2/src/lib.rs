@@ -152,7 +152,6 @@ struct Context {
 /// handed to nghttp2.
 struct Stream {
     key: usize,
-    stream_id: i32,
     body: Bytes,
     at: usize,
 }
@@ -172,18 +171,54 @@ impl Context {
 /// One HTTP/2 client session (one connection's protocol state).
 pub struct Session {
     raw: NonNull<sys::nghttp2_session>,
-    ctx: Box<Context>,
+    ctx: ContextPtr,
+}
+
+/// The context, owned through a raw pointer rather than a `Box`: nghttp2
+/// holds an alias of it as user data, so no `&mut Context` may outlive the
+/// method that made it (a `Box` would assert unique access whenever moved
+/// or borrowed).
+struct ContextPtr(NonNull<Context>);
+
+impl ContextPtr {
+    fn new(ctx: Context) -> Self {
+        Self(NonNull::from(Box::leak(Box::new(ctx))))
+    }
+
+    fn get(&mut self) -> &mut Context {
+        // SAFETY: allocated in `new` and live until drop; the only other
+        // user is nghttp2's user data, dereferenced only by callbacks while
+        // `receive`/`send` run, and those methods hold no borrow of it
+        // across the C call.
+        unsafe { self.0.as_mut() }
+    }
+
+    fn get_ref(&self) -> &Context {
+        // SAFETY: as in `get`, shared.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for ContextPtr {
+    fn drop(&mut self) {
+        // SAFETY: leaked from a Box in `new`, freed once here. A `Session`
+        // deletes its nghttp2 session (the alias) in its own `Drop`, which
+        // runs before its fields are dropped.
+        unsafe { drop(Box::from_raw(self.0.as_ptr())) };
+    }
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("streams", &(self.ctx.streams.len() - self.ctx.free.len())).finish_non_exhaustive()
+        let ctx = self.ctx.get_ref();
+        f.debug_struct("Session").field("streams", &(ctx.streams.len() - ctx.free.len())).finish_non_exhaustive()
     }
 }
 
 // SAFETY: an nghttp2 session has no thread affinity (no thread-locals, no
 // locks); it is a plain heap structure used through `&mut self` only. The
-// context holds no handler between calls. Moving it to another thread is
+// context (owned through a raw pointer, holding Bytes and Vecs, which are
+// Send) holds no handler between calls. Moving it to another thread is
 // sound; sharing it is not offered (Session is not Sync).
 unsafe impl Send for Session {}
 
@@ -322,32 +357,6 @@ unsafe extern "C" fn on_stream_close(session: *mut sys::nghttp2_session, stream_
     }
 }
 
-/// A request's HEADERS could not be sent (a GOAWAY arrived, the session is
-/// ending): its stream never opened, and the request never left.
-unsafe extern "C" fn on_frame_not_send(
-    _session: *mut sys::nghttp2_session,
-    frame: *const sys::nghttp2_frame,
-    _lib_error_code: c_int,
-    user_data: *mut c_void,
-) -> c_int {
-    // SAFETY: frame points to the frame that was not sent.
-    let hd = unsafe { (*frame).hd };
-    if u32::from(hd.type_) != sys::NGHTTP2_HEADERS {
-        return 0;
-    }
-    // SAFETY: user_data is our Context, per with_handler's contract.
-    unsafe {
-        with_handler(user_data, |ctx, h| {
-            // The stream never opened, so it has no user data: find its slot
-            // (rare: only when a session ends with requests queued).
-            let slot = ctx.streams.iter().position(|s| s.as_ref().is_some_and(|s| s.stream_id == hd.stream_id));
-            if let Some(stream) = slot.and_then(|slot| ctx.release(slot)) {
-                h.on_close(stream.key, Close { error_code: sys::NGHTTP2_REFUSED_STREAM, reset_by_peer: false });
-            }
-        })
-    }
-}
-
 /// Copies the next piece of a request body into nghttp2's DATA buffer.
 unsafe extern "C" fn read_body(
     _session: *mut sys::nghttp2_session,
@@ -386,7 +395,7 @@ impl Session {
     /// A client session; its connection preface and SETTINGS are ready for
     /// the first [`send`](Self::send).
     pub fn new(options: &Options) -> Result<Self, Error> {
-        let mut ctx = Box::new(Context { handler: None, streams: Vec::new(), free: Vec::new(), reset: 0, nva: Vec::with_capacity(16) });
+        let ctx = ContextPtr::new(Context { handler: None, streams: Vec::new(), free: Vec::new(), reset: 0, nva: Vec::with_capacity(16) });
         let mut callbacks = std::ptr::null_mut();
         // SAFETY: out-pointer to a local; checked below.
         check(unsafe { sys::nghttp2_session_callbacks_new(&mut callbacks) })?;
@@ -398,7 +407,6 @@ impl Session {
             sys::nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, Some(on_frame_recv));
             sys::nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, Some(on_frame_send));
             sys::nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Some(on_stream_close));
-            sys::nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, Some(on_frame_not_send));
         }
         let mut option = std::ptr::null_mut();
         // SAFETY: out-pointer to a local.
@@ -411,10 +419,10 @@ impl Session {
         // SAFETY: option was just allocated.
         unsafe { sys::nghttp2_option_set_peer_max_concurrent_streams(option, options.initial_max_streams) };
         let mut raw = std::ptr::null_mut();
-        let user_data: *mut Context = &mut *ctx;
+        let user_data: *mut Context = ctx.0.as_ptr();
         // SAFETY: callbacks and option are valid; nghttp2 copies both, so we
-        // free them right after. user_data points into the Box, whose
-        // address is stable for the session's life.
+        // free them right after. user_data is the context's heap address,
+        // stable until the session is deleted.
         let rv = unsafe { sys::nghttp2_session_client_new2(&mut raw, callbacks, user_data.cast(), option) };
         // SAFETY: both were allocated above and are not used again.
         unsafe {
@@ -443,11 +451,12 @@ impl Session {
         if !self.accepts_requests() {
             return Err(Error(sys::NGHTTP2_ERR_START_STREAM_NOT_ALLOWED));
         }
-        let slot = self.ctx.free.pop().unwrap_or_else(|| {
-            self.ctx.streams.push(None);
-            self.ctx.streams.len() - 1
+        let ctx = self.ctx.get();
+        let slot = ctx.free.pop().unwrap_or_else(|| {
+            ctx.streams.push(None);
+            ctx.streams.len() - 1
         });
-        let nva = &mut self.ctx.nva;
+        let nva = &mut ctx.nva;
         nva.clear();
         nva.extend(headers.iter().map(|h| sys::nghttp2_nv {
             // nghttp2 copies names and values (no NO_COPY flags) and only
@@ -470,10 +479,10 @@ impl Session {
             sys::nghttp2_submit_request2(self.raw.as_ptr(), std::ptr::null(), nva.as_ptr(), nva.len(), prd, (slot + 1) as *mut c_void)
         };
         if stream_id < 0 {
-            self.ctx.free.push(slot);
+            self.ctx.get().free.push(slot);
             return Err(Error(stream_id));
         }
-        self.ctx.streams[slot] = Some(Stream { key, stream_id, body: body.unwrap_or_default(), at: 0 });
+        self.ctx.get().streams[slot] = Some(Stream { key, body: body.unwrap_or_default(), at: 0 });
         Ok(stream_id)
     }
 
@@ -524,9 +533,9 @@ impl Session {
         // it is cleared below before `handler`'s borrow ends, and only the
         // callbacks of the C call inside `f` dereference it.
         let handler: NonNull<dyn Handler + 'static> = unsafe { std::mem::transmute(handler) };
-        self.ctx.handler = Some(handler);
+        self.ctx.get().handler = Some(handler);
         let out = f(self.raw.as_ptr());
-        self.ctx.handler = None;
+        self.ctx.get().handler = None;
         out
     }
 

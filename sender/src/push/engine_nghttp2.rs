@@ -74,7 +74,9 @@ impl Conn {
 
 impl NgPool {
     pub(crate) async fn open(endpoint: Arc<Endpoint>, connections: usize) -> Result<Self, ConnectError> {
-        let mut conns = Vec::new();
+        // Built as it goes: if a later connection fails, dropping the pool
+        // closes the ones already started.
+        let mut pool = Self { endpoint: endpoint.clone(), conns: Vec::new() };
         for _ in 0..connections.max(1) {
             let conn = Arc::new(Conn {
                 endpoint: endpoint.clone(),
@@ -82,11 +84,10 @@ impl NgPool {
                 inflight: AtomicUsize::new(0),
                 state: Mutex::new(State { session: None, calls: Calls::default(), driver: None, closed: false }),
             });
+            pool.conns.push(conn.clone());
             let transport = endpoint.transport().await?;
             start(&conn, transport)?;
-            conns.push(conn);
         }
-        let pool = Self { endpoint, conns };
         let deadline = tokio::time::Instant::now() + SETTINGS_WAIT;
         while pool.capacity() <= pool.conns.len() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -189,8 +190,15 @@ fn start(conn: &Arc<Conn>, transport: Transport) -> Result<(), ConnectError> {
 /// Runs one connection until it ends, then fails its calls and, unless the
 /// pool is gone, connects again.
 async fn drive<T: AsyncRead + AsyncWrite + Unpin>(conn: Arc<Conn>, io: T) {
-    let mut driver =
-        Driver { conn: conn.clone(), io, read: vec![0; READ_CHUNK], out: Vec::with_capacity(WRITE_CHUNK), written: 0, flushing: false };
+    let mut driver = Driver {
+        conn: conn.clone(),
+        io,
+        read: vec![0; READ_CHUNK],
+        out: Vec::with_capacity(WRITE_CHUNK),
+        written: 0,
+        flushing: false,
+        terminating: false,
+    };
     let end = std::future::poll_fn(|cx| driver.poll(cx)).await;
     drop(driver);
     conn.live.store(false, Ordering::Relaxed);
@@ -256,6 +264,8 @@ struct Driver<T> {
     out: Vec<u8>,
     written: usize,
     flushing: bool,
+    /// Its GOAWAY is queued.
+    terminating: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -272,6 +282,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     let State { session, calls, .. } = &mut *state;
                     let Some(session) = session.as_mut() else { return Poll::Ready(Ok(())) };
                     session.receive(buf.filled(), calls)?;
+                    if !session.accepts_requests() {
+                        // A GOAWAY: no new requests here; the others take them
+                        // while this one finishes its streams.
+                        self.conn.live.store(false, Ordering::Relaxed);
+                    }
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
@@ -283,7 +298,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 let mut state = self.conn.lock();
                 let State { session, calls, driver, closed } = &mut *state;
                 let Some(session) = session.as_mut() else { return Poll::Ready(Ok(())) };
-                if *closed && calls.active == 0 && session.accepts_requests() {
+                // Once idle, end a connection the pool no longer needs or that
+                // takes no new requests (a GOAWAY, or stream ids used up), so
+                // that a fresh one replaces it.
+                if (*closed || !session.accepts_requests()) && calls.active == 0 && !self.terminating {
+                    self.terminating = true;
                     session.terminate();
                 }
                 session.send(&mut self.out, WRITE_CHUNK, calls)?;
@@ -484,6 +503,13 @@ impl Future for NgCall {
             state.calls.release(self.key);
             conn.inflight.fetch_sub(1, Ordering::Relaxed);
             self.done = true;
+            // A closed pool's connection ends once its last call is taken.
+            if state.closed
+                && state.calls.active == 0
+                && let Some(w) = state.driver.take()
+            {
+                w.wake();
+            }
             return Poll::Ready(result);
         }
         if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
