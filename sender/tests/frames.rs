@@ -30,26 +30,6 @@ const REFUSED_STREAM: u32 = 7;
 const INTERNAL_ERROR: u32 = 2;
 const CANCEL: u32 = 8;
 
-/// Runs `$name(engine)` once per send engine, as `$name::h2` and
-/// `$name::nghttp2`.
-macro_rules! both_engines {
-    ($name:ident) => {
-        mod $name {
-            use super::SendEngine;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn h2() {
-                super::$name(SendEngine::H2).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nghttp2() {
-                super::$name(SendEngine::Nghttp2).await;
-            }
-        }
-    };
-}
-
 #[derive(Debug)]
 struct Frame {
     kind: u8,

@@ -20,26 +20,6 @@ use crate::util;
 
 const TOPIC: &str = "dev.kickoff.demo";
 
-/// Runs the async test `$name(engine)` once per send engine, as
-/// `$name::h2` and `$name::nghttp2`: the same suite on both.
-macro_rules! both_engines {
-    ($name:ident) => {
-        mod $name {
-            use super::SendEngine;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn h2() {
-                super::$name(SendEngine::H2).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nghttp2() {
-                super::$name(SendEngine::Nghttp2).await;
-            }
-        }
-    };
-}
-
 /// A raw HTTP/2 client to the gateway, for sending requests by hand.
 struct Raw {
     pool: Pool,
