@@ -546,12 +546,6 @@ impl Session {
         unsafe { sys::nghttp2_session_want_read(self.raw.as_ptr()) != 0 || sys::nghttp2_session_want_write(self.raw.as_ptr()) != 0 }
     }
 
-    /// True when the session has frames to send.
-    pub fn wants_write(&self) -> bool {
-        // SAFETY: the session is live; the function only reads it.
-        unsafe { sys::nghttp2_session_want_write(self.raw.as_ptr()) != 0 }
-    }
-
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (the initial assumption
     /// until its SETTINGS arrive; u32::MAX when it sets no limit).
     pub fn max_concurrent_streams(&self) -> u32 {
